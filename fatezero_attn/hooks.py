@@ -1,0 +1,322 @@
+"""The one place the algorithm meets ComfyUI's UNet: a dispatcher per patched model.
+
+ComfyUI keeps one attention-replace function per transformer block, so capture,
+fusion and spatio-temporal attention go through one ``FateZeroPatch`` installed on a
+``ModelPatcher.clone()``:
+- ``unet_wrapper`` (``set_model_unet_function_wrapper``): knows the batch layout of each
+  UNet call; while fusing it prepends the *source row* (the inversion's UNet input for
+  this timestep with the source prompt), so every layer sees ``[source, cond, uncond]``
+  chunks of ``frames`` rows, and drops that row from the output;
+- ``attn1`` / ``attn2`` (attention replace on every transformer block): spatio-temporal
+  keys and values, capture of the blend-level cross-attention during inversion, and
+  fusion of the positive (cond) rows during editing; the negative rows stay plain;
+- video-wide GroupNorm as object patches on the clone, restored by ComfyUI after sampling.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from . import temporal
+from .fusion import attention_probs, fused_cross_attention, fused_self_attention
+from .masks import BLEND_LEVEL, BlendMask
+from .schedule import edit_step
+from .store import AttentionStore
+
+log = logging.getLogger("FateZero")
+
+FUSE_MAX_QUERY = 32 * 32  # the authors fuse (and store) layers with at most 32x32 queries
+
+
+class FateZeroError(ValueError):
+    """A user-facing error: the message names the node, the input and the fix."""
+
+
+def model_id(model_patcher) -> str:
+    """A fingerprint of the UNet's weights (first and last layer) and its model type."""
+    dm = model_patcher.model.diffusion_model
+    h = hashlib.sha1(type(model_patcher.model.model_config).__name__.encode())
+    for p in (dm.input_blocks[0][0].weight, dm.out[-1].weight):
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def attention_blocks(diffusion_model) -> list[tuple[str, int, int]]:
+    """Every ``(block, number, transformer_index)`` with a transformer in the UNet."""
+    from comfy.ldm.modules.attention import SpatialTransformer
+    keys = []
+    for name, blocks in (("input", diffusion_model.input_blocks), ("middle", [diffusion_model.middle_block]),
+                         ("output", diffusion_model.output_blocks)):
+        for number, block in enumerate(blocks):
+            for layer in block:
+                if isinstance(layer, SpatialTransformer):
+                    keys += [(name, number, d) for d in range(len(layer.transformer_blocks))]
+    return keys
+
+
+# -- video-wide GroupNorm ----------------------------------------------------------------
+class VideoBatch:
+    """Rows per conditioning branch of the UNet call in flight (set by the wrapper)."""
+    chunk: int | None = None
+
+
+_video_norm_classes: dict[type, type] = {}
+
+
+def video_group_norm(norm: torch.nn.Module, batch: VideoBatch) -> torch.nn.Module:
+    """The same GroupNorm (same parameters) taking statistics over all frames of a branch."""
+    base = type(norm)
+    cls = _video_norm_classes.get(base)
+    if cls is None:
+        def forward(self, x):
+            n = self._video_batch.chunk
+            if not n or n == 1 or x.dim() != 4 or x.shape[0] % n:
+                return base.forward(self, x)
+            b, c, h, w = x.shape
+            # [b, c, h, w] -> [branches, c, frames*h, w]: one statistic per group over the video
+            video = x.view(b // n, n, c, h, w).transpose(1, 2).reshape(b // n, c, n * h, w)
+            out = base.forward(self, video)
+            return out.view(b // n, c, n, h, w).transpose(1, 2).reshape(b, c, h, w)
+        cls = type(f"Video{base.__name__}", (base,), {"forward": forward})
+        _video_norm_classes[base] = cls
+    patched = cls.__new__(cls)
+    patched.__dict__ = norm.__dict__.copy()  # shares the parameter dicts with the original
+    patched._video_batch = batch
+    return patched
+
+
+def group_norm_names(diffusion_model) -> list[str]:
+    """The two GroupNorms of every ResBlock and the output norm (not the transformers')."""
+    from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
+    names = [f"diffusion_model.{n}.{part}" for n, m in diffusion_model.named_modules()
+             if isinstance(m, ResBlock) for part in ("in_layers.0", "out_layers.0")]
+    return names + ["diffusion_model.out.0"]
+
+
+# -- what the edit needs at each step ----------------------------------------------------
+@dataclass
+class FusionPlan:
+    store: AttentionStore
+    mapper: torch.Tensor           # S [77, 77]
+    aligned: torch.Tensor          # [77]
+    equalizer: torch.Tensor        # [77]
+    cross_windows: torch.Tensor    # [77] edit steps k < window fuse cross-attention, per token
+    self_window: int
+    blend: BlendMask | None = None
+    max_query: int = FUSE_MAX_QUERY
+    _weights: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def last_fused_step(self) -> int:
+        return max(int(self.cross_windows.max()), self.self_window)
+
+    def cross_weights(self, k: int):
+        from .fusion import cross_weights
+        if k not in self._weights:
+            active = (k < self.cross_windows).float()
+            self._weights[k] = cross_weights(self.mapper, self.aligned, self.equalizer, active)
+        return self._weights[k]
+
+
+@dataclass
+class Recorder:
+    """Collects the inversion's UNet inputs and blend-level cross-attention maps."""
+    inv_sigmas: torch.Tensor
+    unet_inputs: dict = field(default_factory=dict)
+    cross_sum: dict = field(default_factory=dict)
+    cross_count: dict = field(default_factory=dict)
+
+    def call_index(self, sigma: float) -> int:
+        steps = len(self.inv_sigmas) - 1
+        k = edit_step(sigma, self.inv_sigmas)
+        if k is None:
+            raise FateZeroError(f"inversion called the UNet at sigma {sigma}, not on its own schedule")
+        return steps - 1 - k
+
+
+class FateZeroPatch:
+    """Spatio-temporal attention, inversion capture and fusion behind one dispatcher."""
+
+    def __init__(self, temporal_mode: str = "per-frame", temporal_min_channels: int = 0,
+                 video_groupnorm: bool = False, fusion: FusionPlan | None = None,
+                 recorder: Recorder | None = None, node: str = "FateZero"):
+        temporal.source_frames(temporal_mode, 1)  # validates the mode
+        self.temporal_mode = temporal_mode
+        self.temporal_min_channels = temporal_min_channels
+        self.video_groupnorm = video_groupnorm
+        self.fusion = fusion
+        self.recorder = recorder
+        self.node = node
+        self.batch = VideoBatch()
+        self.previous_wrapper = None
+
+    def __deepcopy__(self, memo):
+        # ModelPatcher.clone() deep-copies model_options; the patch is read-only while sampling.
+        return self
+
+    # -- installing ---------------------------------------------------------------------
+    def install(self, model_patcher) -> None:
+        """Put this patch on ``model_patcher`` (a clone the caller owns)."""
+        dm = model_patcher.model.diffusion_model
+        replace = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {})
+        for key in attention_blocks(dm):
+            for attn in ("attn1", "attn2"):
+                existing = replace.get(attn, {}).get(key)
+                if existing is not None and not isinstance(getattr(existing, "__self__", None), FateZeroPatch):
+                    raise FateZeroError(
+                        f"{self.node}: the incoming MODEL already has an attention patch on {attn} of block {key} "
+                        "from another node; apply FateZero's nodes directly after the model loader (before other "
+                        "attention patches such as IPAdapter or AnimateDiff).")
+            model_patcher.set_model_attn1_replace(self.attn1, key[0], key[1], key[2])
+            model_patcher.set_model_attn2_replace(self.attn2, key[0], key[1], key[2])
+        wrapper = model_patcher.model_options.get("model_function_wrapper")
+        if isinstance(getattr(wrapper, "__self__", None), FateZeroPatch):
+            wrapper = wrapper.__self__.previous_wrapper  # replace our own earlier patch, keep what was under it
+        self.previous_wrapper = wrapper
+        model_patcher.set_model_unet_function_wrapper(self.unet_wrapper)
+        if self.video_groupnorm:
+            for name in group_norm_names(dm):
+                norm = model_patcher.get_model_object(name)
+                if hasattr(norm, "_video_batch"):
+                    norm = _video_norm_base(norm)
+                model_patcher.add_object_patch(name, video_group_norm(norm, self.batch))
+        else:
+            for name in group_norm_names(dm):  # an earlier FateZero patch may have set them
+                if hasattr(model_patcher.object_patches.get(name), "_video_batch"):
+                    del model_patcher.object_patches[name]
+
+    # -- the UNet call --------------------------------------------------------------------
+    def unet_wrapper(self, apply_model, args: dict) -> torch.Tensor:
+        x, t, c = args["input"], args["timestep"], dict(args["c"])
+        cond_or_uncond = args["cond_or_uncond"]
+        chunk = x.shape[0] // len(cond_or_uncond)
+        roles = ["cond" if r == 0 else "uncond" for r in cond_or_uncond]
+        opts = dict(c.get("transformer_options", {}))
+        step = None
+        with_source = False
+        if self.fusion is not None and "cond" in roles:
+            step = self._edit_step(float(t[0]), opts)
+            if step <= self.fusion.last_fused_step:
+                x, t, c = self._prepend_source(step, x, t, c, chunk)
+                roles = ["source"] + roles
+                with_source = True
+        opts["fatezero"] = {"roles": roles, "chunk": chunk, "step": step}
+        c["transformer_options"] = opts
+        self.batch.chunk = chunk if self.video_groupnorm else None
+        try:
+            if self.previous_wrapper is not None:
+                out = self.previous_wrapper(apply_model, {**args, "input": x, "timestep": t, "c": c})
+            else:
+                out = apply_model(x, t, **c)
+        finally:
+            self.batch.chunk = None
+        return out[chunk:] if with_source else out
+
+    def _edit_step(self, sigma: float, opts: dict) -> int:
+        store = self.fusion.store
+        k = edit_step(sigma, store.sigmas)
+        if k is None:
+            sample = opts.get("sample_sigmas")
+            got = "" if sample is None else f" (the sampler's sigmas: {[round(float(s), 4) for s in sample]})"
+            raise FateZeroError(
+                f"{self.node}: the sampler's sigmas do not match the attention store's{got}. The store was "
+                f"inverted with {store.info.steps} steps of ddim_uniform (sigmas "
+                f"{[round(float(s), 4) for s in store.edit_sigmas]}); sample with KSamplerAdvanced, "
+                f"sampler 'ddim', scheduler 'ddim_uniform', steps {store.info.steps}, add_noise 'disable', "
+                "start_at_step 0, or feed the inversion's SIGMAS output to SamplerCustom.")
+        return k
+
+    def _prepend_source(self, step: int, x, t, c: dict, chunk: int):
+        store = self.fusion.store
+        j = store.info.steps - 1 - step
+        src_x = store.unet_inputs[j].to(x)
+        if src_x.shape != x[:chunk].shape:
+            raise FateZeroError(
+                f"{self.node}: the latent has {chunk} frames of {tuple(x.shape[-2:])}, the attention store "
+                f"{store.info.frames} frames of {tuple(store.info.latent_hw)}; edit the same video the store was inverted from.")
+        ctx = c["c_crossattn"]
+        src_ctx = store.source_context.to(ctx)
+        if src_ctx.shape[1:] != ctx.shape[1:]:
+            raise FateZeroError(
+                f"{self.node}: the target prompt's conditioning has {ctx.shape[1]} tokens, the source prompt's "
+                f"{src_ctx.shape[1]}; keep both prompts within 75 tokens.")
+        c["c_crossattn"] = torch.cat([src_ctx.expand(chunk, -1, -1), ctx])
+        return torch.cat([src_x, x]), torch.cat([t[:chunk], t]), c
+
+    # -- attention ------------------------------------------------------------------------
+    @staticmethod
+    def _attn(q, k, v, heads):
+        from comfy.ldm.modules.attention import optimized_attention
+        return optimized_attention(q, k, v, heads)
+
+    def attn1(self, q, k, v, extra: dict) -> torch.Tensor:
+        fz = extra.get("fatezero") or {"roles": None, "chunk": q.shape[0] // len(extra["cond_or_uncond"]), "step": None}
+        heads, chunk = extra["n_heads"], fz["chunk"]
+        if self.temporal_mode != "per-frame" and q.shape[-1] >= self.temporal_min_channels:
+            k = temporal.gather_frames(k, chunk, self.temporal_mode)
+            v = temporal.gather_frames(v, chunk, self.temporal_mode)
+        out = self._attn(q, k, v, heads)
+        step = fz["step"]
+        fusion = self.fusion
+        if step is None or fusion is None or step >= fusion.self_window or q.shape[1] > fusion.max_query \
+                or "source" not in fz["roles"]:
+            return out
+        src = slice(0, chunk)
+        keep = None
+        if fusion.blend is not None:
+            _, _, h, w = extra["activations_shape"]
+            keep = fusion.blend.keep_edit(fusion.store.info.steps - 1 - step, (h, w)).to(q.device)
+        for r, role in enumerate(fz["roles"]):
+            if role == "cond":
+                rows = slice(r * chunk, (r + 1) * chunk)
+                out[rows] = fused_self_attention(q[src], k[src], v[rows], heads, out[rows], keep, attn=self._attn)
+        return out
+
+    def attn2(self, q, k, v, extra: dict) -> torch.Tensor:
+        fz = extra.get("fatezero") or {"roles": None, "chunk": q.shape[0], "step": None}
+        heads, chunk = extra["n_heads"], fz["chunk"]
+        out = self._attn(q, k, v, heads)
+        if self.recorder is not None and self._is_blend_level(extra):
+            self._capture(q, k, heads, extra)
+        step, fusion = fz["step"], self.fusion
+        if step is None or fusion is None or q.shape[1] > fusion.max_query or "source" not in fz["roles"]:
+            return out
+        if not bool((step < fusion.cross_windows).any()):
+            return out
+        R, D = fusion.cross_weights(step)
+        src = slice(0, chunk)
+        for r, role in enumerate(fz["roles"]):
+            if role == "cond":
+                rows = slice(r * chunk, (r + 1) * chunk)
+                out[rows] = fused_cross_attention(q[src], k[src], q[rows], k[rows], v[rows], R, D, heads, attn=self._attn)
+        return out
+
+    @staticmethod
+    def _is_blend_level(extra: dict) -> bool:
+        latent_h = extra["original_shape"][2]
+        h = extra["activations_shape"][2]
+        return round(latent_h / h) == BLEND_LEVEL
+
+    def _capture(self, q, k, heads, extra) -> None:
+        rec = self.recorder
+        j = rec.call_index(float(extra["sigmas"][0]))
+        b, c, h, w = extra["activations_shape"]
+        maps = attention_probs(q.float(), k.float(), heads).mean(1)  # [frames, h*w, 77]
+        maps = maps.view(b, h, w, -1)
+        if j in rec.cross_sum:
+            rec.cross_sum[j] += maps
+            rec.cross_count[j] += 1
+        else:
+            rec.cross_sum[j] = maps
+            rec.cross_count[j] = 1
+
+
+def _video_norm_base(norm: torch.nn.Module) -> torch.nn.Module:
+    """The plain GroupNorm under a video-wide one (to re-patch without stacking)."""
+    base = type(norm).__mro__[1]
+    plain = base.__new__(base)
+    plain.__dict__ = {k: v for k, v in norm.__dict__.items() if k != "_video_batch"}
+    return plain

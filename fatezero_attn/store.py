@@ -1,0 +1,99 @@
+"""The attention store: what fused editing needs to use the inversion-time attention.
+
+Representation, chosen by measurement (bench/): the store keeps the exact UNet input of
+every inversion call (the latent trajectory, ``[steps, frames, 4, h, w]``) and the source
+conditioning. At edit step k the pack runs the source row once more through the same
+patched UNet with that input; its attention *is* the inversion attention (same call),
+and the fused kernels consume its q and k directly. Keeping maps instead, as the
+authors' code does, costs ``frames * (hw)^2`` per layer and step: about 100 GB for 8
+frames at 512x512 and 50 steps, against 27 MB for the trajectory. The only maps kept are
+the small blend-level cross-attention maps (mean over heads and layers) the blend mask
+is made from.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class StoreInfo:
+    """Metadata checked when a store is loaded or used."""
+    model_id: str
+    steps: int
+    frames: int
+    latent_hw: tuple[int, int]
+    temporal_mode: str
+    temporal_min_channels: int
+    video_groupnorm: bool
+    source_context_sha1: str = ""
+    format_version: int = FORMAT_VERSION
+
+
+@dataclass
+class AttentionStore:
+    info: StoreInfo
+    sigmas: torch.Tensor          # [steps + 1] ascending inversion sigmas s_0..s_N
+    unet_inputs: torch.Tensor     # [steps, frames, C, h, w] x-space input of inversion call j
+    source_context: torch.Tensor  # [1, 77, dim] the source prompt's cross-attention context
+    cross_maps: torch.Tensor      # [steps, frames, h/4, w/4, 77] fp16, mean over heads and layers
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def edit_sigmas(self) -> torch.Tensor:
+        """The descending sigmas an edit visits (without its end point)."""
+        return self.sigmas[1:].flip(0)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.sigmas, self.unet_inputs, self.source_context, self.cross_maps))
+
+    # -- files ----------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        from safetensors.torch import save_file
+        meta = {"fatezero_store": json.dumps(asdict(self.info))}
+        tensors = {"sigmas": self.sigmas, "unet_inputs": self.unet_inputs,
+                   "source_context": self.source_context, "cross_maps": self.cross_maps}
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: Path) -> "AttentionStore":
+        """Load and check a store file; ``ValueError`` says what is wrong with it."""
+        from safetensors import safe_open
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # safetensors raises its own error types for bad headers
+            raise ValueError(f"not a readable safetensors file ({e})") from None
+        if "fatezero_store" not in meta:
+            raise ValueError("this safetensors file is not a FateZero attention store")
+        raw = json.loads(meta["fatezero_store"])
+        version = raw.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"store format version {version}, this pack reads version {FORMAT_VERSION}; "
+                             "run the inversion again with this version of the pack")
+        info = StoreInfo(**{**raw, "latent_hw": tuple(raw["latent_hw"])})
+        missing = {"sigmas", "unet_inputs", "source_context", "cross_maps"} - tensors.keys()
+        if missing:
+            raise ValueError(f"the file lacks {sorted(missing)}")
+        store = cls(info, tensors["sigmas"], tensors["unet_inputs"], tensors["source_context"], tensors["cross_maps"])
+        store.check_consistent()
+        return store
+
+    def check_consistent(self) -> None:
+        i = self.info
+        expect = (i.steps, i.frames)
+        if tuple(self.unet_inputs.shape[:2]) != expect or tuple(self.unet_inputs.shape[-2:]) != tuple(i.latent_hw):
+            raise ValueError(f"latent trajectory has shape {tuple(self.unet_inputs.shape)}, metadata says "
+                             f"{i.steps} steps x {i.frames} frames at {i.latent_hw}")
+        if self.sigmas.shape != (i.steps + 1,) or not bool((self.sigmas[1:] > self.sigmas[:-1]).all()):
+            raise ValueError("sigmas do not match the metadata's steps or do not ascend")
+        if tuple(self.cross_maps.shape[:2]) != expect:
+            raise ValueError("cross-attention maps do not match the metadata's steps and frames")
+        if not bool(torch.isfinite(self.unet_inputs).all()):
+            raise ValueError("the latent trajectory holds non-finite values")

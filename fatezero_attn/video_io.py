@@ -1,0 +1,256 @@
+"""Frame loading for FateZero: video files (through PyAV) and folders of numbered images.
+
+Plain PyAV / numpy / torch, no ComfyUI imports, so it can be used (and tested) anywhere.
+Every problem a user can fix is raised as :class:`ClipError`, naming the input to change;
+PyAV and PIL exceptions never escape raw.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Literal
+
+import av
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".gif", ".mov", ".avi", ".mkv", ".m4v")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+RESIZE_MODES = ("center crop", "stretch")
+ResizeMode = Literal["center crop", "stretch"]
+# An image folder carries no timing; FateZero's own sample clips are played at 8 fps.
+FOLDER_FPS = 8.0
+# Decoder working set on top of the IMAGE batch: a few reference / threaded frames at
+# source size in YUV + the RGB conversion. Generous on purpose: it only gates refusal.
+DECODE_FRAMES = 16
+
+
+class ClipError(ValueError):
+    """A bad input the user can fix: which input, what is wrong, and what to do."""
+
+    def __init__(self, input_name: str, problem: str, fix: str):
+        self.input_name, self.problem, self.fix = input_name, problem, fix
+        super().__init__(f"input '{input_name}': {problem}. Fix: {fix}.")
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    n_frames: int  # exact for folders; container metadata (or packet count) for videos
+    fps: float
+    width: int
+    height: int
+
+
+# -- finding clips ---------------------------------------------------------------------------
+def _natural_key(name: str) -> list:
+    # "frame10.png" after "frame9.png": users number frames without zero padding.
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def folder_images(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+                  key=lambda p: _natural_key(p.name))
+
+
+def list_clips(input_dir: str | os.PathLike) -> list[str]:
+    """Video files and image folders directly inside ``input_dir`` (for the node's combo)."""
+    root = Path(input_dir)
+    if not root.is_dir():
+        return []
+    names = []
+    for entry in root.iterdir():
+        if entry.is_file() and entry.suffix.lower() in VIDEO_EXTENSIONS:
+            names.append(entry.name)
+        elif entry.is_dir() and not entry.name.startswith(".") and folder_images(entry):
+            names.append(entry.name)
+    return sorted(names, key=_natural_key)
+
+
+def resolve_clip(input_dir: str | os.PathLike, name: str) -> Path:
+    """The clip ``name`` inside ``input_dir``; refuses anything that leaves that folder."""
+    if name.endswith(" [input]"):  # ComfyUI's annotated form of an input-folder file
+        name = name[: -len(" [input]")]
+    where = f"ComfyUI's input folder ({input_dir})"
+    pick = "pick a file or image folder from the list, or upload one"
+    if not name or os.path.isabs(name):
+        raise ClipError("video", f"'{name}' is not a name inside {where}; absolute paths are refused", pick)
+    root = os.path.realpath(input_dir)
+    path = os.path.realpath(os.path.join(root, name))
+    if os.path.commonpath([root, path]) != root:
+        raise ClipError("video", f"'{name}' points outside {where}", pick)
+    if not os.path.exists(path):
+        raise ClipError("video", f"'{name}' was not found in {where}", f"copy the clip there or {pick}")
+    p = Path(path)
+    if p.is_dir():
+        if not folder_images(p):
+            raise ClipError("video", f"the folder '{name}' holds no {'/'.join(IMAGE_EXTENSIONS)} frames",
+                            "put the frames (sorted by name) in it, or pick a video file")
+    elif p.suffix.lower() not in VIDEO_EXTENSIONS:
+        raise ClipError("video", f"'{name}' is not a supported video type ({', '.join(VIDEO_EXTENSIONS)})",
+                        "convert it to mp4 or pick another file")
+    return p
+
+
+def fingerprint(path: Path) -> str:
+    """Changes whenever the clip's file (or a folder's frames) change: mtime + size."""
+    files = folder_images(path) if path.is_dir() else [path]
+    return "|".join(f"{f.name}:{f.stat().st_mtime_ns}:{f.stat().st_size}" for f in files)
+
+
+# -- reading ---------------------------------------------------------------------------------
+def _unreadable(name: str, err: Exception) -> ClipError:
+    return ClipError("video", f"'{name}' cannot be decoded; it is corrupt, truncated or not a video "
+                     f"(PyAV: {err})", "re-export or re-encode the clip (e.g. `ffmpeg -i in.mp4 out.mp4`) "
+                     "or pick another file")
+
+
+def probe(path: Path) -> ClipInfo:
+    """Frame count, rate and size from headers only (nothing is decoded)."""
+    if path.is_dir():
+        files = folder_images(path)
+        w, h = _open_image(files[0]).size
+        return ClipInfo(len(files), FOLDER_FPS, w, h)
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise ClipError("video", f"'{path.name}' has no video stream", "pick a file with video in it")
+            s = c.streams.video[0]
+            fps = float(s.average_rate or s.guessed_rate or s.base_rate or 0) or FOLDER_FPS
+            n = s.frames
+            if not n and s.duration and s.time_base:
+                n = round(float(s.duration * s.time_base) * fps)
+            if not n and c.duration:
+                n = round(c.duration / av.time_base * fps)
+            if not n:  # webm/avi without counts: packets ~ frames, and demuxing decodes nothing
+                n = sum(1 for p in c.demux(s) if p.size)
+            return ClipInfo(int(n), fps, s.codec_context.width, s.codec_context.height)
+    except av.FFmpegError as e:
+        raise _unreadable(path.name, e) from None
+
+
+def _open_image(path: Path):
+    from PIL import Image, UnidentifiedImageError
+    try:
+        img = Image.open(path)
+        img.load()
+        return img
+    except (UnidentifiedImageError, OSError) as e:
+        raise ClipError("video", f"frame '{path.name}' in folder '{path.parent.name}' cannot be read ({e})",
+                        "replace or delete that image") from None
+
+
+FrameSource = Iterator[tuple[int, Callable[[], av.VideoFrame]]]
+
+
+def _frames(path: Path) -> FrameSource:
+    """(index, loader) for every frame in order; the loader does the costly part, so
+    skipped frames of an image folder are never opened."""
+    if path.is_dir():
+        for i, f in enumerate(folder_images(path)):
+            yield i, lambda f=f: av.VideoFrame.from_ndarray(np.asarray(_open_image(f).convert("RGB")),
+                                                             format="rgb24")
+        return
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"  # frame+slice threads: decoding dominates the load time
+        for i, frame in enumerate(c.decode(s)):
+            yield i, lambda frame=frame: frame
+
+
+def fit_frame(frame: av.VideoFrame, width: int, height: int, mode: ResizeMode) -> np.ndarray:
+    """RGB uint8 [height, width, 3]: stretched, or scaled to cover and center cropped."""
+    sw, sh = frame.width, frame.height
+    if mode == "stretch":
+        tw, th = width, height
+    else:
+        s = max(width / sw, height / sh)
+        tw, th = max(width, round(sw * s)), max(height, round(sh * s))
+    if (tw, th) == (sw, sh):  # same conversion as ComfyUI's LoadVideo, bit for bit
+        rgb = frame.to_ndarray(format="rgb24")
+    else:  # swscale filters properly when shrinking (no aliasing), in one pass
+        rgb = frame.reformat(width=tw, height=th, format="rgb24", interpolation="BICUBIC").to_ndarray()
+    x, y = (tw - width) // 2, (th - height) // 2
+    return rgb[y:y + height, x:x + width]
+
+
+def check_settings(frame_count: int, start_frame: int, every_nth: int, width: int, height: int,
+                   resize: str) -> None:
+    for name, value, low in (("frame_count", frame_count, 0), ("start_frame", start_frame, 0),
+                             ("every_nth", every_nth, 1), ("width", width, 64), ("height", height, 64)):
+        if value < low:
+            raise ClipError(name, f"{value} is below the minimum {low}", f"use {low} or more")
+    for name, value in (("width", width), ("height", height)):
+        if value % 8:  # the VAE downsamples by 8; other sizes would be cropped silently later
+            lo, hi = value // 8 * 8, value // 8 * 8 + 8
+            near = f"{hi}" if lo < 64 else f"{lo} or {hi}"
+            raise ClipError(name, f"{value} is not a multiple of 8", f"use {near}")
+    if resize not in RESIZE_MODES:
+        raise ClipError("resize", f"unknown mode '{resize}'", f"use one of {', '.join(RESIZE_MODES)}")
+
+
+def estimate_bytes(n_frames: int, width: int, height: int, src_width: int, src_height: int) -> int:
+    return n_frames * height * width * 3 * 4 + DECODE_FRAMES * src_width * src_height * 4
+
+
+def load_clip(path: Path, frame_count: int = 8, start_frame: int = 0, every_nth: int = 1,
+              width: int = 512, height: int = 512, resize: ResizeMode = "center crop",
+              available_bytes: int | None = None) -> tuple[torch.Tensor, float]:
+    """Frames start_frame, start_frame+every_nth, ... (at most frame_count, 0 = all) as a
+    ComfyUI IMAGE [N, height, width, 3] float32 in 0..1, and the rate to play them at
+    (the source rate / every_nth, so the clip keeps its real-time speed).
+
+    Decoding stops as soon as enough frames are read. If the clip has fewer frames than
+    requested, the ones it has are returned and a warning is logged."""
+    check_settings(frame_count, start_frame, every_nth, width, height, resize)
+    info = probe(path)
+    avail = max(0, math.ceil((info.n_frames - start_frame) / every_nth))
+    n = min(frame_count, avail) if frame_count else avail
+    # Refuse before allocating anything: a too-large batch would get the process killed.
+    need = estimate_bytes(n, width, height, info.width, info.height)
+    if available_bytes is None:
+        import psutil
+        available_bytes = psutil.virtual_memory().available
+    if need > available_bytes:
+        gb = 1024 ** 3
+        raise ClipError("frame_count", f"{n} frames at {width}x{height} need about {need / gb:.1f} GB of RAM "
+                        f"but only {available_bytes / gb:.1f} GB is available",
+                        "lower frame_count, width or height, or raise every_nth")
+
+    out = torch.empty((max(n, 1), height, width, 3), dtype=torch.float32)
+    extra: list[torch.Tensor] = []  # only if the metadata undercounted the frames
+    got, seen = 0, 0
+    try:
+        with closing(_frames(path)) as frames:  # closing(): breaking early closes the container
+            for i, load in frames:
+                seen = i + 1
+                if i < start_frame or (i - start_frame) % every_nth:
+                    continue
+                rgb = torch.from_numpy(fit_frame(load(), width, height, resize))
+                if got < out.shape[0]:
+                    out[got].copy_(rgb).div_(255.0)
+                else:
+                    extra.append(rgb.to(torch.float32).div_(255.0)[None])
+                got += 1
+                if got == frame_count:
+                    break
+    except av.FFmpegError as e:
+        raise _unreadable(path.name, e) from None
+
+    if got == 0:
+        if seen == 0:
+            raise _unreadable(path.name, "no frame could be decoded")
+        raise ClipError("start_frame", f"{start_frame} is past the end of '{path.name}', which has {seen} frames",
+                        f"use a start_frame below {seen}")
+    if frame_count and got < frame_count:
+        log.warning("FateZero: '%s' has only %d frames from start_frame %d every %d; returning %d of the "
+                    "%d requested", path.name, seen, start_frame, every_nth, got, frame_count)
+    # A view, not a copy: the spare rows (if the metadata overcounted) are few.
+    images = torch.cat([out[:got], *extra]) if extra else out[:got]
+    return images, info.fps / every_nth

