@@ -66,7 +66,7 @@ _VAE_DDCONFIG = {
     "ch": 128, "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0,
 }
 
-FORMAT = 3  # bump when anything above changes, so cached checkpoints are rebuilt
+FORMAT = 4  # bump when anything above changes, so cached checkpoints are rebuilt
 
 
 @torch.no_grad()
@@ -94,8 +94,12 @@ def _unet_config(widths: dict) -> dict:
     return cfg
 
 
-def tiny_model_patcher(seed: int = 0):
-    """A ``ModelPatcher`` around a narrow random SD1 UNet (real ComfyUI classes)."""
+def tiny_model_patcher(seed: int = 0, out_scale: float = 0.1):
+    """A ``ModelPatcher`` around a narrow random SD1 UNet (real ComfyUI classes).
+
+    ``out_scale`` shrinks the last convolution: a random UNet's noise prediction is
+    rough in its input, and DDIM inversion is only meaningful (reversible to a few
+    percent) for a smooth one, as a trained denoiser is."""
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
@@ -104,6 +108,8 @@ def tiny_model_patcher(seed: int = 0):
     model = config.get_model({})
     init_random_(model.diffusion_model, seed)
     model.diffusion_model.to(torch.float32)
+    with torch.no_grad():
+        model.diffusion_model.out[-1].weight.mul_(out_scale)
     return comfy.model_patcher.ModelPatcher(
         model,
         load_device=comfy.model_management.get_torch_device(),
@@ -122,6 +128,8 @@ def _sd15_state_dict(seed: int) -> dict[str, torch.Tensor]:
 
     unet = openaimodel.UNetModel(**_unet_config(SD15_SHALLOW_UNET), operations=ops)
     init_random_(unet, seed)
+    with torch.no_grad():
+        unet.out[-1].weight.mul_(0.1)  # smooth enough to invert, see tiny_model_patcher
     sd.update({f"model.diffusion_model.{k}": v for k, v in unet.state_dict().items()})
     del unet
 
