@@ -22,7 +22,7 @@ import torch
 
 from . import temporal
 from .fusion import attention_probs, fused_cross_attention, fused_self_attention
-from .masks import BLEND_LEVEL, BlendMask
+from .masks import BLEND_LEVEL, BlendMask, blend_latents, latent_blend_window, threshold_mask, word_maps
 from .schedule import edit_step
 from .store import AttentionStore
 
@@ -106,8 +106,15 @@ class FusionPlan:
     cross_windows: torch.Tensor    # [77] edit steps k < window fuse cross-attention, per token
     self_window: int
     blend: BlendMask | None = None
+    target_blend_positions: list[int] = field(default_factory=list)  # target tokens for latent blending
     max_query: int = FUSE_MAX_QUERY
     _weights: dict = field(default_factory=dict, repr=False)
+    # per run: the edit's own blend-level cross-attention summed over the steps so far
+    target_maps: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def latent_blending(self) -> bool:
+        return self.blend is not None and self.blend.latent_blend
 
     @property
     def last_fused_step(self) -> int:
@@ -177,6 +184,8 @@ class FateZeroPatch:
             wrapper = wrapper.__self__.previous_wrapper  # replace our own earlier patch, keep what was under it
         self.previous_wrapper = wrapper
         model_patcher.set_model_unet_function_wrapper(self.unet_wrapper)
+        if self.fusion is not None and self.fusion.latent_blending:
+            model_patcher.set_model_sampler_post_cfg_function(self.latent_blend)
         if self.video_groupnorm:
             for name in group_norm_names(dm):
                 norm = model_patcher.get_model_object(name)
@@ -199,6 +208,8 @@ class FateZeroPatch:
         with_source = False
         if self.fusion is not None and "cond" in roles:
             step = self._edit_step(float(t[0]), opts)
+            if step == 0:
+                self.fusion.target_maps = None  # a new run
             if step <= self.fusion.last_fused_step:
                 x, t, c = self._prepend_source(step, x, t, c, chunk)
                 roles = ["source"] + roles
@@ -282,6 +293,8 @@ class FateZeroPatch:
         if self.recorder is not None and self._is_blend_level(extra):
             self._capture(q, k, heads, extra)
         step, fusion = fz["step"], self.fusion
+        if step is not None and fusion is not None and fusion.latent_blending and self._is_blend_level(extra):
+            self._capture_target(q, k, heads, extra, fz)
         if step is None or fusion is None or q.shape[1] > fusion.max_query or "source" not in fz["roles"]:
             return out
         if not bool((step < fusion.cross_windows).any()):
@@ -312,6 +325,47 @@ class FateZeroPatch:
         else:
             rec.cross_sum[j] = maps
             rec.cross_count[j] = 1
+
+
+    def _capture_target(self, q, k, heads, extra, fz) -> None:
+        """Sum the positive rows' blend-level cross-attention over layers and steps."""
+        chunk = fz["chunk"]
+        b, c, h, w = extra["activations_shape"]
+        for r, role in enumerate(fz["roles"]):
+            if role == "cond":
+                rows = slice(r * chunk, (r + 1) * chunk)
+                maps = attention_probs(q[rows].float(), k[rows].float(), heads).mean(1).view(chunk, h, w, -1)
+                plan = self.fusion
+                plan.target_maps = maps if plan.target_maps is None else plan.target_maps + maps
+
+    def latent_blend(self, args: dict) -> torch.Tensor:
+        """Post-CFG: make the DDIM (Euler) step land on the blended latent.
+
+        The authors blend after the update: ``z = z_inv + M (z - z_inv)``, with ``z_inv`` the
+        inverted latent at this step's UNet timestep (one step noisier than z, as in their
+        code) and M the source mask of this step OR the target words' mask so far."""
+        denoised, x = args["denoised"], args["input"]
+        plan = self.fusion
+        sigma = float(args["sigma"][0])
+        k = edit_step(sigma, plan.store.sigmas)
+        steps = plan.store.info.steps
+        sample_sigmas = args["model_options"].get("transformer_options", {}).get("sample_sigmas")
+        if k is None or k == 0 or k not in latent_blend_window(steps) or sample_sigmas is None or plan.target_maps is None:
+            return denoised
+        pos = (sample_sigmas - sigma).abs().argmin()
+        sigma_next = float(sample_sigmas[pos + 1])
+        x_next = x + (sigma_next - sigma) * (x - denoised) / sigma  # what ComfyUI's ddim step will produce
+        j = steps - 1 - k
+        size = tuple(x.shape[-2:])
+        src = threshold_mask(plan.blend.pooled[j].to(x), size, plan.blend.tau)
+        tgt = threshold_mask(word_maps(plan.target_maps[None], plan.target_blend_positions)[0].to(x), size, plan.blend.tau)
+        # both latents in z-space: x = z * sqrt(1 + sigma^2)
+        scale_next = (1 + sigma_next ** 2) ** 0.5
+        z_inv = plan.store.unet_inputs[steps - k].to(x) / (1 + float(plan.store.sigmas[steps - k + 1]) ** 2) ** 0.5
+        z_next = blend_latents(x_next / scale_next, z_inv, src | tgt)
+        # the denoised value whose Euler step from x reaches z_next * scale_next
+        d = (z_next * scale_next - x) / (sigma_next - sigma)
+        return x - d * sigma
 
 
 def _video_norm_base(norm: torch.nn.Module) -> torch.nn.Module:

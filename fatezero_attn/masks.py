@@ -32,12 +32,27 @@ def threshold_mask(pooled: torch.Tensor, size: tuple[int, int], tau: float) -> t
     return (resized / peak) > tau
 
 
+def latent_blend_window(steps: int, start: float = 0.2, end: float = 0.8) -> range:
+    """Edit steps after which latents are blended (the authors': steps 2 to 6 of 10)."""
+    return range(int(start * steps), int(end * steps) - 1)
+
+
+def blend_latents(z: torch.Tensor, z_inv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Keep the edit inside ``mask`` ``[frames, H, W]``, the inverted latent outside."""
+    return z_inv + mask[:, None].to(z) * (z - z_inv)
+
+
 @dataclass
 class BlendMask:
-    """Per-step blend maps and their threshold; resolved per layer size on demand."""
+    """Per-step blend maps and their threshold; resolved per layer size on demand.
+
+    With ``latent_blend`` the fusion also blends latents with the union of this mask and
+    the mask of ``target_words`` in the edit's own cross-attention."""
     pooled: torch.Tensor  # [steps, frames, h, w], indexed by inversion call j
     tau: float
     words: list[str]
+    latent_blend: bool = False
+    target_words: list[str] = field(default_factory=list)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def keep_edit(self, j: int, size: tuple[int, int]) -> torch.Tensor:

@@ -28,9 +28,11 @@ class FateZeroBlendMask:
             "source_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The source prompt exactly as encoded for the inversion."}),
             "blend_words": ("STRING", {"default": "", "tooltip": "Source words of the object you edit, comma separated (e.g. 'jeep' or 'silver, jeep'). Pick the noun of the object; add its adjective when it is edited too."}),
             "tau": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Threshold on the normalised attention (the authors: 0.3; 0.2-0.3 in the paper). Lower grows the mask; 1.0 empties it (full self-attention replacement)."}),
+            "latent_blend": ("BOOLEAN", {"default": False, "tooltip": "Also keep the latent outside the mask equal to the inverted one between 20% and 80% of the steps (for local edits; not for style edits)."}),
+            "target_blend_words": ("STRING", {"default": "", "tooltip": "With latent_blend: target words of the new object, comma separated (e.g. 'red, jeep'); their area joins the mask."}),
         }}
 
-    def make(self, attention_store, clip, source_prompt, blend_words, tau):
+    def make(self, attention_store, clip, source_prompt, blend_words, tau, latent_blend=False, target_blend_words=""):
         if not 0.0 <= tau <= 1.0:
             raise FateZeroError(f"{NODE}: 'tau' is {tau}; use a threshold between 0 and 1 (the authors use 0.3).")
         store = attention_store
@@ -43,7 +45,11 @@ class FateZeroBlendMask:
         if store.cross_maps.shape[2] == 0:
             raise FateZeroError(f"{NODE}: the video's latent ({store.info.latent_hw}) is too small for the UNet to have "
                                 "a blend-level layer (1/4 of the latent); use frames of at least 256x256.")
-        blend = BlendMask(word_maps(store.cross_maps, positions), tau, chosen)
+        targets = [w.strip() for w in target_blend_words.split(",") if w.strip()]
+        if latent_blend and not targets:
+            raise FateZeroError(f"{NODE}: 'latent_blend' is on but 'target_blend_words' is empty; name the target "
+                                "word(s) of the new object (e.g. 'red, jeep') or turn latent_blend off.")
+        blend = BlendMask(word_maps(store.cross_maps, positions), tau, chosen, latent_blend, targets)
         h, w = store.info.latent_hw
         return blend, blend.preview((h * 8, w * 8))
 

@@ -71,7 +71,12 @@ class FateZeroAttentionFusion:
         for word, value in parse_word_values(reweight, NODE, "reweight", -100.0, 100.0).items():
             equalizer[positions_of(tgt_words, tgt_tokens, word, NODE, "reweight", "target prompt")] = value
 
-        plan = FusionPlan(store, S, aligned, equalizer, windows, self_window, blend=blend_mask)
+        target_blend = []
+        if blend_mask is not None and blend_mask.latent_blend:
+            target_blend = sorted({p for w in blend_mask.target_words
+                                   for p in positions_of(tgt_words, tgt_tokens, w, NODE, "blend_mask's target_blend_words", "target prompt")})
+        plan = FusionPlan(store, S, aligned, equalizer, windows, self_window, blend=blend_mask,
+                          target_blend_positions=target_blend)
         patch = FateZeroPatch(store.info.temporal_mode, store.info.temporal_min_channels, store.info.video_groupnorm,
                               fusion=plan, node=NODE)
         patched = model.clone()

@@ -136,3 +136,42 @@ def test_editing_with_the_inversion_sigmas_on_sampler_custom(pack, comfy_nodes, 
           f"{rel_err(via_ksampler, x):.4f}")
     assert rel_err(out["samples"], x) < 0.2
     assert not torch.equal(out["samples"], via_ksampler)  # the last step differs: it ends at alphas_cumprod[0]
+
+
+def test_latent_blend_window_is_the_authors(pack):
+    assert list(pack.fatezero_attn.masks.latent_blend_window(10)) == [2, 3, 4, 5, 6]
+    assert list(pack.fatezero_attn.masks.latent_blend_window(50)) == list(range(10, 39))
+
+
+def test_latent_blend_step_lands_on_the_blended_latent(pack, inverted):
+    """The post-CFG hook changes the denoised value so that ComfyUI's ddim step ends on
+    ``z_inv + M (z - z_inv)``, with z_inv one step noisier (the authors' indexing)."""
+    fz = pack.fatezero_attn
+    _, store, _ = inverted
+    pooled = torch.zeros(STEPS, FRAMES, 4, 4)
+    pooled[:, :, :2, :] = 1.0  # source mask: top half
+    blend = fz.masks.BlendMask(pooled, 0.5, ["jeep"], latent_blend=True, target_words=["car"])
+    plan = fz.hooks.FusionPlan(store, torch.eye(77), torch.ones(77), torch.ones(77), torch.full((77,), 8.0), 8,
+                               blend=blend, target_blend_positions=[5])
+    plan.target_maps = torch.zeros(FRAMES, 4, 4, 77)
+    plan.target_maps[:, :, 3, 5] = 1.0  # target mask: the right column
+    patch = fz.hooks.FateZeroPatch(fusion=plan)
+    k = 3
+    sigmas = store.edit_sigmas
+    sigma, sigma_next = float(sigmas[k]), float(sigmas[k + 1])
+    g = torch.Generator().manual_seed(0)
+    x, denoised = torch.randn(FRAMES, 4, 16, 16, generator=g), torch.randn(FRAMES, 4, 16, 16, generator=g)
+    args = {"denoised": denoised, "input": x, "sigma": torch.tensor([sigma]),
+            "model_options": {"transformer_options": {"sample_sigmas": torch.cat([sigmas, sigmas.new_zeros(1)])}}}
+    new = patch.latent_blend(args)
+    step = lambda d: x + (sigma_next - sigma) * (x - d) / sigma
+    z_plain, z_blend = step(denoised) / (1 + sigma_next ** 2) ** 0.5, step(new) / (1 + sigma_next ** 2) ** 0.5
+    j = STEPS - k  # the inverted latent at the step's UNet timestep s_{N-k}
+    z_inv = store.unet_inputs[j] / (1 + float(store.sigmas[j + 1]) ** 2) ** 0.5
+    inside = torch.zeros(16, 16, dtype=torch.bool)
+    inside[:8, :] = True
+    inside[:, 8:] = True  # column 3 of 4, widened by the 3x3 max-pool
+    torch.testing.assert_close(z_blend[..., inside], z_plain[..., inside], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(z_blend[..., ~inside], z_inv[..., ~inside], rtol=1e-4, atol=1e-4)
+    args["sigma"] = torch.tensor([float(sigmas[8])])  # outside the window: untouched
+    assert patch.latent_blend(args) is denoised

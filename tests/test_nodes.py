@@ -1,0 +1,114 @@
+"""The FateZero nodes wired as a user wires them (in process, real CLIP and sampler nodes),
+and the errors a user gets for inputs that do not fit together."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+SRC = "a silver jeep driving down a curvy road in the countryside"
+TGT = "watercolor painting of a silver jeep driving down a curvy road in the countryside"
+STEPS = 5
+
+
+@pytest.fixture(scope="module")
+def clip(checkpoint_dir, checkpoint_name):
+    import comfy.sd
+    return comfy.sd.load_checkpoint_guess_config(str(checkpoint_dir / "checkpoints" / checkpoint_name),
+                                                 output_vae=False, output_model=False)[1]
+
+
+@pytest.fixture(scope="module")
+def node(comfy_nodes):
+    return lambda name: comfy_nodes.NODE_CLASS_MAPPINGS[name]()
+
+
+@pytest.fixture(scope="module")
+def encode(node, clip):
+    return lambda text: node("CLIPTextEncode").encode(clip, text)[0]
+
+
+@pytest.fixture(scope="module")
+def latent():
+    return {"samples": torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(4)) * 4}
+
+
+@pytest.fixture(scope="module")
+def inverted(node, tiny_model, encode, latent):
+    return node("FateZeroDDIMInversion").invert(tiny_model, encode(SRC), latent, STEPS, "middle", 0, True,
+                                                "alphas_cumprod[0] (authors)")
+
+
+def fuse(node, model, store, clip, src=SRC, tgt=TGT, cross=0.8, self_=0.8, mapping="auto", reweight="watercolor:10",
+         words="", blend=None):
+    return node("FateZeroAttentionFusion").patch(model, store, clip, src, tgt, cross, self_, mapping, reweight, words,
+                                                 blend)[0]
+
+
+def sample(node, model, positive, negative, latent, cfg=7.5):
+    return node("KSamplerAdvanced").sample(model, "disable", 0, STEPS, cfg, "ddim", "ddim_uniform", positive, negative,
+                                           latent, 0, 10000, "disable")[0]["samples"]
+
+
+@pytest.mark.parametrize("latent_blend", [False, True])
+def test_style_edit_pipeline(node, tiny_model, clip, encode, inverted, latent, latent_blend):
+    inv, store, _ = inverted
+    blend, preview = node("FateZeroBlendMask").make(store, clip, SRC, "silver, jeep", 0.3, latent_blend,
+                                                    "jeep" if latent_blend else "")
+    assert preview.shape == (3, 128, 128) and 0 <= float(preview.min()) <= float(preview.max()) <= 1
+    fused = fuse(node, tiny_model, store, clip, blend=blend)
+    edited = sample(node, fused, encode(TGT), encode(""), inv)
+    plain = sample(node, tiny_model, encode(TGT), encode(""), inv)
+    assert edited.shape == latent["samples"].shape and torch.isfinite(edited).all()
+    assert not torch.allclose(edited, plain, atol=1e-3)
+
+
+def test_word_swap_with_per_word_windows(node, tiny_model, clip, encode, inverted):
+    inv, store, _ = inverted
+    tgt = "a silver tiger driving down a curvy road in the countryside"
+    fused = fuse(node, tiny_model, store, clip, tgt=tgt, mapping="replace", reweight="", words="tiger:0.2")
+    assert torch.isfinite(sample(node, fused, encode(tgt), encode(""), inv)).all()
+
+
+def expect_error(fn, *fragments):
+    with pytest.raises(ValueError) as e:
+        fn()
+    for f in fragments:
+        assert f in str(e.value), f"{f!r} not in {str(e.value)!r}"
+    return str(e.value)
+
+
+FUSION = "FateZero Attention Fusion"
+BLEND = "FateZero Blend Mask"
+
+
+def test_bad_inputs_name_node_input_and_fix(node, tiny_model, clip, inverted):
+    _, store, _ = inverted
+    expect_error(lambda: node("FateZeroBlendMask").make(store, clip, SRC, "tiger", 0.3), BLEND, "'blend_words'", "not a word of the source prompt")
+    expect_error(lambda: node("FateZeroBlendMask").make(store, clip, SRC, "", 0.3), BLEND, "'blend_words' is empty")
+    expect_error(lambda: node("FateZeroBlendMask").make(store, clip, SRC, "jeep", 1.5), BLEND, "'tau'", "between 0 and 1")
+    expect_error(lambda: node("FateZeroBlendMask").make(store, clip, SRC, "jeep", 0.3, True, ""), BLEND, "'target_blend_words'")
+    expect_error(lambda: fuse(node, tiny_model, store, clip, src="a red car"), FUSION, "'source_prompt'", "not the prompt the attention store was inverted with")
+    expect_error(lambda: fuse(node, tiny_model, store, clip, tgt="   "), FUSION, "'target_prompt' is empty")
+    expect_error(lambda: fuse(node, tiny_model, store, clip, tgt=" ".join(["jeep"] * 80)), FUSION, "'target_prompt'", "tokens", "Shorten")
+    expect_error(lambda: fuse(node, tiny_model, store, clip, cross=1.5), FUSION, "'cross_replace_steps'", "between 0 and 1")
+    expect_error(lambda: fuse(node, tiny_model, store, clip, self_=-0.1), FUSION, "'self_replace_steps'")
+    expect_error(lambda: fuse(node, tiny_model, store, clip, reweight="painterly:10"), FUSION, "'reweight'", "target prompt")
+    expect_error(lambda: fuse(node, tiny_model, store, clip, reweight="watercolor=10"), FUSION, "'reweight'", "word:number")
+    expect_error(lambda: fuse(node, tiny_model, store, clip, mapping="replace"), FUSION, "'mapping'", "refine")
+
+
+def test_store_from_another_model_is_refused(node, clip, inverted):
+    import sd1_models
+    _, store, _ = inverted
+    other = sd1_models.tiny_model_patcher(seed=1)
+    expect_error(lambda: fuse(node, other, store, clip), FUSION, "another model", "same checkpoint")
+
+
+def test_edit_latent_must_match_the_store(node, tiny_model, clip, encode, inverted):
+    _, store, _ = inverted
+    fused = fuse(node, tiny_model, store, clip)
+    wrong = {"samples": torch.randn(2, 4, 16, 16)}
+    expect_error(lambda: sample(node, fused, encode(TGT), encode(""), wrong), FUSION, "frames", "same video")
+    fewer_steps = lambda: node("KSamplerAdvanced").sample(fused, "disable", 0, STEPS + 1, 7.5, "ddim", "ddim_uniform",
+                                                          encode(TGT), encode(""), inverted[0], 0, 10000, "disable")
+    expect_error(fewer_steps, FUSION, "sigmas do not match", f"steps {STEPS}")
