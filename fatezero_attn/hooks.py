@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 import torch
 
 from . import temporal
+from .defaults import BLEND_LEVEL, FUSE_MAX_QUERY
 from .fusion import attention_probs, fused_cross_attention, fused_self_attention
-from .masks import BLEND_LEVEL, BlendMask, blend_latents, latent_blend_window, threshold_mask, word_maps
+from .masks import BlendMask, blend_latents, latent_blend_window, threshold_mask, word_maps
 from .schedule import edit_step
 from .store import AttentionStore
 
 log = logging.getLogger("FateZero")
 
-FUSE_MAX_QUERY = 32 * 32  # the authors fuse (and store) layers with at most 32x32 queries
 
 
 class FateZeroError(ValueError):

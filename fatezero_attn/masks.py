@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-BLEND_LEVEL = 4  # the blend maps are taken where the layer is 1/4 of the latent's size
+from .defaults import LATENT_BLEND_END, LATENT_BLEND_START
+
 
 
 def word_maps(cross_maps: torch.Tensor, positions: list[int]) -> torch.Tensor:
@@ -32,7 +33,7 @@ def threshold_mask(pooled: torch.Tensor, size: tuple[int, int], tau: float) -> t
     return (resized / peak) > tau
 
 
-def latent_blend_window(steps: int, start: float = 0.2, end: float = 0.8) -> range:
+def latent_blend_window(steps: int, start: float = LATENT_BLEND_START, end: float = LATENT_BLEND_END) -> range:
     """Edit steps after which latents are blended (the authors': steps 2 to 6 of 10)."""
     return range(int(start * steps), int(end * steps) - 1)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..fatezero_attn.alignment import MAX_TOKENS, flatten, refine_mapper, replace_mapper
+from ..fatezero_attn.defaults import CROSS_REPLACE_STEPS, SELF_REPLACE_STEPS
 from ..fatezero_attn.hooks import FateZeroError, FateZeroPatch, FusionPlan, model_id
 from ..fatezero_attn.schedule import replace_windows
 from . import CATEGORY
@@ -32,8 +33,8 @@ class FateZeroAttentionFusion:
             "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP, for the token mapping between the prompts."}),
             "source_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The source prompt exactly as encoded for the inversion."}),
             "target_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The edited prompt exactly as encoded for the sampler's positive input."}),
-            "cross_replace_steps": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Share of the first steps whose cross-attention comes from the source (the authors: 0.8 for style, 0.5-0.7 for attributes). Higher keeps more of the layout."}),
-            "self_replace_steps": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Share of the first steps whose self-attention comes from the source (structure and motion). Lower lets shapes change."}),
+            "cross_replace_steps": ("FLOAT", {"default": CROSS_REPLACE_STEPS, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Share of the first steps whose cross-attention comes from the source (the authors: 0.8 for style, 0.5-0.7 for attributes). Higher keeps more of the layout."}),
+            "self_replace_steps": ("FLOAT", {"default": SELF_REPLACE_STEPS, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Share of the first steps whose self-attention comes from the source (structure and motion). Lower lets shapes change."}),
             "mapping": (list(MODES), {"default": "auto", "tooltip": "Word swap ('replace', same token count) or 'refine' (words added or removed). 'auto' picks replace when both prompts have the same number of tokens."}),
             "reweight": ("STRING", {"default": "", "tooltip": "Target words whose cross-attention is scaled, 'word:value' comma separated (e.g. 'watercolor:10' for a style word)."}),
             "cross_replace_words": ("STRING", {"default": "", "tooltip": "Per-word cross_replace_steps, 'word:fraction' comma separated (target words); others use the global value."}),

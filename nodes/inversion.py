@@ -10,7 +10,7 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
-from ..fatezero_attn import temporal
+from ..fatezero_attn import defaults, temporal
 from ..fatezero_attn.hooks import FateZeroError, FateZeroPatch, Recorder, model_id
 from ..fatezero_attn.schedule import inversion_sigmas, sample_ddim_inversion
 from ..fatezero_attn.store import AttentionStore, StoreInfo
@@ -41,9 +41,9 @@ class FateZeroDDIMInversion:
             "source_conditioning": ("CONDITIONING", {"tooltip": "CLIPTextEncode of the source prompt, which describes the input video."}),
             "latent": ("LATENT", {"tooltip": "VAEEncode of the video frames; all frames are one batch."}),
             "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM steps; use the same number in the sampler. The authors use 50 (10 for a fast style edit)."}),
-            "temporal_mode": (list(temporal.MODES), {"default": "middle", "tooltip": "Spatio-temporal self-attention: where each frame's keys and values come from. 'middle' is the authors' style/attribute setting; 'current+middle' the paper's equation; 'first+previous' Tune-A-Video's."}),
-            "temporal_min_channels": ("INT", {"default": 640, "min": 0, "max": 4096, "step": 64, "tooltip": "Only blocks with at least this many channels use spatio-temporal attention (the authors: 640 or 1280); smaller blocks stay per frame."}),
-            "video_groupnorm": ("BOOLEAN", {"default": True, "tooltip": "ResNet GroupNorms take statistics over all frames, as the authors' video UNet does. Off: per frame, as plain ComfyUI."}),
+            "temporal_mode": (list(temporal.MODES), {"default": defaults.TEMPORAL_MODE, "tooltip": "Spatio-temporal self-attention: where each frame's keys and values come from. 'middle' is the authors' style/attribute setting; 'current+middle' the paper's equation; 'first+previous' Tune-A-Video's."}),
+            "temporal_min_channels": ("INT", {"default": defaults.TEMPORAL_MIN_CHANNELS, "min": 0, "max": 4096, "step": 64, "tooltip": "Only blocks with at least this many channels use spatio-temporal attention (the authors: 640 or 1280); smaller blocks stay per frame."}),
+            "video_groupnorm": ("BOOLEAN", {"default": defaults.VIDEO_GROUPNORM, "tooltip": "ResNet GroupNorms take statistics over all frames, as the authors' video UNet does. Off: per frame, as plain ComfyUI."}),
             "clean_sigma": (list(CLEAN_SIGMA), {"default": CLEAN_SIGMA[0], "tooltip": "Where the clean latent sits: at alphas_cumprod[0] as in the authors' code, or at sigma 0."}),
         }}
 

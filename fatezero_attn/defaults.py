@@ -1,0 +1,51 @@
+"""What follows the authors' released FateZero code, and what is an option.
+
+The pack's defaults reproduce the authors' scripts so that the same checkpoint, video,
+prompts and settings give the same edit. Each line names where it is implemented.
+
+Follows the authors' code (default):
+- Schedule: ComfyUI's ``ddim_uniform`` grid (timesteps 1, 1+1000/N, ...; the same as the
+  authors' for N = 10, 20, 25, 50; 30 gives 31 steps, which the inversion node reports).
+  ``schedule.inversion_sigmas``.
+- Inversion call j evaluates the UNet at the step's destination timestep on the latent at
+  its start; the clean latent sits at ``alphas_cumprod[0]`` (``CLEAN_SIGMA = "authors"``).
+  ``schedule.sample_ddim_inversion``.
+- Editing ends at ``alphas_cumprod[0]`` when sampled with the inversion's SIGMAS output
+  (SamplerCustom); KSamplerAdvanced ends at sigma 0 (ComfyUI's end point).
+- Edit step k uses the source attention of inversion call N-1-k (the same timestep).
+  ``hooks.FateZeroPatch.unet_wrapper``.
+- Replace windows: cross-attention at k < int(cross_replace_steps * (N + 1)), self-attention
+  at k < int(self_replace_steps * N). ``schedule.replace_windows``.
+- Layers: self- and cross-attention fused where the query length is at most 32x32
+  (``FUSE_MAX_QUERY``): 11 of SD1's 16 transformer blocks at 512x512.
+- Spatio-temporal attention: middle frame ``(F - 1) // 2``; the authors' style and
+  attribute configs take keys and values from the middle frame in blocks of >= 640
+  channels (``TEMPORAL_MODE``, ``TEMPORAL_MIN_CHANNELS``). ``temporal``.
+- Video-wide GroupNorm in every ResNet block and the output norm, per branch; transformer
+  norms per frame (``VIDEO_GROUPNORM``). ``hooks.video_group_norm``.
+- Blend mask: blend-level (1/4 of the latent: 16x16 at 512x512) cross-attention of the
+  same step, mean over heads and layers, words summed, 3x3 max-pool, nearest resize,
+  per-frame max normalisation, ``> tau`` with tau 0.3 (``BLEND_LEVEL``, ``BLEND_TAU``). ``masks``.
+- Latent blending: after steps int(0.2 N) .. int(0.8 N) - 2 (2..6 of 10), mask = source OR
+  target, blended towards the inverted latent of the step's UNet timestep, one step noisier
+  than the edited latent (an apparent slip in their code, kept for fidelity)
+  (``LATENT_BLEND_START``, ``LATENT_BLEND_END``). ``hooks.FateZeroPatch.latent_blend``.
+- Only the positive (conditional) branch is fused; the negative branch is untouched.
+
+Options (inputs of the nodes), off the authors' path:
+- ``video_groupnorm`` off: per-frame statistics, as plain ComfyUI sampling.
+- ``clean_sigma`` "0 (ComfyUI)": the clean latent at sigma 0.
+- ``temporal_mode`` per-frame / current+middle (the paper's equation) / first+previous
+  (Tune-A-Video), and ``temporal_min_channels``.
+- Sampling with KSamplerAdvanced (ends at sigma 0) instead of the inversion's SIGMAS.
+"""
+FUSE_MAX_QUERY = 32 * 32
+BLEND_LEVEL = 4
+BLEND_TAU = 0.3
+LATENT_BLEND_START = 0.2
+LATENT_BLEND_END = 0.8
+TEMPORAL_MODE = "middle"
+TEMPORAL_MIN_CHANNELS = 640
+VIDEO_GROUPNORM = True
+CROSS_REPLACE_STEPS = 0.8
+SELF_REPLACE_STEPS = 0.8
