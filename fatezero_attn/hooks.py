@@ -264,47 +264,62 @@ class FateZeroPatch:
         return optimized_attention(q, k, v, heads)
 
     def attn1(self, q, k, v, extra: dict) -> torch.Tensor:
-        fz = extra.get("fatezero") or {"roles": None, "chunk": q.shape[0] // len(extra["cond_or_uncond"]), "step": None}
+        fz = self._call_info(q, extra)
         heads, chunk = extra["n_heads"], fz["chunk"]
         if self.temporal_mode != "per-frame" and q.shape[-1] >= self.temporal_min_channels:
             k = temporal.gather_frames(k, chunk, self.temporal_mode)
             v = temporal.gather_frames(v, chunk, self.temporal_mode)
-        out = self._attn(q, k, v, heads)
-        step = fz["step"]
-        fusion = self.fusion
-        if step is None or fusion is None or step >= fusion.self_window or q.shape[1] > fusion.max_query \
-                or "source" not in fz["roles"]:
-            return out
-        src = slice(0, chunk)
+        fusion, step = self.fusion, fz["step"]
+        if not self._fusing(fz, q) or step >= fusion.self_window:
+            return self._attn(q, k, v, heads)
         keep = None
         if fusion.blend is not None:
             _, _, h, w = extra["activations_shape"]
             keep = fusion.blend.keep_edit(fusion.store.info.steps - 1 - step, (h, w)).to(q.device)
-        for r, role in enumerate(fz["roles"]):
-            if role == "cond":
-                rows = slice(r * chunk, (r + 1) * chunk)
-                out[rows] = fused_self_attention(q[src], k[src], v[rows], heads, out[rows], keep, attn=self._attn)
-        return out
+        src = slice(0, chunk)
+        return self._rows_by_role(q, k, v, heads, fz, cond_needs_plain=keep is not None, fuse_cond=lambda rows, plain:
+                                  fused_self_attention(q[src], k[src], v[rows], heads, plain, keep, attn=self._attn))
 
     def attn2(self, q, k, v, extra: dict) -> torch.Tensor:
-        fz = extra.get("fatezero") or {"roles": None, "chunk": q.shape[0], "step": None}
+        fz = self._call_info(q, extra)
         heads, chunk = extra["n_heads"], fz["chunk"]
-        out = self._attn(q, k, v, heads)
-        if self.recorder is not None and self._is_blend_level(extra):
-            self._capture(q, k, heads, extra)
-        step, fusion = fz["step"], self.fusion
-        if step is not None and fusion is not None and fusion.latent_blending and self._is_blend_level(extra):
-            self._capture_target(q, k, heads, extra, fz)
-        if step is None or fusion is None or q.shape[1] > fusion.max_query or "source" not in fz["roles"]:
-            return out
-        if not bool((step < fusion.cross_windows).any()):
-            return out
+        fusion, step = self.fusion, fz["step"]
+        if self._is_blend_level(extra):
+            if self.recorder is not None:
+                self._capture(q, k, heads, extra)
+            if step is not None and fusion is not None and fusion.latent_blending:
+                self._capture_target(q, k, heads, extra, fz)
+        if not self._fusing(fz, q) or not bool((step < fusion.cross_windows).any()):
+            return self._attn(q, k, v, heads)
         R, D = fusion.cross_weights(step)
         src = slice(0, chunk)
-        for r, role in enumerate(fz["roles"]):
-            if role == "cond":
-                rows = slice(r * chunk, (r + 1) * chunk)
-                out[rows] = fused_cross_attention(q[src], k[src], q[rows], k[rows], v[rows], R, D, heads, attn=self._attn)
+        return self._rows_by_role(q, k, v, heads, fz, cond_needs_plain=False, fuse_cond=lambda rows, _:
+                                  fused_cross_attention(q[src], k[src], q[rows], k[rows], v[rows], R, D, heads,
+                                                        attn=self._attn))
+
+    @staticmethod
+    def _call_info(q, extra: dict) -> dict:
+        # Outside our wrapper (it is always installed, but be safe): no fusion, one chunk per branch.
+        return extra.get("fatezero") or {"roles": [], "chunk": q.shape[0] // max(len(extra.get("cond_or_uncond", [0])), 1),
+                                         "step": None}
+
+    def _fusing(self, fz: dict, q) -> bool:
+        """This call carries a source row and a positive row, at a layer the store covers."""
+        return (self.fusion is not None and fz["step"] is not None and "source" in fz["roles"]
+                and q.shape[1] <= self.fusion.max_query)
+
+    def _rows_by_role(self, q, k, v, heads, fz, cond_needs_plain: bool, fuse_cond) -> torch.Tensor:
+        """Plain attention for the source and negative rows (and the positive rows when the
+        fusion needs them), the fused output for the positive rows."""
+        chunk, roles = fz["chunk"], fz["roles"]
+        cond = [r for r, role in enumerate(roles) if role == "cond"]
+        plain = [r for r in range(len(roles)) if cond_needs_plain or r not in cond]
+        out = q.new_empty(q.shape[0], q.shape[1], v.shape[-1])
+        idx = torch.cat([torch.arange(r * chunk, (r + 1) * chunk, device=q.device) for r in plain])
+        out[idx] = self._attn(q[idx], k[idx], v[idx], heads)
+        for r in cond:
+            rows = slice(r * chunk, (r + 1) * chunk)
+            out[rows] = fuse_cond(rows, out[rows] if cond_needs_plain else None)
         return out
 
     @staticmethod
