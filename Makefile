@@ -9,7 +9,9 @@ host:
 demo: host
 	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" scripts/main_job.py'
 
-test: host
+# The tests also drive ComfyUI's frontend in Debian's chromium (tests/test_frontend.py).
+test:
+	bash scripts/setup_host.sh --with-frontend
 	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" -m pytest tests -q -rs'
 
 bench: host

@@ -117,7 +117,8 @@ class FusionPlan:
         return self.blend is not None and self.blend.latent_blend
 
     @property
-    def last_fused_step(self) -> int:
+    def fused_steps(self) -> int:
+        """Edit steps k < fused_steps need the source row (self or cross fusion)."""
         return max(int(self.cross_windows.max()), self.self_window)
 
     def cross_weights(self, k: int):
@@ -210,7 +211,7 @@ class FateZeroPatch:
             step = self._edit_step(float(t[0]), opts)
             if step == 0:
                 self.fusion.target_maps = None  # a new run
-            if step <= self.fusion.last_fused_step:
+            if step < self.fusion.fused_steps:
                 x, t, c = self._prepend_source(step, x, t, c, chunk)
                 roles = ["source"] + roles
                 with_source = True

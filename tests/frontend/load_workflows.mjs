@@ -1,0 +1,139 @@
+// Opens ComfyUI's real frontend (served by a running ComfyUI) in Debian's headless Chromium,
+// driven by playwright-core, loads the given UI-format workflows and prints one JSON report.
+//
+//   node load_workflows.mjs --url http://127.0.0.1:PORT --node-dir .host/node \
+//        --shots test-artifacts/frontend [--chromium /usr/bin/chromium] a.json b.json ...
+//
+// The page may only talk to the ComfyUI server: every other request (the frontend asks
+// api.comfy.org for release notes and node info) is aborted and listed in the report.
+// tests/test_frontend.py judges the report; this script only observes.
+import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import path from 'node:path';
+
+function parseArgs(argv) {
+  const opts = { chromium: '/usr/bin/chromium', files: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--url') opts.url = argv[++i];
+    else if (a === '--node-dir') opts.nodeDir = argv[++i];
+    else if (a === '--shots') opts.shots = argv[++i];
+    else if (a === '--chromium') opts.chromium = argv[++i];
+    else opts.files.push(a);
+  }
+  if (!opts.url || !opts.nodeDir || !opts.shots) throw new Error('need --url, --node-dir and --shots');
+  return opts;
+}
+
+const opts = parseArgs(process.argv.slice(2));
+// playwright-core lives in the host folder (scripts/setup_host.sh installs it there from
+// tests/frontend/package-lock.json), not beside this script.
+const require = createRequire(path.resolve(opts.nodeDir) + '/');
+const { chromium } = require('playwright-core');
+fs.mkdirSync(opts.shots, { recursive: true });
+
+const serverOrigin = new URL(opts.url).origin;
+const report = { blocked: [], startupErrors: [], workflows: [] };
+
+// No first-run template browser over the canvas, no minimap, and text drawn at any zoom
+// (the screenshots show whole workflows zoomed out). These are this server's user settings.
+const settings = [['Comfy.TutorialCompleted', true], ['Comfy.Minimap.Visible', false],
+                  ['LiteGraph.Canvas.MinFontSizeForLOD', 1]];
+for (const [id, value] of settings) {
+  await fetch(`${opts.url}/api/settings/${id}`, { method: 'POST', body: JSON.stringify(value) });
+}
+
+const browser = await chromium.launch({
+  executablePath: opts.chromium,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+         '--disable-component-update', '--disable-sync', '--no-first-run'],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1920, height: 1080 } });
+  await page.route('**/*', (route) => {
+    const url = route.request().url();
+    if (url.startsWith(serverOrigin + '/') || url.startsWith('data:') || url.startsWith('blob:')) return route.continue();
+    report.blocked.push(url);
+    return route.abort();
+  });
+  let errors = report.startupErrors;
+  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+  page.on('console', (m) => {
+    // Resource failures are the aborted outside requests above and 404s of optional files.
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) errors.push(`console: ${m.text().slice(0, 500)}`);
+  });
+
+  await page.goto(opts.url);
+  await page.waitForFunction(
+    () => window.app?.vueAppReady && window.app.graph && window.LiteGraph?.registered_node_types?.FateZeroLoadVideo,
+    null, { timeout: 120000 });
+  report.frontendVersion = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ ?? null);
+  // The "Introducing Nodes 2.0" banner only covers the canvas; close it (best effort).
+  await page.evaluate(() => {
+    const text = [...document.querySelectorAll('span')].find((s) => s.textContent.includes('Introducing Nodes 2.0'));
+    text?.parentElement?.parentElement?.querySelector('button.right-4')?.click();
+  });
+
+  // --- the node library: the pack's nodes as the frontend registered them, and the sidebar tree
+  report.packNodes = await page.evaluate(() => Object.entries(window.LiteGraph.registered_node_types)
+    .filter(([, cls]) => String(cls.nodeData?.python_module ?? '').includes('ComfyUI-FateZero'))
+    .map(([type, cls]) => ({ type, display: cls.nodeData.display_name, category: cls.nodeData.category })));
+  await page.click('button.node-library-tab-button');
+  const folder = page.locator('[role=treeitem][aria-level="1"][aria-label="FateZero"]');
+  await folder.waitFor({ timeout: 20000 });
+  report.libraryTopLevel = await page.evaluate(() =>
+    [...document.querySelectorAll('[role=treeitem][aria-level="1"]')].map((e) => e.getAttribute('aria-label')));
+  await folder.locator('.p-tree-node-content').first().click();
+  await page.waitForFunction(
+    () => document.querySelector('[role=treeitem][aria-level="1"][aria-label="FateZero"]')?.getAttribute('aria-expanded') === 'true');
+  await page.waitForTimeout(500);
+  report.libraryFateZero = await page.evaluate(() =>
+    [...document.querySelectorAll('[role=treeitem][aria-level="1"][aria-label="FateZero"] [role=treeitem]')]
+      .map((e) => e.getAttribute('aria-label')));
+  report.libraryShot = path.join(opts.shots, 'node_library.png');
+  await page.screenshot({ path: report.libraryShot });
+  await page.click('button.node-library-tab-button');  // close the sidebar again
+
+  // --- each workflow, as a user's file drop does it (app.loadGraphData with the parsed file)
+  for (const file of opts.files) {
+    const result = { file, errors: [] };
+    errors = result.errors;
+    const data = JSON.parse(fs.readFileSync(file, 'utf8'));
+    const name = path.basename(file);
+    Object.assign(result, await page.evaluate(async ({ data, name }) => {
+      const app = window.app;
+      const registered = window.LiteGraph.registered_node_types;
+      const missingTypes = [...new Set(data.nodes.map((n) => n.type).filter((t) => !(t in registered)))];
+      let loadError = null;
+      try {
+        await app.loadGraphData(data, true, true, name);
+      } catch (e) {
+        loadError = String(e?.stack ?? e);
+      }
+      return { missingTypes, loadError };
+    }, { data, name }));
+    await page.waitForTimeout(1500);  // dialogs and toasts appear asynchronously
+    Object.assign(result, await page.evaluate(async () => {
+      const app = window.app;
+      const visible = (el) => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
+      const nodes = app.graph.nodes.map((n) => ({
+        id: n.id, type: n.type, title: n.title, hasErrors: !!n.has_errors,
+        registered: !!n.constructor?.nodeData || ['Note', 'MarkdownNote', 'Reroute', 'PrimitiveNode'].includes(n.type),
+      }));
+      const dialogs = [...document.querySelectorAll('.p-dialog, [role=dialog]')].filter(visible)
+        .map((d) => d.textContent.trim().slice(0, 500));
+      const errorToasts = [...document.querySelectorAll('.p-toast-message-error')].filter(visible)
+        .map((t) => t.textContent.trim().slice(0, 500));
+      const prompt = await app.graphToPrompt();
+      return { nodes, dialogs, errorToasts, prompt: prompt.output, serialized: app.graph.serialize() };
+    }));
+    await page.evaluate(() => window.app.extensionManager.command.execute('Comfy.Canvas.FitView'));
+    await page.waitForTimeout(800);
+    result.screenshot = path.join(opts.shots, name.replace(/\.json$/, '.png'));
+    await page.screenshot({ path: result.screenshot });
+    report.workflows.push(result);
+  }
+} finally {
+  await browser.close();
+}
+process.stdout.write(JSON.stringify(report) + '\n');

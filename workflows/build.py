@@ -1,0 +1,481 @@
+"""The pack's example workflows, described once and written in both of ComfyUI's formats.
+
+    python workflows/build.py          write workflows/<name>.json (UI) and workflows/api/<name>_api.json
+    python workflows/build.py --check  exit 1 if a file on disk differs from this description
+
+UI format is what the frontend saves and loads (nodes with positions, links, groups, a
+Note); ComfyUI lists these files in its template browser under the pack's name. API
+format is what ``POST /prompt`` takes; those files sit in ``api/`` so the template
+browser, which reads only ``workflows/*.json``, does not offer them as graphs.
+
+Both files of a workflow come from the same ``Node`` list below, so they cannot drift;
+``tests/test_workflows.py`` checks them against the server's ``/object_info`` anyway.
+``resize()`` is the one place that shrinks a workflow for tests and the demo job.
+Plain Python, no ComfyUI import: run it with any python3.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+API_DIR = HERE / "api"
+
+# -- the node types the workflows use, as ComfyUI 0.3.75's /object_info describes them -------
+# inputs: (name, type, optional) in /object_info input order; outputs: (name, type).
+# Types INT/FLOAT/STRING/BOOLEAN/COMBO are widgets in the UI, the others are sockets.
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+@dataclass(frozen=True)
+class NodeType:
+    display: str
+    inputs: tuple
+    outputs: tuple
+    seed_control: tuple = ()   # widget names followed by a control_after_generate widget
+    upload: bool = False       # a file-upload button: one more widget value ("image") at the end
+
+
+R, O = False, True  # required, optional
+TYPES = {
+    "CheckpointLoaderSimple": NodeType("Load Checkpoint", (("ckpt_name", "COMBO", R),),
+                                       (("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE"))),
+    "PrimitiveStringMultiline": NodeType("String (Multiline)", (("value", "STRING", R),), (("STRING", "STRING"),)),
+    "CLIPTextEncode": NodeType("CLIP Text Encode (Prompt)", (("text", "STRING", R), ("clip", "CLIP", R)),
+                               (("CONDITIONING", "CONDITIONING"),)),
+    "VAEEncode": NodeType("VAE Encode", (("pixels", "IMAGE", R), ("vae", "VAE", R)), (("LATENT", "LATENT"),)),
+    "VAEDecode": NodeType("VAE Decode", (("samples", "LATENT", R), ("vae", "VAE", R)), (("IMAGE", "IMAGE"),)),
+    "KSamplerAdvanced": NodeType(
+        "KSampler (Advanced)",
+        (("model", "MODEL", R), ("add_noise", "COMBO", R), ("noise_seed", "INT", R), ("steps", "INT", R),
+         ("cfg", "FLOAT", R), ("sampler_name", "COMBO", R), ("scheduler", "COMBO", R),
+         ("positive", "CONDITIONING", R), ("negative", "CONDITIONING", R), ("latent_image", "LATENT", R),
+         ("start_at_step", "INT", R), ("end_at_step", "INT", R), ("return_with_leftover_noise", "COMBO", R)),
+        (("LATENT", "LATENT"),), seed_control=("noise_seed",)),
+    "CreateVideo": NodeType("Create Video", (("images", "IMAGE", R), ("fps", "FLOAT", R), ("audio", "AUDIO", O)),
+                            (("VIDEO", "VIDEO"),)),
+    "SaveVideo": NodeType("Save Video", (("video", "VIDEO", R), ("filename_prefix", "STRING", R),
+                                         ("format", "COMBO", R), ("codec", "COMBO", R)), ()),
+    "MaskToImage": NodeType("Convert Mask to Image", (("mask", "MASK", R),), (("IMAGE", "IMAGE"),)),
+    "SaveImage": NodeType("Save Image", (("images", "IMAGE", R), ("filename_prefix", "STRING", R)), ()),
+    "FateZeroLoadVideo": NodeType(
+        "FateZero Load Video",
+        (("video", "COMBO", R), ("frame_count", "INT", R), ("start_frame", "INT", R), ("every_nth", "INT", R),
+         ("width", "INT", R), ("height", "INT", R), ("resize", "COMBO", R)),
+        (("images", "IMAGE"), ("frame_rate", "FLOAT"), ("frame_count", "INT")), upload=True),
+    "FateZeroDDIMInversion": NodeType(
+        "FateZero DDIM Inversion",
+        (("model", "MODEL", R), ("source_conditioning", "CONDITIONING", R), ("latent", "LATENT", R),
+         ("steps", "INT", R), ("temporal_mode", "COMBO", R), ("temporal_min_channels", "INT", R),
+         ("video_groupnorm", "BOOLEAN", R), ("clean_sigma", "COMBO", R)),
+        (("inverted_latent", "LATENT"), ("attention_store", "FATEZERO_STORE"), ("edit_sigmas", "SIGMAS"))),
+    "FateZeroBlendMask": NodeType(
+        "FateZero Blend Mask",
+        (("attention_store", "FATEZERO_STORE", R), ("clip", "CLIP", R), ("source_prompt", "STRING", R),
+         ("blend_words", "STRING", R), ("tau", "FLOAT", R), ("latent_blend", "BOOLEAN", R),
+         ("target_blend_words", "STRING", R)),
+        (("blend_mask", "FATEZERO_BLEND"), ("mask_preview", "MASK"))),
+    "FateZeroAttentionFusion": NodeType(
+        "FateZero Attention Fusion",
+        (("model", "MODEL", R), ("attention_store", "FATEZERO_STORE", R), ("clip", "CLIP", R),
+         ("source_prompt", "STRING", R), ("target_prompt", "STRING", R), ("cross_replace_steps", "FLOAT", R),
+         ("self_replace_steps", "FLOAT", R), ("mapping", "COMBO", R), ("reweight", "STRING", R),
+         ("cross_replace_words", "STRING", R), ("blend_mask", "FATEZERO_BLEND", O)),
+        (("model", "MODEL"),)),
+}
+UI_ONLY_TYPES = {"Note"}  # frontend-only nodes: in the UI file, never in the API file
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    pos: tuple
+    size: tuple
+    values: dict = field(default_factory=dict)   # widget name -> value (linked widgets keep theirs too)
+    links: dict = field(default_factory=dict)    # input name -> (source node id, output slot)
+    title: str | None = None
+    color: tuple | None = None                   # (color, bgcolor)
+
+
+@dataclass
+class Group:
+    title: str
+    bounding: tuple
+    color: str
+
+
+@dataclass
+class Workflow:
+    name: str
+    description: str
+    nodes: list
+    groups: list
+
+
+# -- the three workflows ----------------------------------------------------------------
+CHECKPOINT = "v1-5-pruned-emaonly.safetensors"  # ComfyUI's usual SD1.5 file name; pick yours
+VIDEO = "bikes.mp4"                                # placeholder: put your clip in ComfyUI/input
+JEEP = "a silver jeep driving down a curvy road in the countryside"
+PROMPT_COLOR = ("#232", "#353")
+SOURCE_COLOR = ("#223", "#335")
+NOTE_COLOR = ("#432", "#653")
+GROUP_COLORS = {"input": "#3f789e", "prompts": "#8A8", "invert": "#b06634", "blend": "#a1309b",
+                "edit": "#88A", "save": "#b58b2a"}
+
+# Columns of the layout (canvas units): left to right in the order the graph runs.
+X0, X1, X2, X3, X4 = 0, 420, 880, 1340, 1780
+NOTE_X = -460
+
+
+def edit_graph(*, source: str, target: str, cross: float, self_: float, mapping: str, reweight: str,
+               cross_words: str, prefix: str, blend: dict | None) -> tuple[list, list]:
+    """The FateZero editing graph; ``blend`` adds the blend-mask branch with its preview."""
+    n = [
+        # 1. model and video
+        Node(1, "CheckpointLoaderSimple", (X0 + 20, 80), (360, 98), {"ckpt_name": CHECKPOINT}),
+        Node(2, "FateZeroLoadVideo", (X0 + 20, 230), (360, 560),
+             {"video": VIDEO, "frame_count": 8, "start_frame": 0, "every_nth": 1, "width": 512, "height": 512,
+              "resize": "center crop"}),
+        Node(3, "VAEEncode", (X0 + 20, 830), (210, 46), links={"pixels": (2, 0), "vae": (1, 2)}),
+        # 2. prompts: one text node per prompt feeds the encoder and the FateZero nodes alike
+        Node(4, "PrimitiveStringMultiline", (X1 + 20, 80), (400, 110), {"value": source},
+             title="Source prompt (describes the video)", color=SOURCE_COLOR),
+        Node(5, "PrimitiveStringMultiline", (X1 + 20, 230), (400, 110), {"value": target},
+             title="Target prompt (the edit)", color=PROMPT_COLOR),
+        Node(6, "CLIPTextEncode", (X1 + 20, 380), (400, 90), {"text": source}, {"text": (4, 0), "clip": (1, 1)},
+             title="Encode source prompt", color=SOURCE_COLOR),
+        Node(7, "CLIPTextEncode", (X1 + 20, 510), (400, 90), {"text": target}, {"text": (5, 0), "clip": (1, 1)},
+             title="Encode target prompt", color=PROMPT_COLOR),
+        Node(8, "CLIPTextEncode", (X1 + 20, 640), (400, 90), {"text": ""}, {"clip": (1, 1)},
+             title="Encode negative prompt (empty)"),
+        # 3. inversion
+        Node(9, "FateZeroDDIMInversion", (X2 + 20, 80), (400, 222),
+             {"steps": 50, "temporal_mode": "middle", "temporal_min_channels": 640, "video_groupnorm": True,
+              "clean_sigma": "alphas_cumprod[0] (authors)"},
+             {"model": (1, 0), "source_conditioning": (6, 0), "latent": (3, 0)}),
+        # 4. fused editing
+        Node(10, "FateZeroAttentionFusion", (X3 + 20, 80), (380, 322),
+             {"source_prompt": source, "target_prompt": target, "cross_replace_steps": cross,
+              "self_replace_steps": self_, "mapping": mapping, "reweight": reweight, "cross_replace_words": cross_words},
+             {"model": (1, 0), "attention_store": (9, 1), "clip": (1, 1), "source_prompt": (4, 0),
+              "target_prompt": (5, 0)}),
+        Node(11, "KSamplerAdvanced", (X3 + 20, 450), (380, 334),
+             {"add_noise": "disable", "noise_seed": 0, "steps": 50, "cfg": 7.5, "sampler_name": "ddim",
+              "scheduler": "ddim_uniform", "start_at_step": 0, "end_at_step": 10000,
+              "return_with_leftover_noise": "disable"},
+             {"model": (10, 0), "positive": (7, 0), "negative": (8, 0), "latent_image": (9, 0)}),
+        # 5. decode and save
+        Node(12, "VAEDecode", (X4 + 20, 80), (210, 46), links={"samples": (11, 0), "vae": (1, 2)}),
+        Node(13, "CreateVideo", (X4 + 20, 170), (300, 78), {"fps": 30.0}, {"images": (12, 0), "fps": (2, 1)}),
+        Node(14, "SaveVideo", (X4 + 20, 300), (400, 520),
+             {"filename_prefix": prefix, "format": "auto", "codec": "auto"}, {"video": (13, 0)}),
+    ]
+    groups = [
+        Group("1. Model and video", (X0, 0, 400, 910), GROUP_COLORS["input"]),
+        Group("2. Prompts", (X1, 0, 440, 770), GROUP_COLORS["prompts"]),
+        Group("3. Invert (capture attention)", (X2, 0, 440, 330), GROUP_COLORS["invert"]),
+        Group("4. Edit (fused attention)", (X3, 0, 420, 820), GROUP_COLORS["edit"]),
+        Group("5. Decode and save", (X4, 0, 440, 850), GROUP_COLORS["save"]),
+    ]
+    if blend is not None:
+        n += [
+            Node(15, "FateZeroBlendMask", (X2 + 20, 420), (400, 230),
+                 {"source_prompt": source, "blend_words": blend["words"], "tau": blend["tau"],
+                  "latent_blend": blend["latent_blend"], "target_blend_words": blend["target_words"]},
+                 {"attention_store": (9, 1), "clip": (1, 1), "source_prompt": (4, 0)}),
+            Node(16, "MaskToImage", (X2 + 20, 690), (260, 26), links={"mask": (15, 1)}),
+            Node(17, "SaveImage", (X2 + 20, 760), (400, 360), {"filename_prefix": prefix + "_mask"},
+                 {"images": (16, 0)}, title="Save blend mask preview"),
+        ]
+        n[9].links["blend_mask"] = (15, 0)
+        groups.append(Group("3b. Blend mask", (X2, 350, 440, 780),
+                            GROUP_COLORS["blend"]))
+    return n, groups
+
+
+COMMON_NOTE = """\
+How to run: put your clip in ComfyUI/input and pick it in FateZero Load Video (bikes.mp4 is a \
+placeholder), pick an SD1.5 checkpoint in Load Checkpoint, then Queue. The edited video lands in \
+ComfyUI/output/fatezero/.
+
+FateZero Load Video
+- frame_count 8, width/height 512, resize center crop: the authors' size. Memory and time grow \
+with frames x pixels; 256x256 or 4 frames are a quick first try.
+- start_frame / every_nth: which frames of the clip (every_nth 2 skips every other frame).
+
+Prompts
+- Source prompt: describes the input video as it is. It feeds the inversion's CLIP Text Encode AND \
+the FateZero nodes, which check that it is the prompt the video was inverted with.
+- Target prompt: the source with your edit; it feeds the sampler's positive prompt and the fusion node.
+- Negative prompt: empty, as in the authors' runs.
+
+FateZero DDIM Inversion
+- steps 50 (the authors'; 10 is their fast setting for style edits). KSampler (Advanced) must use \
+the SAME number of steps.
+- temporal_mode middle, temporal_min_channels 640: each frame's self-attention takes keys and values \
+from the middle frame in the wide UNet blocks (the authors' style/attribute setting).
+- video_groupnorm true, clean_sigma alphas_cumprod[0]: as in the authors' code.
+
+KSampler (Advanced): add_noise disable (the inverted latent is the noise; the seed is unused), \
+steps = inversion steps, cfg 7.5, sampler ddim, scheduler ddim_uniform, start_at_step 0, \
+end_at_step 10000, return_with_leftover_noise disable. Other samplers do not match the inversion.
+
+Create Video takes its fps from Load Video's frame_rate; Save Video writes an mp4."""
+
+
+def note_text(title: str, fusion_help: str, extra: str = "") -> str:
+    return f"{title}\n\n{COMMON_NOTE}\n\nFateZero Attention Fusion\n{fusion_help}" + (f"\n\n{extra}" if extra else "")
+
+
+def note(text: str) -> Node:
+    return Node(100, "Note", (NOTE_X, 0), (420, 1080), {"text": text}, color=NOTE_COLOR,
+                title="Read me: what each setting does")
+
+
+def style_edit() -> Workflow:
+    target = "watercolor painting of " + JEEP
+    nodes, groups = edit_graph(source=JEEP, target=target, cross=0.8, self_=0.8, mapping="refine",
+                               reweight="watercolor:10", cross_words="", prefix="fatezero/style_watercolor_jeep",
+                               blend=None)
+    nodes.append(note(note_text(
+        "FateZero style edit: a silver jeep -> watercolor painting (the authors' 'jeep watercolor' example).",
+        "- cross_replace_steps 0.8: for the first 80% of the steps the target's cross-attention is built "
+        "from the source's maps, keeping the layout.\n"
+        "- self_replace_steps 0.8: for the first 80% of the steps self-attention comes from the source "
+        "(structure and motion).\n"
+        "- mapping refine: the target adds words ('watercolor painting of'); refine aligns the shared "
+        "words and lets the new ones keep their own attention ('auto' picks this too).\n"
+        "- reweight watercolor:10: the style word's cross-attention x10, as the authors do for style words.\n"
+        "- cross_replace_words: empty (per-word override of cross_replace_steps, 'word:fraction').")))
+    return Workflow("fatezero_style_edit", "style edit: watercolor jeep", nodes, groups)
+
+
+def attribute_edit() -> Workflow:
+    source = "a brown bear walking on the rock against a wall"
+    target = "a red tiger walking on the rock against a wall"
+    nodes, groups = edit_graph(source=source, target=target, cross=0.7, self_=0.7, mapping="replace",
+                               reweight="", cross_words="", prefix="fatezero/attribute_bear_to_tiger", blend=None)
+    nodes.append(note(note_text(
+        "FateZero attribute edit: a brown bear -> a red tiger (word swap, the authors' bear example). "
+        "Use a clip of a bear in place of bikes.mp4.",
+        "- cross_replace_steps 0.7, self_replace_steps 0.7: the authors' values for attribute edits; lower "
+        "values let the new words change more, higher keep more of the source.\n"
+        "- mapping replace: a word swap, both prompts have the same number of words ('brown bear' -> 'red tiger'); "
+        "each target word takes the source word's attention at its place.\n"
+        "- reweight: empty (no word emphasised); cross_replace_words: empty.")))
+    return Workflow("fatezero_attribute_edit", "attribute edit: bear to tiger", nodes, groups)
+
+
+def local_edit() -> Workflow:
+    target = JEEP.replace("silver", "red")
+    nodes, groups = edit_graph(source=JEEP, target=target, cross=0.7, self_=0.7, mapping="replace",
+                               reweight="", cross_words="", prefix="fatezero/local_red_jeep",
+                               blend={"words": "silver, jeep", "tau": 0.3, "latent_blend": False,
+                                      "target_words": ""})
+    nodes.append(note(note_text(
+        "FateZero local edit with a blend mask: a silver jeep -> a red jeep, the rest of the video kept.",
+        "- cross_replace_steps 0.7, self_replace_steps 0.7, mapping replace: a word swap ('silver' -> 'red').\n"
+        "- blend_mask (from FateZero Blend Mask): inside the mask the edit keeps its own self-attention "
+        "(the jeep may change), outside it takes the source's (background, motion).",
+        "FateZero Blend Mask\n"
+        "- blend_words 'silver, jeep': the SOURCE words of the object you edit (its noun, plus the adjective "
+        "you change).\n"
+        "- tau 0.3: threshold on the normalised cross-attention of those words (the authors: 0.3; the paper "
+        "0.2-0.3). Lower grows the mask, 1.0 empties it.\n"
+        "- latent_blend false (the authors' default): true also keeps the latent outside the mask equal to the "
+        "inverted video between 20% and 80% of the steps; then name the new object's TARGET words in "
+        "target_blend_words (e.g. 'red, jeep'). Not for style edits.\n"
+        "- mask_preview -> Convert Mask to Image -> Save Image: one picture per frame in "
+        "ComfyUI/output/fatezero/: white where the pixel is in the mask at every step, grey at some steps, "
+        "black never. Check that it covers the object and not the background.")))
+    return Workflow("fatezero_local_edit", "local edit with a blend mask: red jeep", nodes, groups)
+
+
+WORKFLOWS = (style_edit, attribute_edit, local_edit)
+
+
+# -- writers -----------------------------------------------------------------------------
+def _is_widget(type_: str) -> bool:
+    return type_ in WIDGET_TYPES
+
+
+def to_api(wf: Workflow) -> dict:
+    api = {}
+    for node in sorted(wf.nodes, key=lambda n: n.id):
+        if node.type in UI_ONLY_TYPES:
+            continue
+        spec = TYPES[node.type]
+        inputs = {}
+        for name, type_, optional in spec.inputs:
+            if name in node.links:
+                src, slot = node.links[name]
+                inputs[name] = [str(src), slot]
+            elif _is_widget(type_):
+                inputs[name] = node.values[name]
+            elif not optional:
+                raise ValueError(f"{wf.name}: node {node.id} ({node.type}) has no link for '{name}'")
+        unknown = (set(node.values) | set(node.links)) - {i[0] for i in spec.inputs}
+        if unknown:
+            raise ValueError(f"{wf.name}: node {node.id} ({node.type}) has no inputs {sorted(unknown)}")
+        api[str(node.id)] = {"inputs": inputs, "class_type": node.type,
+                             "_meta": {"title": node.title or spec.display}}
+    return api
+
+
+def to_ui(wf: Workflow) -> dict:
+    links = []       # [id, origin id, origin slot, target id, target slot, type]
+    by_id = {n.id: n for n in wf.nodes}
+    out_links: dict = {}
+    link_id = 0
+    ui_nodes = []
+    order = _execution_order(wf)
+    for node in sorted(wf.nodes, key=lambda n: n.id):
+        entry = {"id": node.id, "type": node.type, "pos": list(node.pos), "size": list(node.size),
+                 "flags": {}, "order": order[node.id], "mode": 0}
+        if node.type == "Note":
+            entry.update({"inputs": [], "outputs": [], "title": node.title, "properties": {},
+                          "widgets_values": [node.values["text"]]})
+        else:
+            spec = TYPES[node.type]
+            sockets = [i for i in spec.inputs if not _is_widget(i[1])]
+            widgets = [i for i in spec.inputs if _is_widget(i[1])]
+            inputs = []
+            for name, type_, optional in sockets + widgets:
+                slot = {"localized_name": name, "name": name}
+                if optional:
+                    slot["shape"] = 7
+                slot["type"] = type_
+                if _is_widget(type_):
+                    slot["widget"] = {"name": name}
+                link = None
+                if name in node.links:
+                    link_id += 1
+                    link = link_id
+                    src, src_slot = node.links[name]
+                    src_type = TYPES[by_id[src].type].outputs[src_slot][1]
+                    links.append([link, src, src_slot, node.id, len(inputs), src_type])
+                    out_links.setdefault((src, src_slot), []).append(link)
+                slot["link"] = link
+                inputs.append(slot)
+            if spec.upload:
+                inputs.append({"localized_name": "upload", "name": "upload", "type": "IMAGEUPLOAD",
+                               "widget": {"name": "upload"}, "link": None})
+            values = []
+            for name, type_, _ in widgets:
+                values.append(node.values[name] if name in node.values else "")
+                if name in spec.seed_control:
+                    values.append("fixed")
+            if spec.upload:
+                values.append("image")
+            entry["inputs"] = inputs
+            entry["outputs"] = [{"localized_name": name, "name": name, "type": type_, "links": None}
+                                for name, type_ in spec.outputs]
+            if node.title:
+                entry["title"] = node.title
+            entry["properties"] = {"Node name for S&R": node.type}
+            if widgets:
+                entry["widgets_values"] = values
+        if node.color:
+            entry["color"], entry["bgcolor"] = node.color
+        ui_nodes.append(entry)
+    for entry in ui_nodes:
+        for slot, out in enumerate(entry["outputs"]):
+            out["links"] = out_links.get((entry["id"], slot))
+    groups = [{"id": i + 1, "title": g.title, "bounding": list(g.bounding), "color": g.color, "font_size": 24,
+               "flags": {}} for i, g in enumerate(wf.groups)]
+    return {
+        "id": _uuid(wf.name), "revision": 0,
+        "last_node_id": max(n.id for n in wf.nodes), "last_link_id": link_id,
+        "nodes": ui_nodes, "links": links, "groups": groups, "config": {},
+        "extra": {"ds": {"scale": 0.6, "offset": [520, 40]}, "frontendVersion": "1.32.9"},
+        "version": 0.4,
+    }
+
+
+def _execution_order(wf: Workflow) -> dict:
+    """A topological order (the frontend recomputes it; stored for a stable file)."""
+    done: dict = {}
+    nodes = sorted(wf.nodes, key=lambda n: n.id)
+    while len(done) < len(nodes):
+        for node in nodes:
+            if node.id not in done and all(src in done for src, _ in node.links.values()):
+                done[node.id] = len(done)
+                break
+        else:
+            raise ValueError(f"{wf.name}: the graph has a cycle")
+    return done
+
+
+def _uuid(name: str) -> str:
+    import uuid
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"comfyui-fatezero/workflows/{name}"))
+
+
+def dumps(data: dict) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def files() -> dict[Path, str]:
+    out = {}
+    for make in WORKFLOWS:
+        wf = make()
+        out[HERE / f"{wf.name}.json"] = dumps(to_ui(wf))
+        out[API_DIR / f"{wf.name}_api.json"] = dumps(to_api(wf))
+    return out
+
+
+# -- one place to shrink a workflow (tests, demo job) -------------------------------------
+def resize(api: dict, *, ckpt_name: str | None = None, width: int | None = None, height: int | None = None,
+           frames: int | None = None, steps: int | None = None, video: str | None = None,
+           prefix: str | None = None) -> dict:
+    """A copy of an API-format workflow with its size, steps, checkpoint or output prefix changed.
+
+    ``steps`` is set in the inversion and the sampler together (they must match);
+    ``prefix`` replaces the ``fatezero/`` part of every save node's filename_prefix."""
+    api = copy.deepcopy(api)
+    for node in api.values():
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "CheckpointLoaderSimple" and ckpt_name is not None:
+            inputs["ckpt_name"] = ckpt_name
+        elif kind == "FateZeroLoadVideo":
+            for key, value in (("width", width), ("height", height), ("frame_count", frames), ("video", video)):
+                if value is not None:
+                    inputs[key] = value
+        elif kind in ("FateZeroDDIMInversion", "KSamplerAdvanced") and steps is not None:
+            inputs["steps"] = steps
+        elif kind in ("SaveVideo", "SaveImage") and prefix is not None:
+            inputs["filename_prefix"] = prefix + inputs["filename_prefix"].split("/", 1)[-1]
+    return api
+
+
+def load_api(name: str) -> dict:
+    return json.loads((API_DIR / f"{name}_api.json").read_text())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="compare with the files on disk, write nothing")
+    args = ap.parse_args(argv)
+    wanted = files()
+    if args.check:
+        stale = [str(p.relative_to(HERE)) for p, text in wanted.items()
+                 if not p.exists() or p.read_text() != text]
+        if stale:
+            print("out of date (run python workflows/build.py):", ", ".join(stale))
+            return 1
+        print(f"{len(wanted)} workflow files up to date")
+        return 0
+    API_DIR.mkdir(exist_ok=True)
+    for path, text in wanted.items():
+        path.write_text(text)
+        print("wrote", path.relative_to(HERE.parent))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
