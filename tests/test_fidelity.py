@@ -1,0 +1,59 @@
+"""Items of the authors' code (FATEZERO.md section 9) not covered elsewhere: replace
+windows, layer coverage, and which inversion call an edit step reuses."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.mark.parametrize("steps,cross,self_,expect", [
+    (10, 0.8, 0.8, (8, 8)),    # int(0.8 * 11) = 8, int(0.8 * 10) = 8
+    (50, 0.8, 0.7, (40, 35)),  # int(40.8) = 40, int(35.0) = 35
+    (10, 0.5, 0.5, (5, 5)),
+    (50, 0.5, 0.5, (25, 25)),
+    (10, 0.3, 0.3, (3, 3)),    # int(3.3) = 3 for cross (N + 1), int(3.0) = 3
+    (20, 0.8, 0.8, (16, 16)),  # int(16.8) = 16
+    (25, 0.9, 0.9, (23, 22)),  # int(23.4) = 23 for cross, int(22.5) = 22 for self: N + 1 vs N
+])
+def test_replace_windows_use_the_authors_rounding(pack, steps, cross, self_, expect):
+    assert pack.fatezero_attn.schedule.replace_windows(steps, cross, self_) == expect
+
+
+def test_only_layers_with_at_most_32x32_queries_are_fused(pack):
+    hooks = pack.fatezero_attn.hooks
+    assert pack.fatezero_attn.defaults.FUSE_MAX_QUERY == 1024
+    frames, heads = 1, 2
+    plan = hooks.FusionPlan(store=None, mapper=torch.eye(77), aligned=torch.ones(77), equalizer=torch.ones(77),
+                            cross_windows=torch.full((77,), 5.0), self_window=5)
+    patch = hooks.FateZeroPatch(fusion=plan)
+    fz = {"roles": ["source", "cond"], "chunk": frames, "step": 0}
+    for n, fused in ((32 * 32, True), (64 * 64, False)):
+        g = torch.Generator().manual_seed(n)
+        q, k, v = (torch.randn(2 * frames, n, 8, generator=g) for _ in range(3))
+        side = int(n ** 0.5)
+        extra = {"n_heads": heads, "fatezero": fz, "original_shape": [1, 4, side, side],
+                 "activations_shape": [2, 8, side, side]}
+        out = patch.attn1(q, k, v, extra)
+        import comfy.ldm.modules.attention as attention
+        plain_cond = attention.optimized_attention(q[1:], k[1:], v[1:], heads)
+        from_source = attention.optimized_attention(q[:1], k[:1], v[1:], heads)
+        if fused:
+            torch.testing.assert_close(out[1:], from_source, rtol=1e-4, atol=1e-5)
+        else:
+            torch.testing.assert_close(out[1:], plain_cond, rtol=1e-4, atol=1e-5)
+
+
+def test_edit_step_k_reuses_inversion_call_n_minus_1_minus_k(pack):
+    fz = pack.fatezero_attn
+    steps, frames = 5, 2
+    sigmas = torch.tensor([0.03, 0.1, 0.5, 1.0, 3.0, 10.0])
+    info = fz.store.StoreInfo("m", steps, frames, (4, 4), "per-frame", 0, False)
+    inputs = torch.arange(steps, dtype=torch.float32).view(steps, 1, 1, 1, 1).expand(steps, frames, 4, 4, 4).clone()
+    store = fz.store.AttentionStore(info, sigmas, inputs, torch.zeros(1, 77, 8), torch.zeros(steps, frames, 1, 1, 77))
+    plan = fz.hooks.FusionPlan(store, torch.eye(77), torch.ones(77), torch.ones(77), torch.full((77,), 5.0), 5)
+    patch = fz.hooks.FateZeroPatch(fusion=plan)
+    for k, sigma in enumerate(store.edit_sigmas.tolist()):  # 10, 3, 1, 0.5, 0.1
+        assert patch._edit_step(sigma, {}) == k
+        x, _, _ = patch._prepend_source(k, torch.zeros(frames, 4, 4, 4), torch.full((frames,), sigma),
+                                        {"c_crossattn": torch.zeros(frames, 77, 8)}, frames)
+        assert float(x[0, 0, 0, 0]) == steps - 1 - k  # the UNet input of inversion call N-1-k
