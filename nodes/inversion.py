@@ -78,8 +78,15 @@ class FateZeroDDIMInversion:
         guider.set_cfg(1.0)
         sampler = comfy.samplers.KSAMPLER(sample_ddim_inversion, extra_options={"record": record})
         callback = latent_preview.prepare_callback(patched, n)
-        inverted = guider.sample(torch.zeros_like(samples), samples, sampler, sigmas, callback=callback,
-                                 disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0)
+        try:
+            inverted = guider.sample(torch.zeros_like(samples), samples, sampler, sigmas, callback=callback,
+                                     disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0)
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+            if not isinstance(e, (torch.OutOfMemoryError, MemoryError)) and "allocate" not in str(e):
+                raise
+            f, _, h, w = samples.shape
+            raise FateZeroError(f"{NODE}: out of memory inverting {f} frames of {w * 8}x{h * 8} ({e}). Load fewer "
+                                "frames (frame_count) or a smaller width/height, then queue again.") from e
 
         if recorder.cross_sum:
             cross = torch.stack([recorder.cross_sum[j] / recorder.cross_count[j] for j in range(n)])
