@@ -950,9 +950,12 @@ def print_report(rep: dict, args, out_path: Path) -> None:
 
     print()
     print(table([[t["target"], f"{t['value']:.4g}", f"{t['value_cpu']:.4g}" if "value_cpu" in t else "",
+                  f"{t['value_paired']:.4g}" if "value_paired" in t else "",
                   ("<= " if not t.get("higher_is_better") else ">= ") + f"{t['limit']:g}",
                   ("met" if t["met"] else "MISSED") + (" (cpu time disagrees: noisy)" if t.get("noisy") else "")]
-                 for t in rep["targets"]], ["target", "value", "cpu-time value", "limit", ""]))
+                 for t in rep["targets"]], ["target", "value", "cpu time", "paired", "limit", ""]))
+    print("value: ratio of median wall times; cpu time: of median process CPU times; paired: median of the per-repeat "
+          "wall-time ratios (each phase against the baseline run just before it)")
     print(f"\nJSON: {out_path}")
 
 
