@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -60,26 +59,15 @@ class HostServer(host.ComfyServer):
         self.log_path = workdir / "server.log"
         self.proc = None
 
-    def start(self, timeout: float = 300.0) -> "HostServer":
+    def command(self) -> list[str]:
+        """ComfyUI's defaults for folders (the user finds the result in ComfyUI/output)."""
         cmd = [os.environ.get("FATEZERO_PYTHON", sys.executable), "main.py", "--listen", "127.0.0.1",
                "--port", str(self.port), "--disable-auto-launch", "--log-stdout"]
         if self.cpu:
             cmd.append("--cpu")
         if self.extra_paths is not None:
             cmd += ["--extra-model-paths-config", str(self.extra_paths)]
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, cwd=self.comfy, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
-            try:
-                self.get("/system_stats")
-                return self
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError(f"ComfyUI did not answer within {timeout}s:\n{self.log()[-4000:]}")
+        return cmd
 
     def progress(self) -> str:
         """The last progress-bar line ComfyUI printed (tqdm writes them with carriage returns)."""
@@ -198,7 +186,7 @@ def main(argv=None) -> int:
     results = {}
     try:
         log(f"starting ComfyUI at {comfy} (log: {server.log_path})")
-        server.start()
+        server.start(timeout=300.0)
         log(f"ComfyUI answers at {server.url}; input {server.input_dir}, output {server.output_dir}")
         known = server.get("/object_info/CheckpointLoaderSimple")["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
         if ckpt not in known:

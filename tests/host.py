@@ -88,8 +88,8 @@ class ComfyServer:
         self.log_path = workdir / "server.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 180.0) -> "ComfyServer":
-        cmd = [
+    def command(self) -> list[str]:
+        return [
             os.environ.get("FATEZERO_PYTHON", sys.executable), "main.py", "--cpu",
             "--listen", "127.0.0.1", "--port", str(self.port),
             "--input-directory", str(self.input_dir), "--output-directory", str(self.output_dir),
@@ -97,9 +97,11 @@ class ComfyServer:
             "--extra-model-paths-config", str(self.extra_paths),
             "--database-url", f"sqlite:///{self.workdir / 'comfyui.db'}", "--disable-auto-launch", "--log-stdout",
         ]
+
+    def start(self, timeout: float = 180.0) -> "ComfyServer":
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, cwd=comfyui_path(), stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(self.command(), cwd=comfyui_path(), stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
