@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+import comfy.ldm.modules.attention as comfy_attention
+
 from . import temporal
 from .defaults import BLEND_LEVEL, FUSE_MAX_QUERY
-from .fusion import attention_probs, fused_cross_attention, fused_self_attention
+from .fusion import attention_probs, cross_weights, fused_cross_attention, fused_self_attention
 from .masks import BlendMask, blend_latents, latent_blend_window, threshold_mask, word_maps
 from .schedule import edit_step
 from .store import AttentionStore
@@ -46,13 +48,12 @@ def model_id(model_patcher) -> str:
 
 def attention_blocks(diffusion_model) -> list[tuple[str, int, int]]:
     """Every ``(block, number, transformer_index)`` with a transformer in the UNet."""
-    from comfy.ldm.modules.attention import SpatialTransformer
     keys = []
     for name, blocks in (("input", diffusion_model.input_blocks), ("middle", [diffusion_model.middle_block]),
                          ("output", diffusion_model.output_blocks)):
         for number, block in enumerate(blocks):
             for layer in block:
-                if isinstance(layer, SpatialTransformer):
+                if isinstance(layer, comfy_attention.SpatialTransformer):
                     keys += [(name, number, d) for d in range(len(layer.transformer_blocks))]
     return keys
 
@@ -116,13 +117,12 @@ class FusionPlan:
     def latent_blending(self) -> bool:
         return self.blend is not None and self.blend.latent_blend
 
-    @property
-    def fused_steps(self) -> int:
-        """Edit steps k < fused_steps need the source row (self or cross fusion)."""
-        return max(int(self.cross_windows.max()), self.self_window)
+    def __post_init__(self):
+        # read on every attention call: plain ints, computed once
+        self.cross_steps = int(self.cross_windows.max())  # edit steps k < cross_steps fuse some token
+        self.fused_steps = max(self.cross_steps, self.self_window)  # k < fused_steps need the source row
 
     def cross_weights(self, k: int):
-        from .fusion import cross_weights
         if k not in self._weights:
             active = (k < self.cross_windows).float()
             self._weights[k] = cross_weights(self.mapper, self.aligned, self.equalizer, active)
@@ -261,8 +261,7 @@ class FateZeroPatch:
     # -- attention ------------------------------------------------------------------------
     @staticmethod
     def _attn(q, k, v, heads):
-        from comfy.ldm.modules.attention import optimized_attention
-        return optimized_attention(q, k, v, heads)
+        return comfy_attention.optimized_attention(q, k, v, heads)
 
     def attn1(self, q, k, v, extra: dict) -> torch.Tensor:
         fz = self._call_info(q, extra)
@@ -290,7 +289,7 @@ class FateZeroPatch:
                 self._capture(q, k, heads, extra)
             if step is not None and fusion is not None and fusion.latent_blending:
                 self._capture_target(q, k, heads, extra, fz)
-        if not self._fusing(fz, q) or not bool((step < fusion.cross_windows).any()):
+        if not self._fusing(fz, q) or step >= fusion.cross_steps:
             return self._attn(q, k, v, heads)
         R, D = fusion.cross_weights(step)
         src = slice(0, chunk)
