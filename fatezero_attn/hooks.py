@@ -4,17 +4,31 @@ ComfyUI keeps one attention-replace function per transformer block, so capture,
 fusion and spatio-temporal attention go through one ``FateZeroPatch`` installed on a
 ``ModelPatcher.clone()``:
 - ``unet_wrapper`` (``set_model_unet_function_wrapper``): knows the batch layout of each
-  UNet call; while fusing it prepends the *source row* (the inversion's UNet input for
-  this timestep with the source prompt), so every layer sees ``[source, cond, uncond]``
-  chunks of ``frames`` rows, and drops that row from the output;
+  UNet call. While fusing, before the call ComfyUI built (positive and negative rows,
+  with everything the user wired: ControlNet residuals, ``c_concat``, ``y``, masks,
+  several positives), it runs the *source row* as its own UNet call: the inversion's
+  input for this timestep with the inversion's conditioning and patches. That pass keeps
+  the q and k of the fused layers and stops after the last one; the edit call is left
+  exactly as ComfyUI built it.
 - ``attn1`` / ``attn2`` (attention replace on every transformer block): spatio-temporal
   keys and values, capture of the blend-level cross-attention during inversion, and
-  fusion of the positive (cond) rows during editing; the negative rows stay plain;
+  fusion of the positive (cond) rows during editing; the negative rows stay plain.
+  An attention replace that another node put on the block (before or after FateZero's
+  nodes) is composed, not dropped: rows FateZero does not change get that patch's output
+  as without the pack; fused rows get the fused output plus that patch's change to the
+  plain output.
 - video-wide GroupNorm as object patches on the clone, restored by ComfyUI after sampling.
+
+Why a separate source call rather than a source row inside ComfyUI's batch: every
+per-row input ComfyUI computes for its rows (control residuals, ``c_concat``, ``y``, area
+and mask conditioning, patches added after the fusion node) would otherwise have to be
+extended for a row ComfyUI does not know about, and each new input kind would break it
+again. Measured on the tests' checkpoint (bench/, CPU), the separate call costs the same
+UNet rows as the batched one, and it can stop after the last fused layer.
 """
 from __future__ import annotations
 
-import hashlib
+import inspect
 import logging
 from dataclasses import dataclass, field
 
@@ -22,7 +36,7 @@ import torch
 
 import comfy.ldm.modules.attention as comfy_attention
 
-from . import temporal
+from . import model_state, temporal
 from .defaults import BLEND_LEVEL, FUSE_MAX_QUERY
 from .fusion import attention_probs, cross_weights, fused_cross_attention, fused_self_attention
 from .masks import BlendMask, blend_latents, latent_blend_window, threshold_mask, word_maps
@@ -31,6 +45,9 @@ from .store import AttentionStore
 
 log = logging.getLogger("FateZero")
 
+# ComfyUI >= 0.3.6x reads an attention-backend override from ``transformer_options``.
+_ATTN_TAKES_OPTIONS = any(p.kind is p.VAR_KEYWORD or p.name == "transformer_options"
+                          for p in inspect.signature(comfy_attention.optimized_attention).parameters.values())
 
 
 class FateZeroError(ValueError):
@@ -38,12 +55,8 @@ class FateZeroError(ValueError):
 
 
 def model_id(model_patcher) -> str:
-    """A fingerprint of the UNet's weights (first and last layer) and its model type."""
-    dm = model_patcher.model.diffusion_model
-    h = hashlib.sha1(type(model_patcher.model.model_config).__name__.encode())
-    for p in (dm.input_blocks[0][0].weight, dm.out[-1].weight):
-        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    """A digest of everything that can change the MODEL's UNet call (see ``model_state``)."""
+    return model_state.digest(model_state.describe(model_patcher))
 
 
 def attention_blocks(diffusion_model) -> list[tuple[str, int, int]]:
@@ -99,6 +112,14 @@ def group_norm_names(diffusion_model) -> list[str]:
 
 # -- what the edit needs at each step ----------------------------------------------------
 @dataclass
+class SourceAttention:
+    """The source row's fused-layer attention inputs at one edit step: ``(attn, block) -> (q, k)``
+    (self-attention keys after the spatio-temporal gathering)."""
+    step: int
+    qk: dict = field(default_factory=dict)
+
+
+@dataclass
 class FusionPlan:
     store: AttentionStore
     mapper: torch.Tensor           # S [77, 77]
@@ -112,6 +133,11 @@ class FusionPlan:
     _weights: dict = field(default_factory=dict, repr=False)
     # per run: the edit's own blend-level cross-attention summed over the steps so far
     target_maps: torch.Tensor | None = field(default=None, repr=False)
+    target_step: int | None = field(default=None, repr=False)
+    # the latest step's source attention (one step is all a run needs at a time)
+    source: SourceAttention | None = field(default=None, repr=False)
+    # fused layers in the order a source pass meets them; the pass stops after the last
+    fused_layers: list | None = field(default=None, repr=False)
 
     @property
     def latent_blending(self) -> bool:
@@ -122,6 +148,9 @@ class FusionPlan:
         self.cross_steps = int(self.cross_windows.max())  # edit steps k < cross_steps fuse some token
         self.fused_steps = max(self.cross_steps, self.self_window)  # k < fused_steps need the source row
 
+    def window(self, attn: str) -> int:
+        return self.self_window if attn == "attn1" else self.cross_steps
+
     def cross_weights(self, k: int):
         if k not in self._weights:
             active = (k < self.cross_windows).float()
@@ -131,11 +160,16 @@ class FusionPlan:
 
 @dataclass
 class Recorder:
-    """Collects the inversion's UNet inputs and blend-level cross-attention maps."""
+    """Collects the inversion's UNet inputs, its per-row conditioning and the blend-level
+    cross-attention maps. Only the sampler's own call of each step is recorded (guidance
+    patches such as PAG call the UNet again at the same sigma)."""
     inv_sigmas: torch.Tensor
     unet_inputs: dict = field(default_factory=dict)
     cross_sum: dict = field(default_factory=dict)
     cross_count: dict = field(default_factory=dict)
+    conds: dict | None = None         # per-row tensors of the inversion's call (c_crossattn, c_concat, y, ...)
+    had_control: bool = False
+    pending: int | None = None        # call j whose UNet input was just recorded
 
     def call_index(self, sigma: float) -> int:
         steps = len(self.inv_sigmas) - 1
@@ -143,6 +177,44 @@ class Recorder:
         if k is None:
             raise FateZeroError(f"inversion called the UNet at sigma {sigma}, not on its own schedule")
         return steps - 1 - k
+
+    def record_input(self, j: int, x_in: torch.Tensor) -> None:
+        self.unet_inputs[j] = x_in.detach().to("cpu", torch.float32, copy=True)
+        self.pending = j
+
+    def record_call(self, c: dict, node: str) -> None:
+        conds = {k: v.detach().to("cpu", copy=True) for k, v in c.items()
+                 if torch.is_tensor(v) and k not in ("transformer_options", "control")}
+        self.had_control = self.had_control or c.get("control") is not None
+        if self.conds is None:
+            self.conds = conds
+        elif conds.keys() != self.conds.keys() or any(not torch.equal(conds[k], self.conds[k]) for k in conds):
+            raise FateZeroError(f"{node}: the source conditioning changed between inversion steps "
+                                f"({sorted(conds)}); FateZero replays one conditioning at every step. Connect a "
+                                "plain CLIPTextEncode (with the model's own extra inputs) as source_conditioning.")
+
+
+def call_info(roles: list[str], chunk: int, step: int | None = None, source: SourceAttention | None = None,
+              earlier: dict | None = None, capture: int | None = None, target: bool = False) -> dict:
+    """What the wrapper tells the attention calls of one UNet call (``transformer_options["fatezero"]``):
+    row roles (``source`` / ``cond`` / ``uncond`` chunks of ``chunk`` rows), the edit step, the
+    source pass's q and k, other nodes' replaces per ``(attn, block)``, the inversion call
+    to capture (or None) and whether to sum the target words' maps."""
+    return {"roles": roles, "chunk": chunk, "step": step, "source": source, "earlier": earlier or {},
+            "capture": capture, "target": target}
+
+
+class _SourcePassDone(Exception):
+    """Raised by the source pass after its last fused layer: the rest of that UNet call is unused."""
+
+
+def _copy_options(value):
+    """Dicts and lists copied, leaves shared (what ``ModelPatcher.clone`` does in 0.38)."""
+    if isinstance(value, dict):
+        return {k: _copy_options(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_options(v) for v in value]
+    return value
 
 
 class FateZeroPatch:
@@ -160,29 +232,48 @@ class FateZeroPatch:
         self.node = node
         self.batch = VideoBatch()
         self.previous_wrapper = None
+        self.keys: list[tuple[str, int, int]] = []
+        # (attn, key) -> another node's replace that was on the block before this patch
+        self.earlier: dict = {}
+        self.earlier_from_block_key: set = set()  # found under the 2-tuple key, which a later node may change
+        self.source_options: dict = {}  # transformer_options the source pass runs with
+        self.source_wrappers: dict = {}
+        self.weight_state: dict | None = None
 
     def __deepcopy__(self, memo):
-        # ModelPatcher.clone() deep-copies model_options; the patch is read-only while sampling.
+        # ModelPatcher.clone() deep-copies model_options in 0.3.75; the patch is read-only while sampling.
         return self
 
     # -- installing ---------------------------------------------------------------------
     def install(self, model_patcher) -> None:
         """Put this patch on ``model_patcher`` (a clone the caller owns)."""
         dm = model_patcher.model.diffusion_model
-        replace = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {})
-        for key in attention_blocks(dm):
-            for attn in ("attn1", "attn2"):
-                existing = replace.get(attn, {}).get(key)
-                if existing is not None and not isinstance(getattr(existing, "__self__", None), FateZeroPatch):
-                    raise FateZeroError(
-                        f"{self.node}: the incoming MODEL already has an attention patch on {attn} of block {key} "
-                        "from another node; apply FateZero's nodes directly after the model loader (before other "
-                        "attention patches such as IPAdapter or AnimateDiff).")
-            model_patcher.set_model_attn1_replace(self.attn1, key[0], key[1], key[2])
-            model_patcher.set_model_attn2_replace(self.attn2, key[0], key[1], key[2])
+        self.keys = attention_blocks(dm)
         wrapper = model_patcher.model_options.get("model_function_wrapper")
         if isinstance(getattr(wrapper, "__self__", None), FateZeroPatch):
-            wrapper = wrapper.__self__.previous_wrapper  # replace our own earlier patch, keep what was under it
+            under = wrapper.__self__
+            if under.fusion is not None and self.fusion is None:
+                raise FateZeroError(
+                    f"{self.node}: the incoming MODEL comes from FateZero Attention Fusion, which already applies "
+                    "spatio-temporal attention with the inversion's settings; connect this node before the "
+                    "inversion and fusion nodes, or leave it out.")
+            wrapper = under.previous_wrapper  # replace our own earlier patch, keep what was under it
+        replace = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {})
+        for attn in ("attn1", "attn2"):
+            table = replace.get(attn, {})
+            for key in self.keys:
+                existing = table.get(key)
+                if existing is None and key[:2] in table:
+                    existing = table[key[:2]]
+                    self.earlier_from_block_key.add((attn, key))
+                owner = getattr(existing, "__self__", None)
+                if isinstance(owner, FateZeroPatch):
+                    existing = owner.earlier.get((attn, key))
+                if existing is not None:
+                    self.earlier[(attn, key)] = existing
+        for key in self.keys:
+            model_patcher.set_model_attn1_replace(self.attn1, *key)
+            model_patcher.set_model_attn2_replace(self.attn2, *key)
         self.previous_wrapper = wrapper
         model_patcher.set_model_unet_function_wrapper(self.unet_wrapper)
         if self.fusion is not None and self.fusion.latent_blending:
@@ -197,6 +288,11 @@ class FateZeroPatch:
             for name in group_norm_names(dm):  # an earlier FateZero patch may have set them
                 if hasattr(model_patcher.object_patches.get(name), "_video_batch"):
                     del model_patcher.object_patches[name]
+        # What the source pass runs with: this MODEL as the fusion node received it (the
+        # inversion's, checked by the node), not patches added downstream.
+        self.source_options = _copy_options(model_patcher.model_options.get("transformer_options", {}))
+        self.source_wrappers = _copy_options(getattr(model_patcher, "wrappers", {}))
+        self.weight_state = model_state.weight_state(model_patcher)
 
     # -- the UNet call --------------------------------------------------------------------
     def unet_wrapper(self, apply_model, args: dict) -> torch.Tensor:
@@ -205,27 +301,102 @@ class FateZeroPatch:
         chunk = x.shape[0] // len(cond_or_uncond)
         roles = ["cond" if r == 0 else "uncond" for r in cond_or_uncond]
         opts = dict(c.get("transformer_options", {}))
-        step = None
-        with_source = False
-        if self.fusion is not None and "cond" in roles:
+        earlier = self._earlier_for_call(opts)
+        step, source, capture = None, None, None
+        plan, rec = self.fusion, self.recorder
+        if plan is not None and "cond" in roles:
             step = self._edit_step(float(t[0]), opts)
+            if step < plan.fused_steps:
+                self._check_edit_rows(x, chunk, apply_model)
+                source = self._source_attention(step, apply_model, args, t[:chunk], opts)
+        if rec is not None and rec.pending is not None and "cond" in roles:
+            capture, rec.pending = rec.pending, None  # the sampler's own call of this step
+            rec.record_call(c, self.node)
+        target = plan is not None and plan.latent_blending and step is not None and step != plan.target_step
+        if target:
             if step == 0:
-                self.fusion.target_maps = None  # a new run
-            if step < self.fusion.fused_steps:
-                x, t, c = self._prepend_source(step, x, t, c, chunk)
-                roles = ["source"] + roles
-                with_source = True
-        opts["fatezero"] = {"roles": roles, "chunk": chunk, "step": step}
+                plan.target_maps = None  # a new run
+            plan.target_step = step
+        opts["fatezero"] = call_info(roles, chunk, step, source, earlier, capture, target)
         c["transformer_options"] = opts
+        return self._call(apply_model, args, x, t, c, chunk)
+
+    def _call(self, apply_model, args: dict, x, t, c: dict, chunk: int) -> torch.Tensor:
         self.batch.chunk = chunk if self.video_groupnorm else None
         try:
             if self.previous_wrapper is not None:
-                out = self.previous_wrapper(apply_model, {**args, "input": x, "timestep": t, "c": c})
-            else:
-                out = apply_model(x, t, **c)
+                return self.previous_wrapper(apply_model, {**args, "input": x, "timestep": t, "c": c})
+            return apply_model(x, t, **c)
         finally:
             self.batch.chunk = None
-        return out[chunk:] if with_source else out
+
+    def _earlier_for_call(self, opts: dict) -> dict:
+        """Other nodes' replaces for this call: those found at install, and those set since
+        (on the fusion node's output MODEL, or per call as PAG does). Ours stays installed."""
+        earlier = dict(self.earlier)
+        replace = opts.get("patches_replace")
+        if not replace:
+            return earlier
+        restored = None
+        for attn in ("attn1", "attn2"):
+            table = replace.get(attn, {})
+            for key in self.keys:
+                fn = table.get(key)
+                if fn is not None and getattr(fn, "__self__", None) is not self:
+                    earlier[(attn, key)] = fn  # set after this patch on the same block: compose it
+                    restored = restored or {a: dict(tb) for a, tb in replace.items()}
+                    restored[attn][key] = getattr(self, attn)
+                elif (attn, key) in self.earlier_from_block_key or (attn, key) not in self.earlier:
+                    block_fn = table.get(key[:2])
+                    if block_fn is not None:
+                        earlier[(attn, key)] = block_fn
+        if restored is not None:
+            opts["patches_replace"] = restored
+        return earlier
+
+    def _check_edit_rows(self, x, chunk: int, apply_model) -> None:
+        info = self.fusion.store.info
+        if chunk != info.frames or tuple(x.shape[-2:]) != tuple(info.latent_hw):
+            raise FateZeroError(
+                f"{self.node}: the sampler's positive rows have {chunk} frames of {tuple(x.shape[-2:])}, the "
+                f"attention store {info.frames} frames of {tuple(info.latent_hw)}. Edit the same video the store "
+                "was inverted from, and condition the positive on whole frames (ConditioningSetMask with "
+                "set_cond_area 'default', not an area). On the sampler node: use the inverted latent as latent_image.")
+        patcher = getattr(getattr(apply_model, "__self__", None), "current_patcher", None)
+        if patcher is not None and self.weight_state is not None:
+            now = model_state.weight_state(patcher)
+            if now != self.weight_state:
+                diff = "; ".join(model_state.differences(self.weight_state, now)).replace("at inversion", "at the fusion node")
+                raise FateZeroError(
+                    f"{self.node}: a node between FateZero Attention Fusion and the sampler changed the model's "
+                    f"weights ({diff}), so the source row would no longer repeat the inversion. Apply LoRAs and "
+                    "model patches before the inversion and the fusion node (to the MODEL both receive). On the "
+                    "sampler node: connect the fusion node's MODEL output directly.")
+
+    def _source_attention(self, step: int, apply_model, args: dict, t, call_opts: dict) -> SourceAttention:
+        """Run the source row alone (the inversion's call ``N-1-step``) and keep its fused layers' q, k."""
+        plan = self.fusion
+        if plan.source is not None and plan.source.step == step:
+            return plan.source  # a second call of the same step (several conds, PAG, ...)
+        plan.source = None  # free the previous step's tensors first
+        store = plan.store
+        j = store.info.steps - 1 - step
+        x = args["input"]
+        src_x = store.unet_inputs[j].to(x)
+        c = {k: v.to(x.device) for k, v in store.source_conds.items()}
+        opts = {**call_opts, **_copy_options(self.source_options), "wrappers": _copy_options(self.source_wrappers),
+                "cond_or_uncond": [0], "uuids": ["fatezero-source"], "sample_sigmas": store.sigmas.to(x.device)}
+        source = SourceAttention(step)
+        opts["fatezero"] = call_info(["source"], store.info.frames, step, source, dict(self.earlier))
+        c["transformer_options"] = opts
+        try:
+            self._call(apply_model, {**args, "cond_or_uncond": [0]}, src_x, t, c, store.info.frames)
+            if plan.fused_layers is None:
+                plan.fused_layers = list(source.qk)
+        except _SourcePassDone:
+            pass
+        plan.source = source
+        return source
 
     def _edit_step(self, sigma: float, opts: dict) -> int:
         store = self.fusion.store
@@ -241,86 +412,102 @@ class FateZeroPatch:
                 "start_at_step 0, or feed the inversion's SIGMAS output to SamplerCustom.")
         return k
 
-    def _prepend_source(self, step: int, x, t, c: dict, chunk: int):
-        store = self.fusion.store
-        j = store.info.steps - 1 - step
-        src_x = store.unet_inputs[j].to(x)
-        if src_x.shape != x[:chunk].shape:
-            raise FateZeroError(
-                f"{self.node}: the latent has {chunk} frames of {tuple(x.shape[-2:])}, the attention store "
-                f"{store.info.frames} frames of {tuple(store.info.latent_hw)}; edit the same video the store was inverted from.")
-        ctx = c["c_crossattn"]
-        src_ctx = store.source_context.to(ctx)
-        if src_ctx.shape[1:] != ctx.shape[1:]:
-            raise FateZeroError(
-                f"{self.node}: the target prompt's conditioning has {ctx.shape[1]} tokens, the source prompt's "
-                f"{src_ctx.shape[1]}; keep both prompts within 75 tokens.")
-        c["c_crossattn"] = torch.cat([src_ctx.expand(chunk, -1, -1), ctx])
-        return torch.cat([src_x, x]), torch.cat([t[:chunk], t]), c
-
     # -- attention ------------------------------------------------------------------------
     @staticmethod
-    def _attn(q, k, v, heads):
+    def _plain(q, k, v, heads: int, extra: dict) -> torch.Tensor:
+        if _ATTN_TAKES_OPTIONS:  # respects a user's attention-backend override
+            return comfy_attention.optimized_attention(q, k, v, heads, transformer_options=extra)
         return comfy_attention.optimized_attention(q, k, v, heads)
 
-    def attn1(self, q, k, v, extra: dict) -> torch.Tensor:
-        fz = self._call_info(q, extra)
-        heads, chunk = extra["n_heads"], fz["chunk"]
-        if self.temporal_mode != "per-frame" and q.shape[-1] >= self.temporal_min_channels:
-            k = temporal.gather_frames(k, chunk, self.temporal_mode)
-            v = temporal.gather_frames(v, chunk, self.temporal_mode)
-        fusion, step = self.fusion, fz["step"]
-        if not self._fusing(fz, q) or step >= fusion.self_window:
-            return self._attn(q, k, v, heads)
-        keep = None
-        if fusion.blend is not None:
-            _, _, h, w = extra["activations_shape"]
-            keep = fusion.blend.keep_edit(fusion.store.info.steps - 1 - step, (h, w)).to(q.device)
-        src = slice(0, chunk)
-        return self._rows_by_role(q, k, v, heads, fz, cond_needs_plain=keep is not None, fuse_cond=lambda rows, plain:
-                                  fused_self_attention(q[src], k[src], v[rows], heads, plain, keep, attn=self._attn))
+    def attn1(self, q, k, v, extra: dict, **_) -> torch.Tensor:
+        return self._dispatch("attn1", q, k, v, extra)
 
-    def attn2(self, q, k, v, extra: dict) -> torch.Tensor:
+    def attn2(self, q, k, v, extra: dict, **_) -> torch.Tensor:
+        return self._dispatch("attn2", q, k, v, extra)
+
+    def _dispatch(self, attn: str, q, k, v, extra: dict) -> torch.Tensor:
         fz = self._call_info(q, extra)
-        heads, chunk = extra["n_heads"], fz["chunk"]
-        fusion, step = self.fusion, fz["step"]
-        if self._is_blend_level(extra):
-            if self.recorder is not None:
-                self._capture(q, k, heads, extra)
-            if step is not None and fusion is not None and fusion.latent_blending:
+        heads, chunk, step = extra["n_heads"], fz["chunk"], fz["step"]
+        key = (*extra["block"], extra.get("block_index", 0)) if extra.get("block") else None
+        earlier = fz["earlier"].get((attn, key))
+        gathered = attn == "attn1" and self.temporal_mode != "per-frame" and q.shape[-1] >= self.temporal_min_channels
+        kt = temporal.gather_frames(k, chunk, self.temporal_mode) if gathered else k
+        vt = temporal.gather_frames(v, chunk, self.temporal_mode) if gathered else v
+        plan = self.fusion
+        fusable = plan is not None and step is not None and q.shape[1] <= plan.max_query
+        if attn == "attn2" and self._is_blend_level(extra):
+            if fz["capture"] is not None:
+                self._capture(fz["capture"], q, k, heads, extra)
+            if fz["target"]:
                 self._capture_target(q, k, heads, extra, fz)
-        if not self._fusing(fz, q) or step >= fusion.cross_steps:
-            return self._attn(q, k, v, heads)
-        R, D = fusion.cross_weights(step)
-        src = slice(0, chunk)
-        return self._rows_by_role(q, k, v, heads, fz, cond_needs_plain=False, fuse_cond=lambda rows, _:
-                                  fused_cross_attention(q[src], k[src], q[rows], k[rows], v[rows], R, D, heads,
-                                                        attn=self._attn))
-
-    @staticmethod
-    def _call_info(q, extra: dict) -> dict:
-        # Outside our wrapper (it is always installed, but be safe): no fusion, one chunk per branch.
-        return extra.get("fatezero") or {"roles": [], "chunk": q.shape[0] // max(len(extra.get("cond_or_uncond", [0])), 1),
-                                         "step": None}
-
-    def _fusing(self, fz: dict, q) -> bool:
-        """This call carries a source row and a positive row, at a layer the store covers."""
-        return (self.fusion is not None and fz["step"] is not None and "source" in fz["roles"]
-                and q.shape[1] <= self.fusion.max_query)
-
-    def _rows_by_role(self, q, k, v, heads, fz, cond_needs_plain: bool, fuse_cond) -> torch.Tensor:
-        """Plain attention for the source and negative rows (and the positive rows when the
-        fusion needs them), the fused output for the positive rows."""
-        chunk, roles = fz["chunk"], fz["roles"]
-        cond = [r for r, role in enumerate(roles) if role == "cond"]
-        plain = [r for r in range(len(roles)) if cond_needs_plain or r not in cond]
-        out = q.new_empty(q.shape[0], q.shape[1], v.shape[-1])
-        idx = torch.cat([torch.arange(r * chunk, (r + 1) * chunk, device=q.device) for r in plain])
-        out[idx] = self._attn(q[idx], k[idx], v[idx], heads)
+        if fz["roles"] == ["source"]:
+            return self._source_layer(attn, key, q, k, v, kt, vt, earlier, gathered, extra)
+        cond = [r for r, role in enumerate(fz["roles"]) if role == "cond"]
+        if not (fusable and cond and fz["source"] is not None and step < plan.window(attn)):
+            return self._unfused(q, k, v, kt, vt, heads, earlier, gathered, extra)
+        q_src, k_src = fz["source"].qk[(attn, key)]
+        attend = lambda q_, k_, v_, h_: self._plain(q_, k_, v_, h_, extra)
+        keep = None
+        if attn == "attn1":
+            if plan.blend is not None:
+                _, _, h, w = extra["activations_shape"]
+                keep = plan.blend.keep_edit(plan.store.info.steps - 1 - step, (h, w)).to(q.device)
+            fuse = lambda rows, plain: fused_self_attention(q_src, k_src, vt[rows], heads, plain, keep, attn=attend)
+        else:
+            R, D = plan.cross_weights(step)
+            fuse = lambda rows, plain: fused_cross_attention(q_src, k_src, q[rows], k[rows], v[rows], R, D, heads,
+                                                             attn=attend)
+        if earlier is None and keep is None:
+            # plain attention only for the rows that are not fused
+            out = q.new_empty(q.shape[0], q.shape[1], v.shape[-1])
+            others = [r for r in range(len(fz["roles"])) if r not in cond]
+            if others:
+                idx = torch.cat([torch.arange(r * chunk, (r + 1) * chunk, device=q.device) for r in others])
+                out[idx] = self._plain(q[idx], kt[idx], vt[idx], heads, extra)
+            for r in cond:
+                rows = slice(r * chunk, (r + 1) * chunk)
+                out[rows] = fuse(rows, None)
+            return out
+        out = self._unfused(q, k, v, kt, vt, heads, earlier, gathered, extra)
         for r in cond:
             rows = slice(r * chunk, (r + 1) * chunk)
-            out[rows] = fuse_cond(rows, out[rows] if cond_needs_plain else None)
+            if earlier is None:
+                out[rows] = fuse(rows, out[rows])
+            else:  # the fused output plus the other patch's change to the plain output
+                plain = self._plain(q[rows], kt[rows], vt[rows], heads, extra)
+                out[rows] = fuse(rows, plain) + (out[rows] - plain)
         return out
+
+    def _unfused(self, q, k, v, kt, vt, heads, earlier, gathered: bool, extra: dict) -> torch.Tensor:
+        """What the rows get without fusion: the other node's patch as without the pack; with
+        spatio-temporal keys at this layer, that patch's change added to the spatio-temporal output."""
+        if earlier is None:
+            return self._plain(q, kt, vt, heads, extra)
+        out = earlier(q, k, v, extra)
+        if gathered:
+            out = out - self._plain(q, k, v, heads, extra) + self._plain(q, kt, vt, heads, extra)
+        return out
+
+    def _source_layer(self, attn: str, key, q, k, v, kt, vt, earlier, gathered: bool, extra: dict):
+        """The source pass: keep what the fused kernels consume; stop after the last fused layer."""
+        fz, plan = extra["fatezero"], self.fusion
+        if q.shape[1] <= plan.max_query:
+            fz["source"].qk[(attn, key)] = (q, kt if attn == "attn1" else k)
+            if plan.fused_layers and (attn, key) == plan.fused_layers[-1]:
+                raise _SourcePassDone
+        return self._unfused(q, k, v, kt, vt, extra["n_heads"], earlier, gathered, extra)
+
+    def _call_info(self, q, extra: dict) -> dict:
+        fz = extra.get("fatezero")
+        if fz is not None:
+            return fz
+        if self.fusion is not None or self.recorder is not None:
+            raise FateZeroError(
+                f"{self.node}: the UNet ran without FateZero's model wrapper: a node applied after {self.node} "
+                "replaced it (set_model_unet_function_wrapper), which would silently turn the edit off. Apply that "
+                f"node before the inversion and {self.node}.")
+        # spatio-temporal only, under another node's wrapper: one chunk per branch
+        return call_info([], q.shape[0] // max(len(extra.get("cond_or_uncond", [0])), 1), earlier=self.earlier)
 
     @staticmethod
     def _is_blend_level(extra: dict) -> bool:
@@ -328,9 +515,8 @@ class FateZeroPatch:
         h = extra["activations_shape"][2]
         return round(latent_h / h) == BLEND_LEVEL
 
-    def _capture(self, q, k, heads, extra) -> None:
+    def _capture(self, j: int, q, k, heads, extra) -> None:
         rec = self.recorder
-        j = rec.call_index(float(extra["sigmas"][0]))
         b, c, h, w = extra["activations_shape"]
         maps = attention_probs(q.float(), k.float(), heads).mean(1)  # [frames, h*w, 77]
         maps = maps.view(b, h, w, -1)
@@ -340,7 +526,6 @@ class FateZeroPatch:
         else:
             rec.cross_sum[j] = maps
             rec.cross_count[j] = 1
-
 
     def _capture_target(self, q, k, heads, extra, fz) -> None:
         """Sum the positive rows' blend-level cross-attention over layers and steps."""

@@ -9,6 +9,11 @@ authors' code does, costs ``frames * (hw)^2`` per layer and step: about 100 GB f
 frames at 512x512 and 50 steps, against 27 MB for the trajectory. The only maps kept are
 the small blend-level cross-attention maps (mean over heads and layers) the blend mask
 is made from.
+
+To repeat the inversion's call exactly, the store also keeps that call's per-row
+conditioning as ComfyUI built it (``c_crossattn``, and ``c_concat`` for inpainting
+models, ``y`` for ADM models, ...) and a description of the MODEL it ran with
+(``model_state``): weights, LoRA and other patches, so a different MODEL is refused by name.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the inversion call's conditioning and the MODEL's parts
 
 
 @dataclass
@@ -32,6 +37,8 @@ class StoreInfo:
     temporal_min_channels: int
     video_groupnorm: bool
     source_context_sha1: str = ""
+    model_parts: dict = field(default_factory=dict)  # model_state.describe() of the inversion's MODEL
+    source_control: bool = False  # the inversion's conditioning carried a ControlNet / T2I-Adapter
     format_version: int = FORMAT_VERSION
 
 
@@ -42,7 +49,13 @@ class AttentionStore:
     unet_inputs: torch.Tensor     # [steps, frames, C, h, w] x-space input of inversion call j
     source_context: torch.Tensor  # [1, 77, dim] the source prompt's cross-attention context
     cross_maps: torch.Tensor      # [steps, frames, h/4, w/4, 77] fp16, mean over heads and layers
+    # per-row tensors of the inversion's UNet call: c_crossattn [frames, 77, dim], c_concat, y, ...
+    source_conds: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if not self.source_conds:  # a store built by hand (tests): the prompt is the only conditioning
+            self.source_conds = {"c_crossattn": self.source_context.expand(self.info.frames, -1, -1)}
 
     @property
     def edit_sigmas(self) -> torch.Tensor:
@@ -50,14 +63,16 @@ class AttentionStore:
         return self.sigmas[1:].flip(0)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.sigmas, self.unet_inputs, self.source_context, self.cross_maps))
+        tensors = [self.sigmas, self.unet_inputs, self.source_context, self.cross_maps, *self.source_conds.values()]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     # -- files ----------------------------------------------------------------------------
     def save(self, path: Path) -> None:
         from safetensors.torch import save_file
         meta = {"fatezero_store": json.dumps(asdict(self.info))}
         tensors = {"sigmas": self.sigmas, "unet_inputs": self.unet_inputs,
-                   "source_context": self.source_context, "cross_maps": self.cross_maps}
+                   "source_context": self.source_context, "cross_maps": self.cross_maps,
+                   **{f"cond.{k}": v for k, v in self.source_conds.items()}}
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
 
     @classmethod
@@ -75,13 +90,18 @@ class AttentionStore:
         raw = json.loads(meta["fatezero_store"])
         version = raw.get("format_version")
         if version != FORMAT_VERSION:
-            raise ValueError(f"store format version {version}, this pack reads version {FORMAT_VERSION}; "
+            raise ValueError(f"store format version {version}, this pack reads version {FORMAT_VERSION} (version 2 "
+                             "records the inversion's conditioning and LoRAs, which older files lack); "
                              "run the inversion again with this version of the pack")
         info = StoreInfo(**{**raw, "latent_hw": tuple(raw["latent_hw"])})
         missing = {"sigmas", "unet_inputs", "source_context", "cross_maps"} - tensors.keys()
         if missing:
             raise ValueError(f"the file lacks {sorted(missing)}")
-        store = cls(info, tensors["sigmas"], tensors["unet_inputs"], tensors["source_context"], tensors["cross_maps"])
+        conds = {k[len("cond."):]: v for k, v in tensors.items() if k.startswith("cond.")}
+        if "c_crossattn" not in conds:
+            raise ValueError("the file lacks the inversion's conditioning (cond.c_crossattn)")
+        store = cls(info, tensors["sigmas"], tensors["unet_inputs"], tensors["source_context"], tensors["cross_maps"],
+                    conds)
         store.check_consistent()
         return store
 
@@ -95,5 +115,8 @@ class AttentionStore:
             raise ValueError("sigmas do not match the metadata's steps or do not ascend")
         if tuple(self.cross_maps.shape[:2]) != expect:
             raise ValueError("cross-attention maps do not match the metadata's steps and frames")
+        bad = [k for k, v in self.source_conds.items() if v.shape[0] != i.frames]
+        if bad:
+            raise ValueError(f"the inversion's conditioning {bad} does not have one row per frame ({i.frames})")
         if not bool(torch.isfinite(self.unet_inputs).all()):
             raise ValueError("the latent trajectory holds non-finite values")

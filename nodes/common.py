@@ -5,6 +5,7 @@ import hashlib
 
 import torch
 
+from ..fatezero_attn import model_state
 from ..fatezero_attn.alignment import MAX_TOKENS, flatten, word_positions
 from ..fatezero_attn.hooks import FateZeroError
 from ..fatezero_attn.store import AttentionStore
@@ -73,7 +74,25 @@ def check_source_prompt(clip, text: str, store: AttentionStore, node: str) -> No
                             "with; connect the same text that feeds the inversion's source CLIPTextEncode.")
 
 
-def check_store_model(store: AttentionStore, model_identity: str, node: str) -> None:
-    if store.info.model_id != model_identity:
-        raise FateZeroError(f"{node}: the attention store was made with another model (id {store.info.model_id}, "
-                            f"this MODEL is {model_identity}); invert the video with the same checkpoint you edit with.")
+def check_store_model(store: AttentionStore, model, node: str) -> None:
+    """The MODEL must compute the inversion's UNet call as the inversion's MODEL did."""
+    parts = model_state.describe(model)
+    if store.info.model_id == model_state.digest(parts):
+        return
+    diffs = model_state.differences(store.info.model_parts, parts)
+    what = "another model: its weights differ" if any(d.startswith("weights") for d in diffs) else \
+        "its patches differ"
+    raise FateZeroError(
+        f"{node}: 'model' is not the MODEL the attention store was inverted with ({what}), so the source row "
+        f"would not repeat the inversion. Differs in: {'; '.join(diffs)}. Connect the same MODEL (same checkpoint, "
+        "LoRAs and model patches) to FateZero DDIM Inversion and to this node; patches meant only for the edit "
+        "(e.g. FreeU, SAG, PAG) go on this node's output MODEL.")
+
+
+def check_store_conditioning(store: AttentionStore, node: str) -> None:
+    if store.info.source_control:
+        raise FateZeroError(
+            f"{node}: the attention store was inverted with a ControlNet or T2I-Adapter on its source_conditioning; "
+            "FateZero cannot replay the inversion's control in the source row. Invert with the plain "
+            "CLIPTextEncode of the source prompt and apply ControlNet to the sampler's positive and negative "
+            "(ControlNetApplyAdvanced after the fusion), where it steers the edit.")

@@ -5,11 +5,11 @@ import torch
 
 from ..fatezero_attn.alignment import MAX_TOKENS, flatten, refine_mapper, replace_mapper
 from ..fatezero_attn.defaults import CROSS_REPLACE_STEPS, SELF_REPLACE_STEPS
-from ..fatezero_attn.hooks import FateZeroError, FateZeroPatch, FusionPlan, model_id
+from ..fatezero_attn.hooks import FateZeroError, FateZeroPatch, FusionPlan
 from ..fatezero_attn.schedule import replace_windows
 from . import CATEGORY
-from .common import (BLEND_TYPE, STORE_TYPE, check_source_prompt, check_store_model, parse_word_values,
-                     positions_of, prompt_words)
+from .common import (BLEND_TYPE, STORE_TYPE, check_source_prompt, check_store_conditioning, check_store_model,
+                     parse_word_values, positions_of, prompt_words)
 
 NODE = "FateZero Attention Fusion"
 MODES = ("auto", "replace", "refine")
@@ -28,7 +28,7 @@ class FateZeroAttentionFusion:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("MODEL", {"tooltip": "The same MODEL the inversion used."}),
+            "model": ("MODEL", {"tooltip": "The same MODEL the inversion used (same LoRAs and patches). Patches meant only for the edit go on this node's output."}),
             "attention_store": (STORE_TYPE, {"tooltip": "From FateZero DDIM Inversion or FateZero Load Attention Store."}),
             "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP, for the token mapping between the prompts."}),
             "source_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The source prompt exactly as encoded for the inversion."}),
@@ -48,7 +48,8 @@ class FateZeroAttentionFusion:
         for name, value in (("cross_replace_steps", cross_replace_steps), ("self_replace_steps", self_replace_steps)):
             if not 0.0 <= value <= 1.0:
                 raise FateZeroError(f"{NODE}: '{name}' is {value}; use a fraction of the steps between 0 and 1.")
-        check_store_model(store, model_id(model), NODE)
+        check_store_model(store, model, NODE)
+        check_store_conditioning(store, NODE)
         check_source_prompt(clip, source_prompt, store, NODE)
         src_words, src_tokens = prompt_words(clip, source_prompt, NODE, "source_prompt")
         tgt_words, tgt_tokens = prompt_words(clip, target_prompt, NODE, "target_prompt")

@@ -10,8 +10,8 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
-from ..fatezero_attn import defaults, temporal
-from ..fatezero_attn.hooks import FateZeroError, FateZeroPatch, Recorder, model_id
+from ..fatezero_attn import defaults, model_state, temporal
+from ..fatezero_attn.hooks import FateZeroError, FateZeroPatch, Recorder
 from ..fatezero_attn.schedule import inversion_sigmas, sample_ddim_inversion
 from ..fatezero_attn.store import AttentionStore, StoreInfo
 from . import CATEGORY
@@ -37,7 +37,7 @@ class FateZeroDDIMInversion:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("MODEL", {"tooltip": "The checkpoint's MODEL (SD1.x), before any attention patch."}),
+            "model": ("MODEL", {"tooltip": "The checkpoint's MODEL (SD1.x), with the LoRAs and patches you want in the source row; connect the same MODEL to the fusion node."}),
             "source_conditioning": ("CONDITIONING", {"tooltip": "CLIPTextEncode of the source prompt, which describes the input video."}),
             "latent": ("LATENT", {"tooltip": "VAEEncode of the video frames; all frames are one batch."}),
             "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM steps; use the same number in the sampler. The authors use 50 (10 for a fast style edit)."}),
@@ -70,13 +70,10 @@ class FateZeroDDIMInversion:
         patched = model.clone()
         patch.install(patched)
 
-        def record(j, x_in):
-            recorder.unet_inputs[j] = x_in.detach().to("cpu", torch.float32, copy=True)
-
         guider = comfy.samplers.CFGGuider(patched)
         guider.set_conds(source_conditioning, source_conditioning)
         guider.set_cfg(1.0)
-        sampler = comfy.samplers.KSAMPLER(sample_ddim_inversion, extra_options={"record": record})
+        sampler = comfy.samplers.KSAMPLER(sample_ddim_inversion, extra_options={"record": recorder.record_input})
         callback = latent_preview.prepare_callback(patched, n)
         try:
             inverted = guider.sample(torch.zeros_like(samples), samples, sampler, sigmas, callback=callback,
@@ -92,12 +89,14 @@ class FateZeroDDIMInversion:
             cross = torch.stack([recorder.cross_sum[j] / recorder.cross_count[j] for j in range(n)])
         else:  # no layer at the blend level (tiny latents); blending is refused downstream
             cross = torch.zeros(n, samples.shape[0], 0, 0, context.shape[1])
-        info = StoreInfo(model_id=model_id(model), steps=n, frames=samples.shape[0],
+        parts = model_state.describe(model)
+        info = StoreInfo(model_id=model_state.digest(parts), steps=n, frames=samples.shape[0],
                          latent_hw=tuple(samples.shape[-2:]), temporal_mode=temporal_mode,
                          temporal_min_channels=temporal_min_channels, video_groupnorm=video_groupnorm,
-                         source_context_sha1=context_sha1(context))
+                         source_context_sha1=context_sha1(context), model_parts=parts,
+                         source_control=recorder.had_control)
         store = AttentionStore(info, sigmas.float(), torch.stack([recorder.unet_inputs[j] for j in range(n)]),
-                               context.detach().cpu().float(), cross.to(torch.float16).cpu())
+                               context.detach().cpu().float(), cross.to(torch.float16).cpu(), recorder.conds)
         end = sigmas[:1] if clean > 0 else sigmas.new_zeros(1)
         out = latent.copy()
         out["samples"] = inverted

@@ -7,6 +7,11 @@ Two kinds:
   ``CheckpointLoaderSimple`` detects as SD1.5 (model_channels 320, context_dim 768; a
   shallow UNet, the full SD1 CLIP-L text encoder and VAE), written once into a cache.
 
+For graphs that compose the pack with other SD1 parts, files that fit that checkpoint:
+- ``sd15_controlnet(cache_dir)``: a ControlNet for the shallow UNet (``ControlNetLoader``);
+- ``sd15_lora(cache_dir)``: a kohya-format LoRA for its UNet and CLIP (``LoraLoader``);
+- ``sd15_inpaint_checkpoint(cache_dir)``: the checkpoint with a 9-channel (inpainting) UNet.
+
 Weights are seeded, so every build is bit-identical. None of this is a real model:
 the outputs only show that the graph works.
 """
@@ -67,6 +72,13 @@ _VAE_DDCONFIG = {
 }
 
 FORMAT = 4  # bump when anything above changes, so cached checkpoints are rebuilt
+GRAPH_FORMAT = 1  # the same for the ControlNet, LoRA and inpainting builders below
+
+# ControlNet's zero-initialised output convolutions get this fraction of a random init
+# instead, so that a random ControlNet does change the UNet's output.
+CONTROLNET_OUT_SCALE = 0.1
+# A LoRA's update B @ A (times alpha / rank) against a layer's own weight, per entry.
+LORA_SCALE = 0.3
 
 
 @torch.no_grad()
@@ -117,7 +129,7 @@ def tiny_model_patcher(seed: int = 0, out_scale: float = 0.1):
     )
 
 
-def _sd15_state_dict(seed: int) -> dict[str, torch.Tensor]:
+def _sd15_state_dict(seed: int, in_channels: int = 4) -> dict[str, torch.Tensor]:
     import comfy.clip_model
     import comfy.ldm.models.autoencoder
     import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
@@ -126,7 +138,9 @@ def _sd15_state_dict(seed: int) -> dict[str, torch.Tensor]:
     ops = comfy.ops.disable_weight_init
     sd: dict[str, torch.Tensor] = {}
 
-    unet = openaimodel.UNetModel(**_unet_config(SD15_SHALLOW_UNET), operations=ops)
+    unet_cfg = _unet_config(SD15_SHALLOW_UNET)
+    unet_cfg["in_channels"] = in_channels  # 9 for inpainting: latent, mask, masked image
+    unet = openaimodel.UNetModel(**unet_cfg, operations=ops)
     init_random_(unet, seed)
     with torch.no_grad():
         unet.out[-1].weight.mul_(0.1)  # smooth enough to invert, see tiny_model_patcher
@@ -147,18 +161,130 @@ def _sd15_state_dict(seed: int) -> dict[str, torch.Tensor]:
     return sd
 
 
-def sd15_checkpoint(cache_dir: str | os.PathLike, seed: int = 0) -> Path:
-    """Write (once) and return a random SD1.5-detected checkpoint in ``cache_dir``."""
+def _write_once(path: Path, build) -> Path:
+    """Save ``build()`` (a state dict; floats as fp16) to ``path`` unless it exists,
+    through a temporary file so that a reader never sees half a file."""
     from safetensors.torch import save_file
 
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tag = hashlib.sha1(json.dumps([FORMAT, seed, SD15_SHALLOW_UNET]).encode()).hexdigest()[:8]
-    path = cache_dir / f"fatezero-test-sd15-random-{tag}.safetensors"
     if not path.exists():
         sd = {k: v.contiguous().to(torch.float16) if v.is_floating_point() else v.contiguous()
-              for k, v in _sd15_state_dict(seed).items()}
-        tmp = path.with_suffix(".partial")
+              for k, v in build().items()}
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.partial")
         save_file(sd, str(tmp), metadata={"fatezero_test_model": "random weights, not a real model"})
         os.replace(tmp, path)
     return path
+
+
+def _tag(*parts) -> str:
+    return hashlib.sha1(json.dumps(list(parts)).encode()).hexdigest()[:8]
+
+
+def sd15_checkpoint(cache_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """Write (once) and return a random SD1.5-detected checkpoint in ``cache_dir``."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"fatezero-test-sd15-random-{_tag(FORMAT, seed, SD15_SHALLOW_UNET)}.safetensors"
+    return _write_once(path, lambda: _sd15_state_dict(seed))
+
+
+def sd15_inpaint_checkpoint(cache_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """Write (once) and return the SD1.5 checkpoint with a 9-channel UNet, which ComfyUI
+    detects as an SD1.5 inpainting model (its sampler concatenates mask and masked image)."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tag = _tag(FORMAT, GRAPH_FORMAT, "inpaint", seed, SD15_SHALLOW_UNET)
+    path = cache_dir / f"fatezero-test-sd15-inpaint-random-{tag}.safetensors"
+    return _write_once(path, lambda: _sd15_state_dict(seed, in_channels=9))
+
+
+def _sd15_controlnet_state_dict(seed: int) -> dict[str, torch.Tensor]:
+    import comfy.cldm.cldm
+    import comfy.ops
+
+    cfg = _unet_config(SD15_SHALLOW_UNET)
+    cfg.pop("out_channels")
+    net = comfy.cldm.cldm.ControlNet(hint_channels=3, operations=comfy.ops.disable_weight_init, **cfg)
+    init_random_(net, seed)
+    with torch.no_grad():
+        # each hint conv but the last feeds a SiLU, which halves a small signal: a gain of 2
+        # keeps the hint's features at unit scale, so that the hint image matters
+        for conv in list(net.input_hint_block)[:-1:2]:
+            conv.weight.mul_(2.0)
+        outs = [*(zc[0] for zc in net.zero_convs), net.middle_block_out[0], net.input_hint_block[-1]]
+        for conv in outs:
+            conv.weight.mul_(CONTROLNET_OUT_SCALE)
+    # the key layout of the original SD1 ControlNet checkpoints: "control_model.<ldm name>"
+    return {f"control_model.{k}": v for k, v in net.state_dict().items()}
+
+
+def sd15_controlnet(cache_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """Write (once) and return a random ControlNet (RGB hint) for the checkpoint's shallow
+    UNet, built with ComfyUI's ``ControlNet`` class. Its output convolutions are small
+    random rather than zero, so it changes what the UNet predicts."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tag = _tag(GRAPH_FORMAT, "controlnet", seed, CONTROLNET_OUT_SCALE, SD15_SHALLOW_UNET)
+    path = cache_dir / f"fatezero-test-sd15-controlnet-random-{tag}.safetensors"
+    return _write_once(path, lambda: _sd15_controlnet_state_dict(seed + 3))
+
+
+# LoRA targets in every transformer block of the UNet and every CLIP layer.
+_LORA_UNET_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
+                      "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "ff.net.0.proj", "ff.net.2")
+_LORA_CLIP_TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
+                      "mlp.fc1", "mlp.fc2")
+
+
+def _lora_pair(gen: torch.Generator, shape: torch.Size, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (up, down) whose product has about LORA_SCALE times the entries of a
+    1/sqrt(fan_in) weight of ``shape`` (linear, or convolution kernel)."""
+    out_dim, in_dim, kernel = shape[0], shape[1], tuple(shape[2:])
+    down = torch.randn((rank, in_dim, *kernel), generator=gen) / math.sqrt(in_dim * math.prod(kernel))
+    up = torch.randn((out_dim, rank, *(1,) * len(kernel)), generator=gen) * (LORA_SCALE / math.sqrt(rank))
+    return up, down
+
+
+def _sd15_lora_state_dict(seed: int, rank: int) -> dict[str, torch.Tensor]:
+    import comfy.clip_model
+    import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
+    import comfy.ops
+    import comfy.utils
+
+    ops = comfy.ops.disable_weight_init
+    unet_cfg = _unet_config(SD15_SHALLOW_UNET)
+    unet_shapes = {k: v.shape for k, v in openaimodel.UNetModel(**unet_cfg, operations=ops, device="meta")
+                   .state_dict().items()}
+    clip_cfg = json.loads(Path(comfy.clip_model.__file__).with_name("sd1_clip_config.json").read_text())
+    clip = comfy.clip_model.CLIPTextModel(clip_cfg, dtype=torch.float32, device="meta", operations=ops)
+    clip_shapes = {k: v.shape for k, v in clip.state_dict().items()}
+
+    # kohya (sd-scripts) names: "lora_unet_" + the diffusers module path, dots as underscores;
+    # ComfyUI's own table gives the diffusers path of each ldm weight.
+    targets = []  # (lora name, weight shape)
+    for diffusers_key, ldm_key in sorted(comfy.utils.unet_to_diffusers(unet_cfg).items()):
+        module = diffusers_key[:-len(".weight")]
+        if diffusers_key.endswith(".weight") and (module.endswith(_LORA_UNET_TARGETS)
+                                                 or module.endswith((".proj_in", ".proj_out"))):
+            targets.append(("lora_unet_" + module.replace(".", "_"), unet_shapes[ldm_key]))
+    for layer in range(clip_cfg["num_hidden_layers"]):
+        for t in _LORA_CLIP_TARGETS:
+            shape = clip_shapes[f"text_model.encoder.layers.{layer}.{t}.weight"]
+            targets.append((f"lora_te_text_model_encoder_layers_{layer}_{t.replace('.', '_')}", shape))
+
+    gen = torch.Generator().manual_seed(seed)
+    sd: dict[str, torch.Tensor] = {}
+    for name, shape in targets:
+        sd[f"{name}.lora_up.weight"], sd[f"{name}.lora_down.weight"] = _lora_pair(gen, shape, rank)
+        sd[f"{name}.alpha"] = torch.tensor(float(rank))
+    return sd
+
+
+def sd15_lora(cache_dir: str | os.PathLike, seed: int = 0, rank: int = 4) -> Path:
+    """Write (once) and return a random rank-``rank`` LoRA for the checkpoint, in kohya's
+    key format: the attention, feed-forward and projection layers of every UNet
+    transformer block, and the attention and MLP layers of every CLIP layer."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tag = _tag(GRAPH_FORMAT, "lora", seed, rank, LORA_SCALE, SD15_SHALLOW_UNET)
+    path = cache_dir / f"fatezero-test-sd15-lora-random-{tag}.safetensors"
+    return _write_once(path, lambda: _sd15_lora_state_dict(seed + 4, rank))

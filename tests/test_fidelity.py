@@ -26,14 +26,14 @@ def test_only_layers_with_at_most_32x32_queries_are_fused(pack):
     plan = hooks.FusionPlan(store=None, mapper=torch.eye(77), aligned=torch.ones(77), equalizer=torch.ones(77),
                             cross_windows=torch.full((77,), 5.0), self_window=5)
     patch = hooks.FateZeroPatch(fusion=plan)
-    fz = {"roles": ["source", "cond"], "chunk": frames, "step": 0}
     for n, fused in ((32 * 32, True), (64 * 64, False)):
         g = torch.Generator().manual_seed(n)
         q, k, v = (torch.randn(2 * frames, n, 8, generator=g) for _ in range(3))
         side = int(n ** 0.5)
-        extra = {"n_heads": heads, "fatezero": fz, "original_shape": [1, 4, side, side],
-                 "activations_shape": [2, 8, side, side]}
-        out = patch.attn1(q, k, v, extra)
+        source = hooks.SourceAttention(0, {("attn1", ("input", 1, 0)): (q[:1], k[:1])})
+        extra = {"n_heads": heads, "fatezero": hooks.call_info(["cond"], frames, 0, source), "block": ("input", 1),
+                 "block_index": 0, "original_shape": [1, 4, side, side], "activations_shape": [1, 8, side, side]}
+        out = torch.cat([q[:1], patch.attn1(q[1:], k[1:], v[1:], extra)])
         import comfy.ldm.modules.attention as attention
         plain_cond = attention.optimized_attention(q[1:], k[1:], v[1:], heads)
         from_source = attention.optimized_attention(q[:1], k[:1], v[1:], heads)
@@ -52,8 +52,11 @@ def test_edit_step_k_reuses_inversion_call_n_minus_1_minus_k(pack):
     store = fz.store.AttentionStore(info, sigmas, inputs, torch.zeros(1, 77, 8), torch.zeros(steps, frames, 1, 1, 77))
     plan = fz.hooks.FusionPlan(store, torch.eye(77), torch.ones(77), torch.ones(77), torch.full((77,), 5.0), 5)
     patch = fz.hooks.FateZeroPatch(fusion=plan)
+    seen = []
+    apply_model = lambda x, t, **c: seen.append((float(x[0, 0, 0, 0]), c["transformer_options"]["cond_or_uncond"])) or x
     for k, sigma in enumerate(store.edit_sigmas.tolist()):  # 10, 3, 1, 0.5, 0.1
         assert patch._edit_step(sigma, {}) == k
-        x, _, _ = patch._prepend_source(k, torch.zeros(frames, 4, 4, 4), torch.full((frames,), sigma),
-                                        {"c_crossattn": torch.zeros(frames, 77, 8)}, frames)
-        assert float(x[0, 0, 0, 0]) == steps - 1 - k  # the UNet input of inversion call N-1-k
+        args = {"input": torch.zeros(frames, 4, 4, 4), "timestep": torch.full((frames,), sigma), "c": {},
+                "cond_or_uncond": [0]}
+        patch._source_attention(k, apply_model, args, args["timestep"], {})
+        assert seen[-1] == (steps - 1 - k, [0])  # the UNet input of inversion call N-1-k, one positive row

@@ -119,7 +119,8 @@ def test_outside_window_is_plain_attention(fz):
 
 
 def test_dispatcher_fuses_only_the_positive_rows(fz, pack):
-    """Through the real hook and ComfyUI's attention: source/cond/uncond chunks of 2 frames."""
+    """Through the real hook and ComfyUI's attention: cond/uncond chunks of 2 frames, the
+    source row's q and k handed over by the source pass."""
     import comfy.ldm.modules.attention as attention
     frames, heads = 2, 2
     q, k, v = [t.float() for t in qkv((3 * frames, 16, 32), (3 * frames, 77, 32), (3 * frames, 77, 32), seed=9)]
@@ -127,12 +128,14 @@ def test_dispatcher_fuses_only_the_positive_rows(fz, pack):
     plan = fz.hooks.FusionPlan(store=store, mapper=torch.eye(77), aligned=torch.ones(77), equalizer=torch.ones(77),
                                cross_windows=torch.full((77,), 5.0), self_window=5)
     patch = fz.hooks.FateZeroPatch(fusion=plan)
-    extra = {"n_heads": heads, "fatezero": {"roles": ["source", "cond", "uncond"], "chunk": frames, "step": 0},
+    key = ("input", 1, 0)
+    source = fz.hooks.SourceAttention(0, {("attn2", key): (q[:frames], k[:frames])})
+    extra = {"n_heads": heads, "fatezero": fz.hooks.call_info(["cond", "uncond"], frames, 0, source),
+             "block": key[:2], "block_index": 0,
              "original_shape": [frames, 4, 16, 16], "activations_shape": [frames, 32, 4, 4], "cond_or_uncond": [0, 1]}
-    out = patch.attn2(q, k, v, extra)
+    out = patch.attn2(q[frames:], k[frames:], v[frames:], extra)
     plain = attention.optimized_attention(q, k, v, heads)
-    torch.testing.assert_close(out[:frames], plain[:frames])      # source row: its own attention
-    torch.testing.assert_close(out[2 * frames:], plain[2 * frames:])  # negative branch untouched
+    torch.testing.assert_close(out[frames:], plain[2 * frames:])  # negative branch untouched
     replaced = attention.optimized_attention(q[:frames], k[:frames], v[frames:2 * frames], heads)
-    torch.testing.assert_close(out[frames:2 * frames], replaced, rtol=1e-5, atol=1e-5)  # P_src v_edit
-    assert not torch.allclose(out[frames:2 * frames], plain[frames:2 * frames])
+    torch.testing.assert_close(out[:frames], replaced, rtol=1e-5, atol=1e-5)  # P_src v_edit
+    assert not torch.allclose(out[:frames], plain[frames:2 * frames])

@@ -47,6 +47,9 @@ def test_round_trip_and_listing(comfy_nodes, store, folders):
     assert loaded.info == store.info
     for field in ("sigmas", "unet_inputs", "source_context", "cross_maps"):
         assert torch.equal(getattr(loaded, field), getattr(store, field)), field
+    assert loaded.source_conds.keys() == store.source_conds.keys() == {"c_crossattn"}
+    assert torch.equal(loaded.source_conds["c_crossattn"], store.source_conds["c_crossattn"])
+    assert loaded.info.model_parts["weight patches"] == "none"
     temp_name = save(comfy_nodes, store, folder="temp")
     assert temp_name.startswith("temp/fatezero/") and load(comfy_nodes, temp_name).info == store.info
 
@@ -64,7 +67,8 @@ def rewrite_metadata(path, change):
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda i: i.update(format_version=2), "format version 2"),
+    (lambda i: i.update(format_version=3), "format version 3"),
+    (lambda i: i.update(format_version=1), "format version 1"),
     (lambda i: i.update(format_version=0), "format version 0"),
     (lambda i: i.update(steps=7), "metadata says 7 steps"),
     (lambda i: i.update(frames=5), "5 frames"),

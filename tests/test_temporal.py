@@ -40,13 +40,13 @@ def test_unet_self_attention_sees_the_named_frames(pack, tiny_model):
     patch = hooks.FateZeroPatch("current+middle", 64, False)
     patch.install(model)
     seen = []
-    real_attn = patch._attn
+    real_attn = patch._plain
 
-    def spy(q, k, v, heads):
+    def spy(q, k, v, heads, extra):
         seen.append((q.shape, k.clone(), v.shape))
-        return real_attn(q, k, v, heads)
+        return real_attn(q, k, v, heads, extra)
 
-    patch._attn = spy
+    patch._plain = spy
     x = torch.randn(frames, 4, 16, 16)
     cond = torch.randn(frames, 77, 768)
     opts = {"transformer_options": model.model_options["transformer_options"]}

@@ -1,0 +1,127 @@
+"""What a UNet call depends on besides its inputs: the MODEL's weights and the patches on them.
+
+The fused edit re-runs the inversion's UNet call (the *source row*), so the MODEL used
+for editing must compute that call as the inversion's MODEL did. ``describe(model)`` names
+every part that can change it (weights, weight patches such as LoRA, object patches,
+transformer patches, attention replaces, wrappers) as a short readable string, so a
+mismatch can be reported by name. Patches that FateZero itself installs are left out.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterable
+
+import torch
+
+# Sampled values per tensor: enough to tell two LoRAs (or two fine-tunes) apart, cheap on 1 GB.
+_SAMPLES = 64
+
+
+def _is_fatezero(fn: Any) -> bool:
+    owner = getattr(fn, "__self__", None)
+    return owner is not None and type(owner).__name__ == "FateZeroPatch"
+
+
+def _name(fn: Any) -> str:
+    fn = getattr(fn, "func", fn)  # functools.partial
+    return getattr(fn, "__qualname__", None) or type(fn).__qualname__
+
+
+def _tensors(value: Any) -> Iterable[torch.Tensor]:
+    """Every tensor inside a weight patch (tuples, lists, adapters with ``.weights``)."""
+    if torch.is_tensor(value):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _tensors(v)
+    elif hasattr(value, "weights"):
+        yield from _tensors(value.weights)
+
+
+def _tensor_digest(h, t: torch.Tensor) -> None:
+    flat = t.detach().reshape(-1)
+    step = max(1, flat.numel() // _SAMPLES)
+    h.update(str(tuple(t.shape)).encode())
+    h.update(flat[::step][:_SAMPLES].float().cpu().numpy().tobytes())
+
+
+def weights_digest(diffusion_model: torch.nn.Module, model_config: Any) -> str:
+    """Strided samples of every UNet parameter, and the model type."""
+    h = hashlib.sha1(type(model_config).__name__.encode())
+    for name, p in diffusion_model.named_parameters():
+        h.update(name.encode())
+        _tensor_digest(h, p)
+    return h.hexdigest()[:16]
+
+
+def _weight_patches(patches: dict) -> str:
+    if not patches:
+        return "none"
+    h = hashlib.sha1()
+    strengths = set()
+    for key in sorted(patches):
+        for entry in patches[key]:
+            strength_patch, value, strength_model = entry[0], entry[1], entry[2]
+            strengths.add(f"{float(strength_patch):g}" if strength_model == 1 else
+                          f"{float(strength_patch):g}x{float(strength_model):g}")
+            h.update(f"{key}|{strength_patch}|{strength_model}|{type(value).__name__}".encode())
+            for t in _tensors(value):
+                _tensor_digest(h, t)
+    return f"{len(patches)} patched weights (LoRA or similar), strength {', '.join(sorted(strengths))}, #{h.hexdigest()[:8]}"
+
+
+def _object_patches(object_patches: dict) -> str:
+    names = sorted(k for k, v in object_patches.items() if not hasattr(v, "_video_batch"))
+    return ", ".join(names) if names else "none"
+
+
+def _transformer_patches(transformer_options: dict) -> tuple[str, str]:
+    patches = transformer_options.get("patches", {})
+    kinds = [f"{kind}: {', '.join(_name(f) for f in fns)}" for kind, fns in sorted(patches.items()) if fns]
+    replaces = []
+    for attn, table in sorted(transformer_options.get("patches_replace", {}).items()):
+        for key, fn in sorted(table.items(), key=lambda kv: str(kv[0])):
+            if not _is_fatezero(fn):
+                replaces.append(f"{attn} {key}: {_name(fn)}")
+    return ("; ".join(kinds) or "none"), ("; ".join(replaces) or "none")
+
+
+def _wrappers(model_patcher) -> str:
+    out = []
+    wrapper = model_patcher.model_options.get("model_function_wrapper")
+    while wrapper is not None and _is_fatezero(wrapper):
+        wrapper = wrapper.__self__.previous_wrapper
+    if wrapper is not None:
+        out.append(f"model_function_wrapper: {_name(wrapper)}")
+    for kind, by_key in sorted(getattr(model_patcher, "wrappers", {}).items()):
+        for key, fns in sorted(by_key.items()):
+            out += [f"{kind}/{key}: {_name(f)}" for f in fns]
+    return "; ".join(out) or "none"
+
+
+def weight_state(model_patcher) -> dict[str, str]:
+    """The parts applied to the module itself, hence shared by every row of a UNet call."""
+    return {"weight patches": _weight_patches(model_patcher.patches),
+            "object patches": _object_patches(model_patcher.object_patches)}
+
+
+def describe(model_patcher) -> dict[str, str]:
+    """Every part of a MODEL that can change a UNet call, by name."""
+    dm = model_patcher.model.diffusion_model
+    transformer_patches, attention_replaces = _transformer_patches(
+        model_patcher.model_options.get("transformer_options", {}))
+    return {"weights": weights_digest(dm, model_patcher.model.model_config),
+            **weight_state(model_patcher),
+            "transformer patches": transformer_patches,
+            "attention replace patches": attention_replaces,
+            "model wrappers": _wrappers(model_patcher)}
+
+
+def digest(parts: dict[str, str]) -> str:
+    return hashlib.sha1(repr(sorted(parts.items())).encode()).hexdigest()[:16]
+
+
+def differences(then: dict[str, str], now: dict[str, str]) -> list[str]:
+    """``"<part>: at inversion <a>, now <b>"`` for every part that differs."""
+    return [f"{part}: at inversion {then.get(part, 'unknown')}, now {now.get(part, 'unknown')}"
+            for part in sorted(set(then) | set(now)) if then.get(part) != now.get(part)]
