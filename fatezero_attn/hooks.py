@@ -182,8 +182,9 @@ class Recorder:
         self.unet_inputs[j] = x_in.detach().to("cpu", torch.float32, copy=True)
         self.pending = j
 
-    def record_call(self, c: dict, node: str) -> None:
-        conds = {k: v.detach().to("cpu", copy=True) for k, v in c.items()
+    def record_call(self, c: dict, rows: slice, batch: int, node: str) -> None:
+        """Keep the positive chunk's per-row inputs (``rows`` of the call's ``batch`` rows)."""
+        conds = {k: (v[rows] if v.shape[0] == batch else v).detach().to("cpu", copy=True) for k, v in c.items()
                  if torch.is_tensor(v) and k not in ("transformer_options", "control")}
         self.had_control = self.had_control or c.get("control") is not None
         if self.conds is None:
@@ -311,7 +312,8 @@ class FateZeroPatch:
                 source = self._source_attention(step, apply_model, args, t[:chunk], opts)
         if rec is not None and rec.pending is not None and "cond" in roles:
             capture, rec.pending = rec.pending, None  # the sampler's own call of this step
-            rec.record_call(c, self.node)
+            first = roles.index("cond")
+            rec.record_call(c, slice(first * chunk, (first + 1) * chunk), x.shape[0], self.node)
         target = plan is not None and plan.latent_blending and step is not None and step != plan.target_step
         if target:
             if step == 0:
@@ -384,8 +386,10 @@ class FateZeroPatch:
         x = args["input"]
         src_x = store.unet_inputs[j].to(x)
         c = {k: v.to(x.device) for k, v in store.source_conds.items()}
-        opts = {**call_opts, **_copy_options(self.source_options), "wrappers": _copy_options(self.source_wrappers),
-                "cond_or_uncond": [0], "uuids": ["fatezero-source"], "sample_sigmas": store.sigmas.to(x.device)}
+        # per-call entries (sigmas, ...) from this call; patches only from the fusion node's MODEL
+        opts = {k: v for k, v in call_opts.items() if k not in ("patches", "patches_replace")}
+        opts.update(_copy_options(self.source_options), wrappers=_copy_options(self.source_wrappers),
+                    cond_or_uncond=[0], uuids=["fatezero-source"], sample_sigmas=store.sigmas.to(x.device))
         source = SourceAttention(step)
         opts["fatezero"] = call_info(["source"], store.info.frames, step, source, dict(self.earlier))
         c["transformer_options"] = opts
@@ -415,9 +419,11 @@ class FateZeroPatch:
     # -- attention ------------------------------------------------------------------------
     @staticmethod
     def _plain(q, k, v, heads: int, extra: dict) -> torch.Tensor:
+        precision = extra.get("attn_precision")  # what the layer itself would ask for
         if _ATTN_TAKES_OPTIONS:  # respects a user's attention-backend override
-            return comfy_attention.optimized_attention(q, k, v, heads, transformer_options=extra)
-        return comfy_attention.optimized_attention(q, k, v, heads)
+            return comfy_attention.optimized_attention(q, k, v, heads, attn_precision=precision,
+                                                       transformer_options=extra)
+        return comfy_attention.optimized_attention(q, k, v, heads, attn_precision=precision)
 
     def attn1(self, q, k, v, extra: dict, **_) -> torch.Tensor:
         return self._dispatch("attn1", q, k, v, extra)
@@ -436,8 +442,9 @@ class FateZeroPatch:
         plan = self.fusion
         fusable = plan is not None and step is not None and q.shape[1] <= plan.max_query
         if attn == "attn2" and self._is_blend_level(extra):
-            if fz["capture"] is not None:
-                self._capture(fz["capture"], q, k, heads, extra)
+            if fz["capture"] is not None:  # the first positive chunk (a guidance patch may add negative rows)
+                rows = slice(fz["roles"].index("cond") * chunk, (fz["roles"].index("cond") + 1) * chunk)
+                self._capture(fz["capture"], q[rows], k[rows], heads, extra)
             if fz["target"]:
                 self._capture_target(q, k, heads, extra, fz)
         if fz["roles"] == ["source"]:
@@ -517,9 +524,9 @@ class FateZeroPatch:
 
     def _capture(self, j: int, q, k, heads, extra) -> None:
         rec = self.recorder
-        b, c, h, w = extra["activations_shape"]
+        h, w = extra["activations_shape"][2:]
         maps = attention_probs(q.float(), k.float(), heads).mean(1)  # [frames, h*w, 77]
-        maps = maps.view(b, h, w, -1)
+        maps = maps.view(q.shape[0], h, w, -1)
         if j in rec.cross_sum:
             rec.cross_sum[j] += maps
             rec.cross_count[j] += 1

@@ -45,12 +45,18 @@ def _tensor_digest(h, t: torch.Tensor) -> None:
     h.update(flat[::step][:_SAMPLES].float().cpu().numpy().tobytes())
 
 
-def weights_digest(diffusion_model: torch.nn.Module, model_config: Any) -> str:
-    """Strided samples of every UNet parameter, and the model type."""
-    h = hashlib.sha1(type(model_config).__name__.encode())
-    for name, p in diffusion_model.named_parameters():
+def weights_digest(model_patcher) -> str:
+    """Strided samples of every UNet parameter as loaded (before any LoRA), and the model type.
+
+    ComfyUI patches weights in place while a patched clone is loaded and keeps the
+    originals in ``backup``, which all clones of a model share."""
+    model = model_patcher.model
+    backup = getattr(model_patcher, "backup", {})
+    h = hashlib.sha1(type(model.model_config).__name__.encode())
+    for name, p in model.diffusion_model.named_parameters():
+        saved = backup.get(f"diffusion_model.{name}")
         h.update(name.encode())
-        _tensor_digest(h, p)
+        _tensor_digest(h, saved.weight if saved is not None else p)
     return h.hexdigest()[:16]
 
 
@@ -67,7 +73,8 @@ def _weight_patches(patches: dict) -> str:
             h.update(f"{key}|{strength_patch}|{strength_model}|{type(value).__name__}".encode())
             for t in _tensors(value):
                 _tensor_digest(h, t)
-    return f"{len(patches)} patched weights (LoRA or similar), strength {', '.join(sorted(strengths))}, #{h.hexdigest()[:8]}"
+    return (f"{len(patches)} patched weights (LoRA or similar) at strength {', '.join(sorted(strengths))}, "
+            f"fingerprint {h.hexdigest()[:8]}")
 
 
 def _object_patches(object_patches: dict) -> str:
@@ -107,10 +114,9 @@ def weight_state(model_patcher) -> dict[str, str]:
 
 def describe(model_patcher) -> dict[str, str]:
     """Every part of a MODEL that can change a UNet call, by name."""
-    dm = model_patcher.model.diffusion_model
     transformer_patches, attention_replaces = _transformer_patches(
         model_patcher.model_options.get("transformer_options", {}))
-    return {"weights": weights_digest(dm, model_patcher.model.model_config),
+    return {"weights": weights_digest(model_patcher),
             **weight_state(model_patcher),
             "transformer patches": transformer_patches,
             "attention replace patches": attention_replaces,

@@ -32,15 +32,22 @@ def comfy_nodes(pack):
 
 @pytest.fixture(scope="session")
 def checkpoint_dir() -> Path:
-    """A folder with the random SD1.5-detected checkpoint, built once and cached."""
-    ckpt_dir = CACHE / "checkpoints"
-    sd1_models.sd15_checkpoint(ckpt_dir)
+    """A models folder with the random SD1.5-detected checkpoint in checkpoints/ and the
+    random ControlNet that fits it in controlnet/, built once and cached (the test server
+    sees both folders)."""
+    sd1_models.sd15_checkpoint(CACHE / "checkpoints")
+    sd1_models.sd15_controlnet(CACHE / "controlnet")
     return CACHE
 
 
 @pytest.fixture(scope="session")
 def checkpoint_name(checkpoint_dir) -> str:
     return sd1_models.sd15_checkpoint(checkpoint_dir / "checkpoints").name
+
+
+@pytest.fixture(scope="session")
+def controlnet_name(checkpoint_dir) -> str:
+    return sd1_models.sd15_controlnet(checkpoint_dir / "controlnet").name
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +75,24 @@ def pytest_sessionfinish(session, exitstatus):
     passed = len(reporter.stats.get("passed", [])) if reporter else 0
     if exitstatus == 0 and passed == 0:
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def graph_files(checkpoint_dir) -> dict[str, Path]:
+    """The random ControlNet, LoRA and inpainting checkpoint in ComfyUI's folder layout,
+    visible to the loader nodes as a models folder next to the test checkpoint is."""
+    import folder_paths
+    paths = {
+        "controlnet": sd1_models.sd15_controlnet(checkpoint_dir / "controlnet"),
+        "loras": sd1_models.sd15_lora(checkpoint_dir / "loras"),
+        "checkpoints": sd1_models.sd15_inpaint_checkpoint(checkpoint_dir / "checkpoints"),
+    }
+    for folder, path in paths.items():
+        folder_paths.add_model_folder_path(folder, str(path.parent))
+    return paths
+
+
+@pytest.fixture(scope="session")
+def sd15(comfy_nodes, graph_files, checkpoint_name):
+    """(MODEL, CLIP, VAE) of the test checkpoint through the real CheckpointLoaderSimple."""
+    return comfy_nodes.NODE_CLASS_MAPPINGS["CheckpointLoaderSimple"]().load_checkpoint(checkpoint_name)

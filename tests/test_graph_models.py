@@ -24,18 +24,8 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def files(checkpoint_dir):
-    """Build (or reuse) the three files in ComfyUI's folder layout and make them visible
-    to the loader nodes, as a models folder next to the test checkpoint is."""
-    import folder_paths
-    paths = {
-        "controlnet": sd1_models.sd15_controlnet(checkpoint_dir / "controlnet"),
-        "loras": sd1_models.sd15_lora(checkpoint_dir / "loras"),
-        "checkpoints": sd1_models.sd15_inpaint_checkpoint(checkpoint_dir / "checkpoints"),
-    }
-    for folder, path in paths.items():
-        folder_paths.add_model_folder_path(folder, str(path.parent))
-    return paths
+def files(graph_files):
+    return graph_files
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +35,8 @@ def node():
 
 
 @pytest.fixture(scope="module")
-def base(node, files, checkpoint_dir, checkpoint_name):
-    """(model, clip, vae) of the test checkpoint, through CheckpointLoaderSimple."""
-    import folder_paths
-    folder_paths.add_model_folder_path("checkpoints", str(checkpoint_dir / "checkpoints"))
-    return node("CheckpointLoaderSimple").load_checkpoint(checkpoint_name)
+def base(sd15):
+    return sd15
 
 
 @pytest.fixture(scope="module")

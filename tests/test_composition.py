@@ -1,0 +1,359 @@
+"""FateZero inside real ComfyUI graphs: ControlNet, LoRA, an inpainting checkpoint, other
+attention and UNet patches (before and after the pack's nodes), combined and masked
+conditioning, CFG 1.
+
+For every combination, on the test checkpoint through the real loaders and nodes:
+- with both replace fractions at 0 the edit equals the same graph without the pack;
+- with fusion on, in every UNet call of the sampler the negative rows equal what the
+  graph without the pack computes for the same input, the positive rows differ (they are
+  fused), and a ControlNet's residuals reach both;
+- the source row's attention inputs (q, k of every fused layer) equal the inversion's at
+  the same timestep, whatever the edit rows carry.
+The same graphs run through ComfyUI's executor on the real server at the end.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pytest
+import torch
+
+SRC = "a silver jeep driving down a curvy road"
+TGT = "a red jeep driving down a curvy road"
+OTHER = "a mountain lake at sunset"
+STEPS = 3
+FRAMES = 2
+SIZE = 128  # pixels: a 16x16 latent, every transformer layer is fused (<= 32x32 queries)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+@dataclass
+class Graph:
+    """One combination: what the inversion and fusion receive, what the sampler receives,
+    and patches applied after the fusion node (to its output, and to the plain model of the
+    graph without the pack)."""
+    model: object
+    clip: object
+    source: list
+    positive: list
+    negative: list
+    latent: dict
+    after: Callable = lambda m: m
+    cfg: float = 7.5
+    control: bool = False
+
+
+# -- the combinations ----------------------------------------------------------------------
+def frames_pixels() -> torch.Tensor:
+    y, x = torch.meshgrid(torch.linspace(0, 1, SIZE), torch.linspace(0, 1, SIZE), indexing="ij")
+    return torch.stack([torch.stack([x, y * (f + 1) / FRAMES, 1 - x], -1) for f in range(FRAMES)])
+
+
+def half_mask() -> torch.Tensor:
+    mask = torch.zeros(FRAMES, SIZE, SIZE)
+    mask[:, :, : SIZE // 2] = 1.0
+    return mask
+
+
+def ip_adapter_like(model, attention_blocks, weight: float = 0.6):
+    """An attn2 replace on every block that adds attention to four fixed 'image tokens',
+    the way IP-Adapter packs patch a model (written here, not taken from one)."""
+    import comfy.ldm.modules.attention as attention
+    tokens = {}
+
+    def attn2(q, k, v, extra):
+        dim = q.shape[-1]
+        if dim not in tokens:
+            g = torch.Generator().manual_seed(dim)
+            tokens[dim] = (torch.randn(1, 4, dim, generator=g), torch.randn(1, 4, dim, generator=g))
+        ki, vi = (t.to(q).expand(q.shape[0], -1, -1) for t in tokens[dim])
+        heads = extra["n_heads"]
+        return attention.optimized_attention(q, k, v, heads) + weight * attention.optimized_attention(q, ki, vi, heads)
+
+    m = model.clone()
+    for key in attention_blocks(m.model.diffusion_model):
+        m.set_model_attn2_replace(attn2, *key)
+    return m
+
+
+def build_graph(name: str, node, sd15, graph_files, pack) -> Graph:
+    model, clip, vae = sd15
+    encode = lambda c, text: node("CLIPTextEncode").encode(c, text)[0]
+    latent = {"samples": torch.randn(FRAMES, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(7)) * 4}
+    g = Graph(model, clip, encode(clip, SRC), encode(clip, TGT), encode(clip, ""), latent)
+    if name == "controlnet":
+        (cnet,) = node("ControlNetLoader").load_controlnet(graph_files["controlnet"].name)
+        g.positive, g.negative = node("ControlNetApplyAdvanced").apply_controlnet(
+            g.positive, g.negative, cnet, frames_pixels(), 1.0, 0.0, 1.0)
+        g.control = True
+    elif name == "lora":
+        g.model, g.clip = node("LoraLoader").load_lora(model, clip, graph_files["loras"].name, 1.0, 1.0)
+        g.source, g.positive, g.negative = encode(g.clip, SRC), encode(g.clip, TGT), encode(g.clip, "")
+    elif name == "inpaint":
+        g.model, g.clip, vae = node("CheckpointLoaderSimple").load_checkpoint(graph_files["checkpoints"].name)
+        inpaint = node("InpaintModelConditioning").encode
+        pixels, mask = frames_pixels(), half_mask()
+        g.source, _, g.latent = inpaint(encode(g.clip, SRC), encode(g.clip, ""), pixels, vae, mask, False)
+        g.positive, g.negative, _ = inpaint(encode(g.clip, TGT), encode(g.clip, ""), pixels, vae, mask, False)
+    elif name == "sag-before":
+        g.model = node("SelfAttentionGuidance").execute(model=model, scale=0.5, blur_sigma=2.0).result[0]
+    elif name == "pag-after":
+        g.after = lambda m: node("PerturbedAttentionGuidance").execute(model=m, scale=1.0).result[0]
+    elif name == "freeu-after":
+        g.after = lambda m: node("FreeU_V2").patch(m, 1.3, 1.4, 0.9, 0.2)[0]
+    elif name == "sag-after":
+        g.after = lambda m: node("SelfAttentionGuidance").execute(model=m, scale=0.5, blur_sigma=2.0).result[0]
+    elif name == "ip-adapter-like":
+        g.model = ip_adapter_like(model, pack.fatezero_attn.hooks.attention_blocks)
+    elif name == "combine":
+        g.positive = node("ConditioningCombine").combine(g.positive, encode(clip, OTHER))[0]
+    elif name == "set-mask":
+        masked = node("ConditioningSetMask").append(g.positive, half_mask(), "default", 1.0)[0]
+        g.positive = node("ConditioningCombine").combine(masked, encode(clip, OTHER))[0]
+    elif name == "cfg1":
+        g.cfg = 1.0
+    else:
+        raise ValueError(name)
+    return g
+
+
+COMBINATIONS = ["controlnet", "lora", "inpaint", "sag-before", "sag-after", "pag-after", "freeu-after",
+                "ip-adapter-like", "combine", "set-mask", "cfg1"]
+
+
+# -- running a graph -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def node(comfy_nodes):
+    return lambda name: comfy_nodes.NODE_CLASS_MAPPINGS[name]()
+
+
+@contextlib.contextmanager
+def spy_on_dispatch(hooks, record):
+    """Observe the pack's attention dispatcher (the pack's own code, not ComfyUI's)."""
+    real = hooks.FateZeroPatch._dispatch
+
+    def spy(self, attn, q, k, v, extra):
+        record(self, attn, q, k, extra)
+        return real(self, attn, q, k, v, extra)
+
+    hooks.FateZeroPatch._dispatch = spy
+    try:
+        yield
+    finally:
+        hooks.FateZeroPatch._dispatch = real
+
+
+def invert(node, pack, g: Graph):
+    """The inversion, with the q and k its sampler call fed each layer: ``(call j, attn, block) -> (q, k)``."""
+    seen = {}
+
+    def record(patch, attn, q, k, extra):
+        fz = extra.get("fatezero") or {}
+        if patch.recorder is not None and fz.get("capture") is not None:
+            chunk = fz["chunk"]
+            r = fz["roles"].index("cond")
+            key = (*extra["block"], extra["block_index"])
+            seen[(fz["capture"], attn, key)] = (q[r * chunk:(r + 1) * chunk].clone(), k[r * chunk:(r + 1) * chunk].clone())
+
+    with spy_on_dispatch(pack.fatezero_attn.hooks, record):
+        latent, store, _ = node("FateZeroDDIMInversion").invert(g.model, g.source, g.latent, STEPS, "per-frame", 0,
+                                                                False, "alphas_cumprod[0] (authors)")
+    assert seen, "the spy saw no inversion call"
+    return latent, store, seen
+
+
+def fuse(node, g: Graph, store, cross: float, self_: float):
+    return node("FateZeroAttentionFusion").patch(g.model, store, g.clip, SRC, TGT, cross, self_, "auto", "", "")[0]
+
+
+def sample(node, model, g: Graph, latent):
+    return node("KSamplerAdvanced").sample(model, "disable", 0, STEPS, g.cfg, "ddim", "ddim_uniform", g.positive,
+                                           g.negative, latent, 0, 10000, "disable")[0]["samples"]
+
+
+def reference_call(hooks, plain_model, apply_model, args: dict) -> torch.Tensor:
+    """The same UNet call (same rows, inputs, controls) as the graph without the pack makes it:
+    the plain model's patches in place of the pack's, per-call patches (PAG's) kept."""
+    c = dict(args["c"])
+    opts = {k: v for k, v in c["transformer_options"].items() if k != "fatezero"}
+    plain_opts = plain_model.model_options.get("transformer_options", {})
+    replace = {attn: dict(table) for attn, table in plain_opts.get("patches_replace", {}).items()}
+    for attn, table in opts.get("patches_replace", {}).items():
+        for key, fn in table.items():
+            if not isinstance(getattr(fn, "__self__", None), hooks.FateZeroPatch):
+                replace.setdefault(attn, {})[key] = fn
+    opts["patches_replace"] = replace
+    opts["patches"] = plain_opts.get("patches", {})
+    c["transformer_options"] = opts
+    wrapper = plain_model.model_options.get("model_function_wrapper")
+    if wrapper is not None:
+        return wrapper(apply_model, {**args, "c": c})
+    return apply_model(args["input"], args["timestep"], **c)
+
+
+@pytest.fixture(scope="module", params=COMBINATIONS)
+def combo(request, node, sd15, graph_files, pack):
+    g = build_graph(request.param, node, sd15, graph_files, pack)
+    latent, store, seen = invert(node, pack, g)
+    return request.param, g, latent, store, seen
+
+
+def test_zero_fractions_equal_the_graph_without_the_pack(node, combo):
+    name, g, latent, store, _ = combo
+    without = sample(node, g.after(g.model), g, latent)
+    with_pack = sample(node, g.after(fuse(node, g, store, 0.0, 0.0)), g, latent)
+    assert torch.isfinite(with_pack).all()
+    torch.testing.assert_close(with_pack, without, rtol=1e-5, atol=1e-5 * float(without.abs().max()))
+
+
+def test_fused_edit_keeps_every_row_and_the_source_row_is_the_inversions(node, combo, pack):
+    name, g, latent, store, seen = combo
+    hooks, schedule = pack.fatezero_attn.hooks, pack.fatezero_attn.schedule
+    fused = g.after(fuse(node, g, store, 0.8, 0.8))
+    plain = g.after(g.model)
+    ours = fused.model_options["model_function_wrapper"]
+    plan = ours.__self__.fusion
+    assert plan.fused_steps == STEPS  # int(0.8 * 4) = 3 cross steps: every step fuses something
+    calls = []
+
+    def fresh(args: dict) -> dict:
+        """The UNet pops control residuals as it applies them: each run gets its own lists."""
+        control = args["c"].get("control")
+        if control is None:
+            return args
+        return {**args, "c": {**args["c"], "control": {k: list(v) for k, v in control.items()}}}
+
+    def probe(apply_model, args):
+        out = ours(apply_model, fresh(args))
+        rows = args["cond_or_uncond"]
+        chunk = out.shape[0] // len(rows)
+        chunks = lambda t: [t[i * chunk:(i + 1) * chunk] for i in range(len(rows))]
+        if 1 not in rows and g.cfg != 1.0:
+            return out  # PAG's extra call of the positive: not the sampler's own
+        k = schedule.edit_step(float(args["timestep"][0]), store.sigmas)
+        ref = reference_call(hooks, plain, apply_model, fresh(args))
+        record = {"step": k, "rows": rows, "diff": [rel(a, b) for a, b in zip(chunks(out), chunks(ref))]}
+        if g.control:
+            assert args["c"].get("control") is not None, "ComfyUI built no control for this call"
+            without = ours(apply_model, {**args, "c": {kk: v for kk, v in args["c"].items() if kk != "control"}})
+            record["control"] = [rel(a, b) for a, b in zip(chunks(out), chunks(without))]
+        if 0 in rows and k < plan.fused_steps:
+            j = STEPS - 1 - k
+            assert plan.source.step == k
+            record["source"] = {layer: max(rel(q, seen[(j, *layer)][0]), rel(kk, seen[(j, *layer)][1]))
+                                for layer, (q, kk) in plan.source.qk.items()}
+            record["layers"] = len([s for s in seen if s[0] == j])
+        calls.append(record)
+        return out
+
+    probed = fused.clone()
+    probed.set_model_unet_function_wrapper(probe)
+    edited = sample(node, probed, g, latent)
+    assert torch.isfinite(edited).all()
+    steps_seen = sorted({c["step"] for c in calls if 0 in c["rows"]})
+    assert steps_seen == list(range(STEPS)), calls
+    for c in calls:
+        for role, d in zip(c["rows"], c["diff"]):
+            if role == 1:
+                assert d < 1e-5, f"{name}: negative rows differ from the graph without the pack at step {c['step']}: {d}"
+        if "control" in c:
+            assert min(c["control"]) > 1e-4, f"{name}: the ControlNet does not reach every row: {c['control']}"
+        if "source" in c:
+            assert len(c["source"]) == c["layers"] > 0
+            worst = max(c["source"].values())
+            assert worst < 1e-4, f"{name}: source row differs from the inversion at step {c['step']}: {worst}"
+    fused_pos = [d for c in calls if c["step"] < plan.fused_steps for role, d in zip(c["rows"], c["diff"]) if role == 0]
+    assert fused_pos and min(fused_pos) > 1e-4, f"{name}: positive rows not fused: {fused_pos}"
+
+
+# -- nothing is dropped without an error ----------------------------------------------------
+def expect_error(fn, *fragments) -> str:
+    with pytest.raises(ValueError) as e:
+        fn()
+    for f in fragments:
+        assert f in str(e.value), f"{f!r} not in {str(e.value)!r}"
+    return str(e.value)
+
+
+@pytest.fixture(scope="module")
+def plain_graph(node, sd15, graph_files, pack):
+    g = build_graph("cfg1", node, sd15, graph_files, pack)
+    latent, store, _ = invert(node, pack, g)
+    return g, latent, store
+
+
+def test_lora_added_or_removed_between_inversion_and_fusion_is_refused(node, sd15, graph_files, pack, plain_graph):
+    g, _, store = plain_graph
+    lora_model, lora_clip = node("LoraLoader").load_lora(g.model, g.clip, graph_files["loras"].name, 0.7, 1.0)
+    added = Graph(lora_model, g.clip, g.source, g.positive, g.negative, g.latent)
+    msg = expect_error(lambda: fuse(node, added, store, 0.8, 0.8), "FateZero Attention Fusion", "'model'",
+                       "weight patches: at inversion none, now", "strength 0.7", "same MODEL")
+    print(msg)
+    lora_graph = build_graph("lora", node, sd15, graph_files, pack)
+    _, lora_store, _ = invert(node, pack, lora_graph)
+    removed = Graph(g.model, lora_graph.clip, lora_graph.source, lora_graph.positive, lora_graph.negative, g.latent)
+    expect_error(lambda: fuse(node, removed, lora_store, 0.8, 0.8), "weight patches: at inversion 120 patched weights")
+
+
+def test_lora_after_the_fusion_node_stops_sampling(node, graph_files, plain_graph):
+    g, latent, store = plain_graph
+    fused = fuse(node, g, store, 0.8, 0.8)
+    with_lora, _ = node("LoraLoader").load_lora(fused, g.clip, graph_files["loras"].name, 1.0, 1.0)
+    expect_error(lambda: sample(node, with_lora, g, latent), "FateZero Attention Fusion",
+                 "between FateZero Attention Fusion and the sampler", "On the sampler node")
+
+
+def test_a_wrapper_set_after_the_fusion_node_that_drops_ours_stops_sampling(node, plain_graph):
+    g, latent, store = plain_graph
+    fused = fuse(node, g, store, 0.8, 0.8).clone()
+    fused.set_model_unet_function_wrapper(lambda apply_model, args: apply_model(args["input"], args["timestep"],
+                                                                                **args["c"]))
+    expect_error(lambda: sample(node, fused, g, latent), "FateZero Attention Fusion", "replaced it")
+
+
+def test_controlnet_on_the_inversions_conditioning_is_recorded_and_refused(node, pack, graph_files, plain_graph):
+    g, _, _ = plain_graph
+    (cnet,) = node("ControlNetLoader").load_controlnet(graph_files["controlnet"].name)
+    source, _ = node("ControlNetApplyAdvanced").apply_controlnet(g.source, g.negative, cnet, frames_pixels(), 1.0,
+                                                                 0.0, 1.0)
+    controlled = Graph(g.model, g.clip, source, g.positive, g.negative, g.latent)
+    _, store, _ = invert(node, pack, controlled)
+    assert store.info.source_control
+    expect_error(lambda: fuse(node, controlled, store, 0.8, 0.8), "FateZero Attention Fusion", "ControlNet",
+                 "ControlNetApplyAdvanced")
+
+
+def test_area_conditioning_on_the_positive_is_refused(node, plain_graph):
+    g, latent, store = plain_graph
+    area = node("ConditioningSetArea").append(g.positive, 64, 64, 0, 0, 1.0)[0]
+    boxed = Graph(g.model, g.clip, g.source, area, g.negative, g.latent)
+    expect_error(lambda: sample(node, fuse(node, g, store, 0.8, 0.8), boxed, latent), "FateZero Attention Fusion",
+                 "whole frames", "On the sampler node")
+
+
+def test_other_patch_composes_with_spatio_temporal_keys(pack):
+    """Rows FateZero does not fuse get the other patch's output when the layer is per
+    frame, and that patch's change added to the spatio-temporal output when it is not."""
+    import comfy.ldm.modules.attention as attention
+    hooks = pack.fatezero_attn.hooks
+    frames, heads = 3, 2
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2 * frames, 16, 8, generator=g) for _ in range(3))
+    other = lambda q_, k_, v_, extra: attention.optimized_attention(q_, k_, v_ * 2 + 1, extra["n_heads"])
+    key = ("output", 1, 0)
+    extra = {"n_heads": heads, "block": key[:2], "block_index": 0, "original_shape": [frames, 4, 4, 4],
+             "activations_shape": [2 * frames, 8, 4, 4], "cond_or_uncond": [0, 1],
+             "fatezero": hooks.call_info(["cond", "uncond"], frames, earlier={("attn1", key): other})}
+    per_frame = hooks.FateZeroPatch("per-frame").attn1(q, k, v, extra)
+    assert torch.equal(per_frame, other(q, k, v, extra))  # exactly as without the pack
+    out = hooks.FateZeroPatch("middle").attn1(q, k, v, extra)
+    kt, vt = (pack.fatezero_attn.temporal.gather_frames(t, frames, "middle") for t in (k, v))
+    expect = other(q, k, v, extra) - attention.optimized_attention(q, k, v, heads) + \
+        attention.optimized_attention(q, kt, vt, heads)
+    torch.testing.assert_close(out, expect)
