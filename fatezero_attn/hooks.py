@@ -23,8 +23,10 @@ Why a separate source call rather than a source row inside ComfyUI's batch: ever
 per-row input ComfyUI computes for its rows (control residuals, ``c_concat``, ``y``, area
 and mask conditioning, patches added after the fusion node) would otherwise have to be
 extended for a row ComfyUI does not know about, and each new input kind would break it
-again. Measured on the tests' checkpoint (bench/, CPU), the separate call costs the same
-UNet rows as the batched one, and it can stop after the last fused layer.
+again. Measured with bench/bench_fatezero.py on the tests' checkpoint (256x256, 2 frames,
+5 steps, CPU, one thread), the separate call stopped after the last fused layer costs
+1.43x plain sampling against 1.48x for the batched row (1.50x against 1.56x with a blend
+mask), at the same peak memory (README, "Memory and time").
 """
 from __future__ import annotations
 
@@ -184,8 +186,8 @@ class Recorder:
 
     def record_call(self, c: dict, rows: slice, batch: int, node: str) -> None:
         """Keep the positive chunk's per-row inputs (``rows`` of the call's ``batch`` rows)."""
-        conds = {k: (v[rows] if v.shape[0] == batch else v).detach().to("cpu", copy=True) for k, v in c.items()
-                 if torch.is_tensor(v) and k not in ("transformer_options", "control")}
+        conds = {k: _one_row_if_same(v[rows] if v.shape[0] == batch else v).detach().to("cpu", copy=True)
+                 for k, v in c.items() if torch.is_tensor(v) and k not in ("transformer_options", "control")}
         self.had_control = self.had_control or c.get("control") is not None
         if self.conds is None:
             self.conds = conds
@@ -203,6 +205,11 @@ def call_info(roles: list[str], chunk: int, step: int | None = None, source: Sou
     to capture (or None) and whether to sum the target words' maps."""
     return {"roles": roles, "chunk": chunk, "step": step, "source": source, "earlier": earlier or {},
             "capture": capture, "target": target}
+
+
+def _one_row_if_same(t: torch.Tensor) -> torch.Tensor:
+    """``[frames, ...]`` -> ``[1, ...]`` when all rows are equal (the prompt's context is)."""
+    return t[:1] if t.shape[0] > 1 and bool((t == t[:1]).all()) else t
 
 
 class _SourcePassDone(Exception):
@@ -385,7 +392,7 @@ class FateZeroPatch:
         j = store.info.steps - 1 - step
         x = args["input"]
         src_x = store.unet_inputs[j].to(x)
-        c = {k: v.to(x.device) for k, v in store.source_conds.items()}
+        c = store.source_inputs(x.device)
         # per-call entries (sigmas, ...) from this call; patches only from the fusion node's MODEL
         opts = {k: v for k, v in call_opts.items() if k not in ("patches", "patches_replace")}
         opts.update(_copy_options(self.source_options), wrappers=_copy_options(self.source_wrappers),

@@ -49,13 +49,19 @@ class AttentionStore:
     unet_inputs: torch.Tensor     # [steps, frames, C, h, w] x-space input of inversion call j
     source_context: torch.Tensor  # [1, 77, dim] the source prompt's cross-attention context
     cross_maps: torch.Tensor      # [steps, frames, h/4, w/4, 77] fp16, mean over heads and layers
-    # per-row tensors of the inversion's UNet call: c_crossattn [frames, 77, dim], c_concat, y, ...
+    # per-row tensors of the inversion's UNet call (c_crossattn, c_concat, y, ...): [frames, ...],
+    # or [1, ...] when every frame's row is the same (the prompt's context)
     source_conds: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         if not self.source_conds:  # a store built by hand (tests): the prompt is the only conditioning
-            self.source_conds = {"c_crossattn": self.source_context.expand(self.info.frames, -1, -1)}
+            self.source_conds = {"c_crossattn": self.source_context}
+
+    def source_inputs(self, device: torch.device) -> dict:
+        """The inversion call's per-row inputs, one row per frame, on ``device``."""
+        return {k: v.to(device).expand(self.info.frames, *v.shape[1:]) if v.shape[0] == 1 else v.to(device)
+                for k, v in self.source_conds.items()}
 
     @property
     def edit_sigmas(self) -> torch.Tensor:
@@ -115,7 +121,7 @@ class AttentionStore:
             raise ValueError("sigmas do not match the metadata's steps or do not ascend")
         if tuple(self.cross_maps.shape[:2]) != expect:
             raise ValueError("cross-attention maps do not match the metadata's steps and frames")
-        bad = [k for k, v in self.source_conds.items() if v.shape[0] != i.frames]
+        bad = [k for k, v in self.source_conds.items() if v.shape[0] not in (1, i.frames)]
         if bad:
             raise ValueError(f"the inversion's conditioning {bad} does not have one row per frame ({i.frames})")
         if not bool(torch.isfinite(self.unet_inputs).all()):

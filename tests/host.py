@@ -19,6 +19,7 @@ from pathlib import Path
 
 PACK_DIR = Path(__file__).resolve().parents[1]
 PACK_NAME = "ComfyUI-FateZero"
+TEST_NODES = Path(__file__).resolve().parent / "comfy_test_nodes"  # test-only nodes the server loads
 
 
 def comfyui_path() -> Path:
@@ -82,7 +83,8 @@ class ComfyServer:
             d.mkdir(parents=True, exist_ok=True)
         self.extra_paths = workdir / "extra_model_paths.yaml"
         self.extra_paths.write_text(
-            f"fatezero_tests:\n    base_path: {model_dir}\n    checkpoints: checkpoints\n")
+            f"fatezero_tests:\n    base_path: {model_dir}\n    checkpoints: checkpoints\n    controlnet: controlnet\n"
+            f"    loras: loras\n    custom_nodes: {TEST_NODES}\n")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "server.log"

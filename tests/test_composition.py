@@ -14,12 +14,16 @@ The same graphs run through ComfyUI's executor on the real server at the end.
 from __future__ import annotations
 
 import contextlib
-import logging
+import sys
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent / "comfy_test_nodes"))
+from image_token_attention import image_token_attention  # noqa: E402  (the test server loads it as a node)
 
 SRC = "a silver jeep driving down a curvy road"
 TGT = "a red jeep driving down a curvy road"
@@ -61,27 +65,6 @@ def half_mask() -> torch.Tensor:
     return mask
 
 
-def ip_adapter_like(model, attention_blocks, weight: float = 0.6):
-    """An attn2 replace on every block that adds attention to four fixed 'image tokens',
-    the way IP-Adapter packs patch a model (written here, not taken from one)."""
-    import comfy.ldm.modules.attention as attention
-    tokens = {}
-
-    def attn2(q, k, v, extra):
-        dim = q.shape[-1]
-        if dim not in tokens:
-            g = torch.Generator().manual_seed(dim)
-            tokens[dim] = (torch.randn(1, 4, dim, generator=g), torch.randn(1, 4, dim, generator=g))
-        ki, vi = (t.to(q).expand(q.shape[0], -1, -1) for t in tokens[dim])
-        heads = extra["n_heads"]
-        return attention.optimized_attention(q, k, v, heads) + weight * attention.optimized_attention(q, ki, vi, heads)
-
-    m = model.clone()
-    for key in attention_blocks(m.model.diffusion_model):
-        m.set_model_attn2_replace(attn2, *key)
-    return m
-
-
 def build_graph(name: str, node, sd15, graph_files, pack) -> Graph:
     model, clip, vae = sd15
     encode = lambda c, text: node("CLIPTextEncode").encode(c, text)[0]
@@ -110,7 +93,7 @@ def build_graph(name: str, node, sd15, graph_files, pack) -> Graph:
     elif name == "sag-after":
         g.after = lambda m: node("SelfAttentionGuidance").execute(model=m, scale=0.5, blur_sigma=2.0).result[0]
     elif name == "ip-adapter-like":
-        g.model = ip_adapter_like(model, pack.fatezero_attn.hooks.attention_blocks)
+        g.model = image_token_attention(model, 0.6)
     elif name == "combine":
         g.positive = node("ConditioningCombine").combine(g.positive, encode(clip, OTHER))[0]
     elif name == "set-mask":
@@ -357,3 +340,96 @@ def test_other_patch_composes_with_spatio_temporal_keys(pack):
     expect = other(q, k, v, extra) - attention.optimized_attention(q, k, v, heads) + \
         attention.optimized_attention(q, kt, vt, heads)
     torch.testing.assert_close(out, expect)
+
+
+# -- the same graphs through ComfyUI's executor on the real server ---------------------------
+
+
+def server_graph(name: str, ckpt: str, files: dict) -> dict:
+    """API-format graph: video -> VAEEncode -> inversion -> fusion -> [patches] -> KSamplerAdvanced -> SaveLatent."""
+    text = lambda t, clip: {"class_type": "CLIPTextEncode", "inputs": {"text": t, "clip": clip}}
+    g = {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "video": {"class_type": "FateZeroLoadVideo", "inputs": {
+            "video": "bikes.mp4", "frame_count": FRAMES, "start_frame": 0, "every_nth": 1,
+            "width": SIZE, "height": SIZE, "resize": "center crop"}},
+        "latent": {"class_type": "VAEEncode", "inputs": {"pixels": ["video", 0], "vae": ["ckpt", 2]}},
+        "mask": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": SIZE, "height": SIZE}},
+    }
+    model, clip = ["ckpt", 0], ["ckpt", 1]
+    if name == "lora":
+        g["lora"] = {"class_type": "LoraLoader", "inputs": {"model": model, "clip": clip, "strength_model": 1.0,
+                                                           "strength_clip": 1.0, "lora_name": files["loras"].name}}
+        model, clip = ["lora", 0], ["lora", 1]
+    if name == "inpaint":
+        g["ckpt"]["inputs"]["ckpt_name"] = files["checkpoints"].name
+    if name == "sag-before":
+        g["sag"] = {"class_type": "SelfAttentionGuidance", "inputs": {"model": model, "scale": 0.5, "blur_sigma": 2.0}}
+        model = ["sag", 0]
+    if name == "ip-adapter-like":
+        g["ip"] = {"class_type": "FateZeroTestImageTokenAttention", "inputs": {"model": model, "weight": 0.6}}
+        model = ["ip", 0]
+    g.update(src=text(SRC, clip), tgt=text(TGT, clip), neg=text("", clip), other=text(OTHER, clip))
+    source, positive, negative, latent = ["src", 0], ["tgt", 0], ["neg", 0], ["latent", 0]
+    if name == "inpaint":
+        for key, cond in (("inp_src", source), ("inp_edit", positive)):
+            g[key] = {"class_type": "InpaintModelConditioning", "inputs": {
+                "positive": cond, "negative": negative, "vae": ["ckpt", 2], "pixels": ["video", 0],
+                "mask": ["mask", 0], "noise_mask": False}}
+        source, positive, negative, latent = ["inp_src", 0], ["inp_edit", 0], ["inp_edit", 1], ["inp_src", 2]
+    g["inv"] = {"class_type": "FateZeroDDIMInversion", "inputs": {
+        "model": model, "source_conditioning": source, "latent": latent, "steps": STEPS, "temporal_mode": "middle",
+        "temporal_min_channels": 640, "video_groupnorm": True, "clean_sigma": "alphas_cumprod[0] (authors)"}}
+    g["fuse"] = {"class_type": "FateZeroAttentionFusion", "inputs": {
+        "model": model, "attention_store": ["inv", 1], "clip": clip, "source_prompt": SRC, "target_prompt": TGT,
+        "cross_replace_steps": 0.8, "self_replace_steps": 0.8, "mapping": "auto", "reweight": "",
+        "cross_replace_words": ""}}
+    edit_model = ["fuse", 0]
+    after = {"sag-after": ("SelfAttentionGuidance", {"scale": 0.5, "blur_sigma": 2.0}),
+             "pag-after": ("PerturbedAttentionGuidance", {"scale": 1.0}),
+             "freeu-after": ("FreeU_V2", {"b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2})}
+    if name in after:
+        cls, inputs = after[name]
+        g["after"] = {"class_type": cls, "inputs": {"model": edit_model, **inputs}}
+        edit_model = ["after", 0]
+    if name == "controlnet":
+        g["cnet"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": files["controlnet"].name}}
+        g["apply"] = {"class_type": "ControlNetApplyAdvanced", "inputs": {
+            "positive": positive, "negative": negative, "control_net": ["cnet", 0], "image": ["video", 0],
+            "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}}
+        positive, negative = ["apply", 0], ["apply", 1]
+    if name == "combine":
+        g["combine"] = {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": positive,
+                                                                        "conditioning_2": ["other", 0]}}
+        positive = ["combine", 0]
+    if name == "set-mask":
+        g["masked"] = {"class_type": "ConditioningSetMask", "inputs": {
+            "conditioning": positive, "mask": ["mask", 0], "strength": 0.5, "set_cond_area": "default"}}
+        g["combine"] = {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["masked", 0],
+                                                                        "conditioning_2": ["other", 0]}}
+        positive = ["combine", 0]
+    g["sample"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        "model": edit_model, "add_noise": "disable", "noise_seed": 0, "steps": STEPS,
+        "cfg": 1.0 if name == "cfg1" else 7.5, "sampler_name": "ddim", "scheduler": "ddim_uniform",
+        "positive": positive, "negative": negative, "latent_image": ["inv", 0], "start_at_step": 0,
+        "end_at_step": 10000, "return_with_leftover_noise": "disable"}}
+    g["save"] = {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0],
+                                                         "filename_prefix": f"composition/{name}"}}
+    return g
+
+
+@pytest.fixture(scope="module")
+def graph_server(server, graph_files):
+    """The test server, with the LoRA next to the checkpoint and ControlNet it already sees."""
+    return server
+
+
+@pytest.mark.parametrize("name", COMBINATIONS)
+def test_graph_runs_through_the_real_executor(graph_server, checkpoint_name, graph_files, name):
+    entry = graph_server.run(server_graph(name, checkpoint_name, graph_files), timeout=600)
+    item = entry["outputs"]["save"]["latents"][0]
+    path = graph_server.output_dir / item["subfolder"] / item["filename"]
+    import safetensors.torch
+    samples = safetensors.torch.load_file(str(path))["latent_tensor"]
+    assert samples.shape == (FRAMES, 4, SIZE // 8, SIZE // 8) and torch.isfinite(samples).all()
+    assert "could not be applied" not in graph_server.log()

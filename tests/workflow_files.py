@@ -18,14 +18,16 @@ from pathlib import Path
 PACK_DIR = Path(__file__).resolve().parents[1]
 WORKFLOW_DIR = PACK_DIR / "workflows"
 API_DIR = WORKFLOW_DIR / "api"
-NAMES = ("fatezero_style_edit", "fatezero_attribute_edit", "fatezero_local_edit")
+NAMES = ("fatezero_style_edit", "fatezero_attribute_edit", "fatezero_local_edit",
+         "fatezero_controlnet_local_edit")
 
 # Frontend-only nodes: in UI files, never sent to the server.
 VIRTUAL_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # Inputs that name a user's own file: the shipped value is a placeholder the server may not have.
-USER_FILE_INPUTS = {("CheckpointLoaderSimple", "ckpt_name"): (".safetensors", ".ckpt")}
+USER_FILE_INPUTS = {("CheckpointLoaderSimple", "ckpt_name"): (".safetensors", ".ckpt"),
+                    ("ControlNetLoader", "control_net_name"): (".safetensors", ".pth", ".ckpt", ".bin")}
 
 
 def build_module():

@@ -60,6 +60,14 @@ TYPES = {
                             (("VIDEO", "VIDEO"),)),
     "SaveVideo": NodeType("Save Video", (("video", "VIDEO", R), ("filename_prefix", "STRING", R),
                                          ("format", "COMBO", R), ("codec", "COMBO", R)), ()),
+    "ControlNetLoader": NodeType("Load ControlNet Model", (("control_net_name", "COMBO", R),),
+                                 (("CONTROL_NET", "CONTROL_NET"),)),
+    "ControlNetApplyAdvanced": NodeType(
+        "Apply ControlNet",
+        (("positive", "CONDITIONING", R), ("negative", "CONDITIONING", R), ("control_net", "CONTROL_NET", R),
+         ("image", "IMAGE", R), ("strength", "FLOAT", R), ("start_percent", "FLOAT", R),
+         ("end_percent", "FLOAT", R), ("vae", "VAE", O)),
+        (("positive", "CONDITIONING"), ("negative", "CONDITIONING"))),
     "MaskToImage": NodeType("Convert Mask to Image", (("mask", "MASK", R),), (("IMAGE", "IMAGE"),)),
     "SaveImage": NodeType("Save Image", (("images", "IMAGE", R), ("filename_prefix", "STRING", R)), ()),
     "FateZeroLoadVideo": NodeType(
@@ -117,15 +125,16 @@ class Workflow:
     groups: list
 
 
-# -- the three workflows ----------------------------------------------------------------
+# -- the workflows ----------------------------------------------------------------------
 CHECKPOINT = "v1-5-pruned-emaonly.safetensors"  # ComfyUI's usual SD1.5 file name; pick yours
+CONTROLNET = "control_v11f1p_sd15_depth.pth"      # an SD1.5 ControlNet's usual file name; pick yours
 VIDEO = "bikes.mp4"                                # placeholder: put your clip in ComfyUI/input
 JEEP = "a silver jeep driving down a curvy road in the countryside"
 PROMPT_COLOR = ("#232", "#353")
 SOURCE_COLOR = ("#223", "#335")
 NOTE_COLOR = ("#432", "#653")
-GROUP_COLORS = {"input": "#3f789e", "prompts": "#8A8", "invert": "#b06634", "blend": "#a1309b",
-                "edit": "#88A", "save": "#b58b2a"}
+GROUP_COLORS = {"input": "#3f789e", "prompts": "#8A8", "control": "#3f8f8f", "invert": "#b06634",
+                "blend": "#a1309b", "edit": "#88A", "save": "#b58b2a"}
 
 # Columns of the layout (canvas units): left to right in the order the graph runs.
 X0, X1, X2, X3, X4 = 0, 420, 880, 1340, 1780
@@ -271,32 +280,79 @@ def attribute_edit() -> Workflow:
     return Workflow("fatezero_attribute_edit", "attribute edit: bear to tiger", nodes, groups)
 
 
+# The local edits: a silver jeep -> a red jeep, with a blend mask on the jeep's source words.
+LOCAL_TARGET = JEEP.replace("silver", "red")
+LOCAL_BLEND = {"words": "silver, jeep", "tau": 0.3, "latent_blend": False, "target_words": ""}
+LOCAL_FUSION_HELP = (
+    "- cross_replace_steps 0.7, self_replace_steps 0.7, mapping replace: a word swap ('silver' -> 'red').\n"
+    "- blend_mask (from FateZero Blend Mask): inside the mask the edit keeps its own self-attention "
+    "(the jeep may change), outside it takes the source's (background, motion).")
+BLEND_NOTE = (
+    "FateZero Blend Mask\n"
+    "- blend_words 'silver, jeep': the SOURCE words of the object you edit (its noun, plus the adjective "
+    "you change).\n"
+    "- tau 0.3: threshold on the normalised cross-attention of those words (the authors: 0.3; the paper "
+    "0.2-0.3). Lower grows the mask, 1.0 empties it.\n"
+    "- latent_blend false (the authors' default): true also keeps the latent outside the mask equal to the "
+    "inverted video between 20% and 80% of the steps; then name the new object's TARGET words in "
+    "target_blend_words (e.g. 'red, jeep'). Not for style edits.\n"
+    "- mask_preview -> Convert Mask to Image -> Save Image: one picture per frame in "
+    "ComfyUI/output/fatezero/: white where the pixel is in the mask at every step, grey at some steps, "
+    "black never. Check that it covers the object and not the background.")
+
+
+def local_graph(prefix: str) -> tuple[list, list]:
+    return edit_graph(source=JEEP, target=LOCAL_TARGET, cross=0.7, self_=0.7, mapping="replace", reweight="",
+                      cross_words="", prefix=prefix, blend=LOCAL_BLEND)
+
+
 def local_edit() -> Workflow:
-    target = JEEP.replace("silver", "red")
-    nodes, groups = edit_graph(source=JEEP, target=target, cross=0.7, self_=0.7, mapping="replace",
-                               reweight="", cross_words="", prefix="fatezero/local_red_jeep",
-                               blend={"words": "silver, jeep", "tau": 0.3, "latent_blend": False,
-                                      "target_words": ""})
+    nodes, groups = local_graph("fatezero/local_red_jeep")
     nodes.append(note(note_text(
         "FateZero local edit with a blend mask: a silver jeep -> a red jeep, the rest of the video kept.",
-        "- cross_replace_steps 0.7, self_replace_steps 0.7, mapping replace: a word swap ('silver' -> 'red').\n"
-        "- blend_mask (from FateZero Blend Mask): inside the mask the edit keeps its own self-attention "
-        "(the jeep may change), outside it takes the source's (background, motion).",
-        "FateZero Blend Mask\n"
-        "- blend_words 'silver, jeep': the SOURCE words of the object you edit (its noun, plus the adjective "
-        "you change).\n"
-        "- tau 0.3: threshold on the normalised cross-attention of those words (the authors: 0.3; the paper "
-        "0.2-0.3). Lower grows the mask, 1.0 empties it.\n"
-        "- latent_blend false (the authors' default): true also keeps the latent outside the mask equal to the "
-        "inverted video between 20% and 80% of the steps; then name the new object's TARGET words in "
-        "target_blend_words (e.g. 'red, jeep'). Not for style edits.\n"
-        "- mask_preview -> Convert Mask to Image -> Save Image: one picture per frame in "
-        "ComfyUI/output/fatezero/: white where the pixel is in the mask at every step, grey at some steps, "
-        "black never. Check that it covers the object and not the background.")))
+        LOCAL_FUSION_HELP, BLEND_NOTE)))
     return Workflow("fatezero_local_edit", "local edit with a blend mask: red jeep", nodes, groups)
 
 
-WORKFLOWS = (style_edit, attribute_edit, local_edit)
+CONTROLNET_NOTE = f"""\
+ControlNet (Load ControlNet Model -> Apply ControlNet -> KSampler (Advanced))
+- Load ControlNet Model: an SD1.5 ControlNet from ComfyUI/models/controlnet ({CONTROLNET} is a \
+placeholder name: pick yours).
+- Apply ControlNet takes the TARGET prompt's encoding (positive) and the negative prompt's, and its two \
+outputs are the sampler's positive and negative: the control steers the edit. The inversion keeps the \
+PLAIN encoding of the source prompt: FateZero refuses an attention store inverted with a ControlNet \
+(it cannot replay that control when it re-runs the source).
+- image: the loaded source frames themselves, one hint per frame, so the control follows the source \
+video. This is a stand-in: a depth or canny ControlNet wants depth maps or edge images, so put the \
+matching preprocessor (core's Canny node, or a depth estimator from a preprocessor pack) between \
+FateZero Load Video and Apply ControlNet.
+- strength 0.8, start_percent 0, end_percent 1: the control acts at every step, a little below full \
+strength; a lower strength or an earlier end_percent leaves the edit more freedom.
+- vae: leave it unconnected for SD1.5 ControlNets; only ControlNets that take latent hints need it."""
+
+
+def controlnet_local_edit() -> Workflow:
+    """The local edit with a ControlNet on the source frames steering the sampler."""
+    nodes, groups = local_graph("fatezero/controlnet_red_jeep")
+    by_id = {n.id: n for n in nodes}
+    nodes += [
+        Node(18, "ControlNetLoader", (X1 + 20, 880), (400, 58), {"control_net_name": CONTROLNET}),
+        Node(19, "ControlNetApplyAdvanced", (X1 + 20, 980), (400, 186),
+             {"strength": 0.8, "start_percent": 0.0, "end_percent": 1.0},
+             {"positive": (7, 0), "negative": (8, 0), "control_net": (18, 0), "image": (2, 0)},
+             title="Apply ControlNet (source frames as hint)"),
+    ]
+    by_id[11].links.update({"positive": (19, 0), "negative": (19, 1)})
+    groups.append(Group("2b. ControlNet on the source frames", (X1, 800, 440, 400), GROUP_COLORS["control"]))
+    nodes.append(note(note_text(
+        "FateZero local edit steered by a ControlNet: a silver jeep -> a red jeep, the ControlNet conditioned "
+        "on the source frames keeps the edit on the source's shapes.",
+        LOCAL_FUSION_HELP, BLEND_NOTE + "\n\n" + CONTROLNET_NOTE)))
+    return Workflow("fatezero_controlnet_local_edit", "local edit with a blend mask and a ControlNet: red jeep",
+                    nodes, groups)
+
+
+WORKFLOWS = (style_edit, attribute_edit, local_edit, controlnet_local_edit)
 
 
 # -- writers -----------------------------------------------------------------------------
@@ -430,10 +486,10 @@ def files() -> dict[Path, str]:
 
 
 # -- one place to shrink a workflow (tests, demo job) -------------------------------------
-def resize(api: dict, *, ckpt_name: str | None = None, width: int | None = None, height: int | None = None,
-           frames: int | None = None, steps: int | None = None, video: str | None = None,
-           prefix: str | None = None) -> dict:
-    """A copy of an API-format workflow with its size, steps, checkpoint or output prefix changed.
+def resize(api: dict, *, ckpt_name: str | None = None, control_net_name: str | None = None,
+           width: int | None = None, height: int | None = None, frames: int | None = None,
+           steps: int | None = None, video: str | None = None, prefix: str | None = None) -> dict:
+    """A copy of an API-format workflow with its size, steps, model files or output prefix changed.
 
     ``steps`` is set in the inversion and the sampler together (they must match);
     ``prefix`` replaces the ``fatezero/`` part of every save node's filename_prefix."""
@@ -442,6 +498,8 @@ def resize(api: dict, *, ckpt_name: str | None = None, width: int | None = None,
         kind, inputs = node["class_type"], node["inputs"]
         if kind == "CheckpointLoaderSimple" and ckpt_name is not None:
             inputs["ckpt_name"] = ckpt_name
+        elif kind == "ControlNetLoader" and control_net_name is not None:
+            inputs["control_net_name"] = control_net_name
         elif kind == "FateZeroLoadVideo":
             for key, value in (("width", width), ("height", height), ("frame_count", frames), ("video", video)):
                 if value is not None:
