@@ -393,6 +393,7 @@ class FateZeroPatch:
         x = args["input"]
         src_x = store.unet_inputs[j].to(x)
         c = store.source_inputs(x.device)
+        control = store.extra.get("source_control")  # the inversion's ControlNet / T2I-Adapter, if any
         # per-call entries (sigmas, ...) from this call; patches only from the fusion node's MODEL
         opts = {k: v for k, v in call_opts.items() if k not in ("patches", "patches_replace")}
         opts.update(_copy_options(self.source_options), wrappers=_copy_options(self.source_wrappers),
@@ -400,6 +401,8 @@ class FateZeroPatch:
         source = SourceAttention(step)
         opts["fatezero"] = call_info(["source"], store.info.frames, step, source, dict(self.earlier))
         c["transformer_options"] = opts
+        if control is not None:
+            c["control"] = self._source_control(control, apply_model).get_control(src_x, t, c, 1, opts)
         try:
             self._call(apply_model, {**args, "cond_or_uncond": [0]}, src_x, t, c, store.info.frames)
             if plan.fused_layers is None:
@@ -408,6 +411,17 @@ class FateZeroPatch:
             pass
         plan.source = source
         return source
+
+    @staticmethod
+    def _source_control(control, apply_model):
+        """The inversion's control, ready as ComfyUI readies a sampler's (its sampling ended with
+        ``cleanup()``, which clears the timestep range): same model sampling, model loaded."""
+        if getattr(control, "timestep_range", None) is None:
+            import comfy.model_management
+            model = apply_model.__self__
+            control.pre_run(model, lambda percent: model.model_sampling.percent_to_sigma(percent))
+            comfy.model_management.load_models_gpu(control.get_models())
+        return control
 
     def _edit_step(self, sigma: float, opts: dict) -> int:
         store = self.fusion.store

@@ -90,9 +90,9 @@ def check_store_model(store: AttentionStore, model, node: str) -> None:
 
 
 def check_store_conditioning(store: AttentionStore, node: str) -> None:
-    if store.info.source_control:
+    if store.info.source_control and store.extra.get("source_control") is None:
         raise FateZeroError(
-            f"{node}: the attention store was inverted with a ControlNet or T2I-Adapter on its source_conditioning; "
-            "FateZero cannot replay the inversion's control in the source row. Invert with the plain "
-            "CLIPTextEncode of the source prompt and apply ControlNet to the sampler's positive and negative "
-            "(ControlNetApplyAdvanced after the fusion), where it steers the edit.")
+            f"{node}: 'attention_store' was inverted with a ControlNet or T2I-Adapter on its source_conditioning and "
+            "comes from a file, which cannot carry the ControlNet the source row must replay. Connect FateZero DDIM "
+            "Inversion's attention_store output directly, or invert with the plain CLIPTextEncode of the source "
+            "prompt and apply ControlNet to the sampler's positive and negative.")

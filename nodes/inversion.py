@@ -97,6 +97,8 @@ class FateZeroDDIMInversion:
                          source_control=recorder.had_control)
         store = AttentionStore(info, sigmas.float(), torch.stack([recorder.unet_inputs[j] for j in range(n)]),
                                context.detach().cpu().float(), cross.to(torch.float16).cpu(), recorder.conds)
+        if recorder.had_control:  # replayed in the source row; lives in memory only (not in saved files)
+            store.extra["source_control"] = source_conditioning[0][1].get("control")
         end = sigmas[:1] if clean > 0 else sigmas.new_zeros(1)
         out = latent.copy()
         out["samples"] = inverted

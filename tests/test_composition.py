@@ -75,6 +75,12 @@ def build_graph(name: str, node, sd15, graph_files, pack) -> Graph:
         g.positive, g.negative = node("ControlNetApplyAdvanced").apply_controlnet(
             g.positive, g.negative, cnet, frames_pixels(), 1.0, 0.0, 1.0)
         g.control = True
+    elif name == "controlnet-inversion":  # on the inversion's conditioning too: the source row replays it
+        (cnet,) = node("ControlNetLoader").load_controlnet(graph_files["controlnet"].name)
+        apply = node("ControlNetApplyAdvanced").apply_controlnet
+        g.source, _ = apply(g.source, g.negative, cnet, frames_pixels(), 0.8, 0.0, 1.0)
+        g.positive, g.negative = apply(g.positive, g.negative, cnet, frames_pixels(), 1.0, 0.0, 1.0)
+        g.control = True
     elif name == "lora":
         g.model, g.clip = node("LoraLoader").load_lora(model, clip, graph_files["loras"].name, 1.0, 1.0)
         g.source, g.positive, g.negative = encode(g.clip, SRC), encode(g.clip, TGT), encode(g.clip, "")
@@ -106,7 +112,7 @@ def build_graph(name: str, node, sd15, graph_files, pack) -> Graph:
     return g
 
 
-COMBINATIONS = ["controlnet", "lora", "inpaint", "sag-before", "sag-after", "pag-after", "freeu-after",
+COMBINATIONS = ["controlnet", "controlnet-inversion", "lora", "inpaint", "sag-before", "sag-after", "pag-after", "freeu-after",
                 "ip-adapter-like", "combine", "set-mask", "cfg1"]
 
 
@@ -300,16 +306,20 @@ def test_a_wrapper_set_after_the_fusion_node_that_drops_ours_stops_sampling(node
     expect_error(lambda: sample(node, fused, g, latent), "FateZero Attention Fusion", "replaced it")
 
 
-def test_controlnet_on_the_inversions_conditioning_is_recorded_and_refused(node, pack, graph_files, plain_graph):
+def test_controlnet_of_the_inversion_cannot_come_from_a_file(node, pack, graph_files, plain_graph, tmp_path):
     g, _, _ = plain_graph
     (cnet,) = node("ControlNetLoader").load_controlnet(graph_files["controlnet"].name)
     source, _ = node("ControlNetApplyAdvanced").apply_controlnet(g.source, g.negative, cnet, frames_pixels(), 1.0,
                                                                  0.0, 1.0)
     controlled = Graph(g.model, g.clip, source, g.positive, g.negative, g.latent)
     _, store, _ = invert(node, pack, controlled)
-    assert store.info.source_control
-    expect_error(lambda: fuse(node, controlled, store, 0.8, 0.8), "FateZero Attention Fusion", "ControlNet",
-                 "ControlNetApplyAdvanced")
+    assert store.info.source_control and store.extra["source_control"] is not None
+    fuse(node, controlled, store, 0.8, 0.8)  # in the same graph: replayed (test_fused_edit_... checks how)
+    store.save(tmp_path / "store.safetensors")
+    loaded = pack.fatezero_attn.store.AttentionStore.load(tmp_path / "store.safetensors")
+    assert loaded.info.source_control
+    expect_error(lambda: fuse(node, controlled, loaded, 0.8, 0.8), "FateZero Attention Fusion", "'attention_store'",
+                 "ControlNet", "directly")
 
 
 def test_area_conditioning_on_the_positive_is_refused(node, plain_graph):
@@ -392,7 +402,14 @@ def server_graph(name: str, ckpt: str, files: dict) -> dict:
         cls, inputs = after[name]
         g["after"] = {"class_type": cls, "inputs": {"model": edit_model, **inputs}}
         edit_model = ["after", 0]
-    if name == "controlnet":
+    if name == "controlnet-inversion":
+        g["cnet"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": files["controlnet"].name}}
+        g["apply_src"] = {"class_type": "ControlNetApplyAdvanced", "inputs": {
+            "positive": source, "negative": negative, "control_net": ["cnet", 0], "image": ["video", 0],
+            "strength": 0.8, "start_percent": 0.0, "end_percent": 1.0}}
+        source = ["apply_src", 0]
+        g["inv"]["inputs"]["source_conditioning"] = source
+    if name in ("controlnet", "controlnet-inversion"):
         g["cnet"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": files["controlnet"].name}}
         g["apply"] = {"class_type": "ControlNetApplyAdvanced", "inputs": {
             "positive": positive, "negative": negative, "control_net": ["cnet", 0], "image": ["video", 0],
