@@ -427,14 +427,15 @@ class FateZeroPatch:
         store = self.fusion.store
         k = edit_step(sigma, store.sigmas)
         if k is None:
+            summary = lambda s: f"{len(s)} steps, sigma {float(s[0]):.4g} to {float(s[-1]):.4g}"
             sample = opts.get("sample_sigmas")
-            got = "" if sample is None else f" (the sampler's sigmas: {[round(float(s), 4) for s in sample]})"
+            got = "" if sample is None else f"; the sampler's: {summary(sample[sample > 0])}"
+            steps = store.info.steps_input or store.info.steps
             raise FateZeroError(
-                f"{self.node}: the sampler's sigmas do not match the attention store's{got}. The store was "
-                f"inverted with {store.info.steps} steps of ddim_uniform (sigmas "
-                f"{[round(float(s), 4) for s in store.edit_sigmas]}); sample with KSamplerAdvanced, "
-                f"sampler 'ddim', scheduler 'ddim_uniform', steps {store.info.steps}, add_noise 'disable', "
-                "start_at_step 0, or feed the inversion's SIGMAS output to SamplerCustom.")
+                f"{self.node}: the sampler's sigmas do not match the attention store's (the store's: ddim_uniform, "
+                f"{summary(store.edit_sigmas)}{got}). On the sampler node: steps {steps} (the "
+                f"inversion's steps input), sampler 'ddim', scheduler 'ddim_uniform', add_noise 'disable', "
+                "start_at_step 0; or feed the inversion's edit_sigmas output to SamplerCustom.")
         return k
 
     # -- attention ------------------------------------------------------------------------
@@ -533,7 +534,8 @@ class FateZeroPatch:
             raise FateZeroError(
                 f"{self.node}: the UNet ran without FateZero's model wrapper: a node applied after {self.node} "
                 "replaced it (set_model_unet_function_wrapper), which would silently turn the edit off. Apply that "
-                f"node before the inversion and {self.node}.")
+                f"node before the inversion and {self.node}. On the sampler node: connect {self.node}'s MODEL output "
+                "(or a node that keeps its wrapper).")
         # spatio-temporal only, under another node's wrapper: one chunk per branch
         return call_info([], q.shape[0] // max(len(extra.get("cond_or_uncond", [0])), 1), earlier=self.earlier)
 

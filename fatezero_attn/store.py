@@ -39,6 +39,7 @@ class StoreInfo:
     source_context_sha1: str = ""
     model_parts: dict = field(default_factory=dict)  # model_state.describe() of the inversion's MODEL
     source_control: bool = False  # the inversion's conditioning carried a ControlNet / T2I-Adapter
+    steps_input: int = 0  # the inversion node's steps input (ddim_uniform may make one more step)
     format_version: int = FORMAT_VERSION
 
 

@@ -30,9 +30,13 @@ def prompt_words(clip, text: str, node: str, input_name: str) -> tuple[list[str]
     tok = hf_tokenizer(clip)
     tokens = [tok(w, add_special_tokens=False)["input_ids"] for w in words]
     if len(flatten(tokens)) > MAX_TOKENS - 2:
-        raise FateZeroError(f"{node}: '{input_name}' has {len(flatten(tokens))} tokens; FateZero maps attention within "
-                            f"one CLIP window of {MAX_TOKENS - 2} tokens. Shorten the prompt.")
+        raise FateZeroError(too_long(node, input_name, f"has {len(flatten(tokens))} tokens"))
     return words, tokens
+
+
+def too_long(node: str, input_name: str, what: str) -> str:
+    return (f"{node}: '{input_name}' {what}; FateZero maps attention within one CLIP window of {MAX_TOKENS - 2} "
+            "tokens. Shorten the prompt.")
 
 
 def positions_of(words: list[str], tokens: list[list[int]], wanted: str, node: str, input_name: str,

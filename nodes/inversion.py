@@ -15,7 +15,8 @@ from ..fatezero_attn.hooks import FateZeroError, FateZeroPatch, Recorder
 from ..fatezero_attn.schedule import inversion_sigmas, sample_ddim_inversion
 from ..fatezero_attn.store import AttentionStore, StoreInfo
 from . import CATEGORY
-from .common import STORE_TYPE, context_sha1
+from ..fatezero_attn.alignment import MAX_TOKENS
+from .common import STORE_TYPE, context_sha1, too_long
 
 NODE = "FateZero DDIM Inversion"
 log = logging.getLogger("FateZero")
@@ -57,6 +58,9 @@ class FateZeroDDIMInversion:
             raise FateZeroError(f"{NODE}: 'source_conditioning' holds {len(source_conditioning)} conditionings; "
                                 "connect one CLIPTextEncode of the source prompt.")
         context = source_conditioning[0][0]
+        if context.dim() == 3 and context.shape[1] > MAX_TOKENS:  # refused now, not after minutes of inversion
+            raise FateZeroError(too_long(NODE, "source_conditioning", f"spans {-(-context.shape[1] // MAX_TOKENS)} "
+                                         f"CLIP windows ({context.shape[1]} positions): its prompt is too long"))
         ms = model.get_model_object("model_sampling")
         edit_sigmas = comfy.samplers.calculate_sigmas(ms, "ddim_uniform", steps).cpu()
         clean = float(ms.sigmas[0]) if clean_sigma == CLEAN_SIGMA[0] else 0.0
@@ -94,7 +98,7 @@ class FateZeroDDIMInversion:
                          latent_hw=tuple(samples.shape[-2:]), temporal_mode=temporal_mode,
                          temporal_min_channels=temporal_min_channels, video_groupnorm=video_groupnorm,
                          source_context_sha1=context_sha1(context), model_parts=parts,
-                         source_control=recorder.had_control)
+                         source_control=recorder.had_control, steps_input=steps)
         store = AttentionStore(info, sigmas.float(), torch.stack([recorder.unet_inputs[j] for j in range(n)]),
                                context.detach().cpu().float(), cross.to(torch.float16).cpu(), recorder.conds)
         if recorder.had_control:  # replayed in the source row; lives in memory only (not in saved files)

@@ -303,7 +303,8 @@ def test_a_wrapper_set_after_the_fusion_node_that_drops_ours_stops_sampling(node
     fused = fuse(node, g, store, 0.8, 0.8).clone()
     fused.set_model_unet_function_wrapper(lambda apply_model, args: apply_model(args["input"], args["timestep"],
                                                                                 **args["c"]))
-    expect_error(lambda: sample(node, fused, g, latent), "FateZero Attention Fusion", "replaced it")
+    expect_error(lambda: sample(node, fused, g, latent), "FateZero Attention Fusion", "replaced it",
+                 "On the sampler node")
 
 
 def test_controlnet_of_the_inversion_cannot_come_from_a_file(node, pack, graph_files, plain_graph, tmp_path):

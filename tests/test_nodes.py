@@ -108,7 +108,37 @@ def test_edit_latent_must_match_the_store(node, tiny_model, clip, encode, invert
     _, store, _ = inverted
     fused = fuse(node, tiny_model, store, clip)
     wrong = {"samples": torch.randn(2, 4, 16, 16)}
-    expect_error(lambda: sample(node, fused, encode(TGT), encode(""), wrong), FUSION, "frames", "same video")
+    expect_error(lambda: sample(node, fused, encode(TGT), encode(""), wrong), FUSION, "frames", "same video",
+                 "On the sampler node: use the inverted latent")
     fewer_steps = lambda: node("KSamplerAdvanced").sample(fused, "disable", 0, STEPS + 1, 7.5, "ddim", "ddim_uniform",
                                                           encode(TGT), encode(""), inverted[0], 0, 10000, "disable")
-    expect_error(fewer_steps, FUSION, "sigmas do not match", f"steps {STEPS}")
+    msg = expect_error(fewer_steps, FUSION, "sigmas do not match", f"On the sampler node: steps {STEPS} ",
+                       f"the store's: ddim_uniform, {STEPS} steps", "the sampler's: 7 steps")  # ComfyUI's 6 steps are 7
+    assert msg.count(",") < 12, msg  # a summary of the schedules, not every sigma
+
+
+def test_steps_advice_is_the_number_to_type_when_ddim_uniform_adds_a_step(node, tiny_model, clip, encode, latent):
+    _, store, _ = node("FateZeroDDIMInversion").invert(tiny_model, encode(SRC), latent, 30, "per-frame", 0, False,
+                                                       "alphas_cumprod[0] (authors)")
+    assert store.info.steps == 31 and store.info.steps_input == 30
+    fused = fuse(node, tiny_model, store, clip)
+    for steps in (29, 31):
+        wrong = lambda: node("KSamplerAdvanced").sample(fused, "disable", 0, steps, 7.5, "ddim", "ddim_uniform",
+                                                        encode(TGT), encode(""), {"samples": latent["samples"]}, 0,
+                                                        10000, "disable")
+        expect_error(wrong, FUSION, "On the sampler node: steps 30 ", "the store's: ddim_uniform, 31 steps")
+    ok = node("KSamplerAdvanced").sample(fused, "disable", 0, 30, 7.5, "ddim", "ddim_uniform", encode(TGT),
+                                         encode(""), {"samples": latent["samples"]}, 0, 2, "disable")
+    assert torch.isfinite(ok[0]["samples"]).all()  # 30 typed, 31 steps run: the store's schedule
+
+
+def test_long_source_prompt_is_refused_before_the_inversion_runs(node, tiny_model, encode, latent):
+    import time
+    long_prompt = " ".join(["jeep"] * 90)
+    start = time.time()
+    msg = expect_error(lambda: node("FateZeroDDIMInversion").invert(tiny_model, encode(long_prompt), latent, 50,
+                                                                    "per-frame", 0, False,
+                                                                    "alphas_cumprod[0] (authors)"),
+                       "FateZero DDIM Inversion", "'source_conditioning'", "2 CLIP windows", "Shorten the prompt")
+    assert time.time() - start < 5, "refused only after sampling"
+    assert "one CLIP window of 75 tokens" in msg
