@@ -173,13 +173,6 @@ class Recorder:
     had_control: bool = False
     pending: int | None = None        # call j whose UNet input was just recorded
 
-    def call_index(self, sigma: float) -> int:
-        steps = len(self.inv_sigmas) - 1
-        k = edit_step(sigma, self.inv_sigmas)
-        if k is None:
-            raise FateZeroError(f"inversion called the UNet at sigma {sigma}, not on its own schedule")
-        return steps - 1 - k
-
     def record_input(self, j: int, x_in: torch.Tensor) -> None:
         self.unet_inputs[j] = x_in.detach().to("cpu", torch.float32, copy=True)
         self.pending = j
@@ -212,7 +205,7 @@ def _one_row_if_same(t: torch.Tensor) -> torch.Tensor:
     return t[:1] if t.shape[0] > 1 and bool((t == t[:1]).all()) else t
 
 
-class _SourcePassDone(Exception):
+class _SourcePassDone(BaseException):  # not an Exception: another node's `except Exception` must not catch it
     """Raised by the source pass after its last fused layer: the rest of that UNet call is unused."""
 
 
@@ -247,6 +240,8 @@ class FateZeroPatch:
         self.source_options: dict = {}  # transformer_options the source pass runs with
         self.source_wrappers: dict = {}
         self.weight_state: dict | None = None
+        self._inside = False  # inside another node's patch that was called as "earlier"
+        self._checked_weights: object = None  # patches_uuid whose weights were found the fusion node's
 
     def __deepcopy__(self, memo):
         # ModelPatcher.clone() deep-copies model_options in 0.3.75; the patch is read-only while sampling.
@@ -277,6 +272,8 @@ class FateZeroPatch:
                 owner = getattr(existing, "__self__", None)
                 if isinstance(owner, FateZeroPatch):
                     existing = owner.earlier.get((attn, key))
+                    if (attn, key) in owner.earlier_from_block_key:
+                        self.earlier_from_block_key.add((attn, key))
                 if existing is not None:
                     self.earlier[(attn, key)] = existing
         for key in self.keys:
@@ -284,8 +281,14 @@ class FateZeroPatch:
             model_patcher.set_model_attn2_replace(self.attn2, *key)
         self.previous_wrapper = wrapper
         model_patcher.set_model_unet_function_wrapper(self.unet_wrapper)
-        if self.fusion is not None and self.fusion.latent_blending:
-            model_patcher.set_model_sampler_post_cfg_function(self.latent_blend)
+        if self.fusion is not None:
+            import comfy.patcher_extension as ext
+            # after sampling: drop the last step's source q, k and the run's target maps
+            model_patcher.add_callback(ext.CallbacksMP.ON_CLEANUP, self._end_of_run)
+            if self.fusion.latent_blending:
+                # around the whole prediction, so post-CFG patches added later (SAG, PAG) come first
+                model_patcher.add_wrapper_with_key(ext.WrappersMP.PREDICT_NOISE, "fatezero_latent_blend",
+                                                   self._blended_prediction)
         if self.video_groupnorm:
             for name in group_norm_names(dm):
                 norm = model_patcher.get_model_object(name)
@@ -312,18 +315,23 @@ class FateZeroPatch:
         earlier = self._earlier_for_call(opts)
         step, source, capture = None, None, None
         plan, rec = self.fusion, self.recorder
+        if "multigpu_thread_device" in opts and (plan is not None or rec is not None):
+            raise FateZeroError(f"{self.node}: ComfyUI is sampling on several GPUs at once; FateZero keeps one "
+                                "source row per step and supports one device. Sample on one GPU.")
         if plan is not None and "cond" in roles:
             step = self._edit_step(float(t[0]), opts)
             if step < plan.fused_steps:
                 self._check_edit_rows(x, chunk, apply_model)
-                source = self._source_attention(step, apply_model, args, t[:chunk], opts)
+                source = self._source_attention(step, apply_model, args, opts)
+            else:
+                plan.source = None
         if rec is not None and rec.pending is not None and "cond" in roles:
             capture, rec.pending = rec.pending, None  # the sampler's own call of this step
             first = roles.index("cond")
             rec.record_call(c, slice(first * chunk, (first + 1) * chunk), x.shape[0], self.node)
         target = plan is not None and plan.latent_blending and step is not None and step != plan.target_step
         if target:
-            if step == 0:
+            if plan.target_step is None or step < plan.target_step:
                 plan.target_maps = None  # a new run
             plan.target_step = step
         opts["fatezero"] = call_info(roles, chunk, step, source, earlier, capture, target)
@@ -373,16 +381,26 @@ class FateZeroPatch:
                 "set_cond_area 'default', not an area). On the sampler node: use the inverted latent as latent_image.")
         patcher = getattr(getattr(apply_model, "__self__", None), "current_patcher", None)
         if patcher is not None and self.weight_state is not None:
+            if getattr(patcher, "current_hooks", None) is not None:
+                raise FateZeroError(
+                    f"{self.node}: the sampler's conditioning carries hooks (hooked LoRA or keyframes) that patch "
+                    "the model while the source row runs, so it would no longer repeat the inversion. Use LoraLoader "
+                    "on the MODEL of both FateZero nodes instead. On the sampler node: connect conditioning "
+                    "without hooks.")
+            stamp = (id(patcher), getattr(patcher, "patches_uuid", None), len(patcher.object_patches))
+            if stamp == self._checked_weights:
+                return
             now = model_state.weight_state(patcher)
             if now != self.weight_state:
                 diff = "; ".join(model_state.differences(self.weight_state, now)).replace("at inversion", "at the fusion node")
                 raise FateZeroError(
-                    f"{self.node}: a node between FateZero Attention Fusion and the sampler changed the model's "
-                    f"weights ({diff}), so the source row would no longer repeat the inversion. Apply LoRAs and "
-                    "model patches before the inversion and the fusion node (to the MODEL both receive). On the "
-                    "sampler node: connect the fusion node's MODEL output directly.")
+                    f"{self.node}: a node between FateZero Attention Fusion and the sampler changed the model "
+                    f"({diff}), so the source row would no longer repeat the inversion. Apply LoRAs and model "
+                    "patches before the inversion and the fusion node (to the MODEL both receive). On the sampler "
+                    "node: connect the fusion node's MODEL output directly.")
+            self._checked_weights = stamp
 
-    def _source_attention(self, step: int, apply_model, args: dict, t, call_opts: dict) -> SourceAttention:
+    def _source_attention(self, step: int, apply_model, args: dict, call_opts: dict) -> SourceAttention:
         """Run the source row alone (the inversion's call ``N-1-step``) and keep its fused layers' q, k."""
         plan = self.fusion
         if plan.source is not None and plan.source.step == step:
@@ -392,6 +410,7 @@ class FateZeroPatch:
         j = store.info.steps - 1 - step
         x = args["input"]
         src_x = store.unet_inputs[j].to(x)
+        t = torch.full((store.info.frames,), float(store.sigmas[j + 1]), device=x.device)  # the inversion's sigma
         c = store.source_inputs(x.device)
         control = store.extra.get("source_control")  # the inversion's ControlNet / T2I-Adapter, if any
         # per-call entries (sigmas, ...) from this call; patches only from the fusion node's MODEL
@@ -455,9 +474,20 @@ class FateZeroPatch:
 
     def _dispatch(self, attn: str, q, k, v, extra: dict) -> torch.Tensor:
         fz = self._call_info(q, extra)
-        heads, chunk, step = extra["n_heads"], fz["chunk"], fz["step"]
         key = (*extra["block"], extra.get("block_index", 0)) if extra.get("block") else None
-        earlier = fz["earlier"].get((attn, key))
+        # A later node's patch that calls ours inside itself is composed as "earlier": when it
+        # calls back in, answer without it (else each would call the other forever).
+        earlier = None if self._inside else fz["earlier"].get((attn, key))
+        if earlier is not None:
+            self._inside = True
+            try:
+                return self._dispatch_rows(attn, q, k, v, extra, fz, key, earlier)
+            finally:
+                self._inside = False
+        return self._dispatch_rows(attn, q, k, v, extra, fz, key, earlier)
+
+    def _dispatch_rows(self, attn: str, q, k, v, extra: dict, fz: dict, key, earlier) -> torch.Tensor:
+        heads, chunk, step = extra["n_heads"], fz["chunk"], fz["step"]
         gathered = attn == "attn1" and self.temporal_mode != "per-frame" and q.shape[-1] >= self.temporal_min_channels
         kt = temporal.gather_frames(k, chunk, self.temporal_mode) if gathered else k
         vt = temporal.gather_frames(v, chunk, self.temporal_mode) if gathered else v
@@ -567,6 +597,14 @@ class FateZeroPatch:
                 maps = attention_probs(q[rows].float(), k[rows].float(), heads).mean(1).view(chunk, h, w, -1)
                 plan = self.fusion
                 plan.target_maps = maps if plan.target_maps is None else plan.target_maps + maps
+
+    def _end_of_run(self, *_) -> None:
+        plan = self.fusion
+        plan.source, plan.target_maps, plan.target_step = None, None, None
+
+    def _blended_prediction(self, executor, x, timestep, model_options={}, seed=None):
+        denoised = executor(x, timestep, model_options, seed)
+        return self.latent_blend({"denoised": denoised, "input": x, "sigma": timestep, "model_options": model_options})
 
     def latent_blend(self, args: dict) -> torch.Tensor:
         """Post-CFG: make the DDIM (Euler) step land on the blended latent.

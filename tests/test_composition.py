@@ -451,3 +451,46 @@ def test_graph_runs_through_the_real_executor(graph_server, checkpoint_name, gra
     samples = safetensors.torch.load_file(str(path))["latent_tensor"]
     assert samples.shape == (FRAMES, 4, SIZE // 8, SIZE // 8) and torch.isfinite(samples).all()
     assert "could not be applied" not in graph_server.log()
+
+
+def test_hooked_lora_on_the_sampler_conditioning_is_refused(node, graph_files, plain_graph):
+    g, latent, store = plain_graph
+    hooks = node("CreateHookLora").create_hook(graph_files["loras"].name, 1.0, 0.0)[0]
+    hooked = node("ConditioningSetProperties").set_properties(g.positive, 1.0, "default", hooks=hooks)[0]
+    edit = Graph(g.model, g.clip, g.source, hooked, g.negative, g.latent, cfg=g.cfg)
+    expect_error(lambda: sample(node, fuse(node, g, store, 0.8, 0.8), edit, latent), "FateZero Attention Fusion",
+                 "hooks", "On the sampler node")
+
+
+def test_area_or_hooks_on_the_inversion_conditioning_are_refused_before_it_runs(node, graph_files, plain_graph):
+    g, _, _ = plain_graph
+    area = node("ConditioningSetArea").append(g.source, 64, 64, 0, 0, 1.0)[0]
+    expect_error(lambda: node("FateZeroDDIMInversion").invert(g.model, area, g.latent, STEPS, "per-frame", 0, False,
+                                                              "alphas_cumprod[0] (authors)"),
+                 "FateZero DDIM Inversion", "'source_conditioning'", "area", "plain CLIPTextEncode")
+
+
+def test_patch_settings_are_part_of_the_model(node, pack, plain_graph):
+    g, _, _ = plain_graph
+    freeu = lambda m, b1: node("FreeU_V2").patch(m, b1, 1.4, 0.9, 0.2)[0]
+    inverted = Graph(freeu(g.model, 1.3), g.clip, g.source, g.positive, g.negative, g.latent)
+    _, store, _ = invert(node, pack, inverted)
+    fuse(node, inverted, store, 0.8, 0.8)  # the same patch, with the same settings: accepted
+    other = Graph(freeu(g.model, 1.1), g.clip, g.source, g.positive, g.negative, g.latent)
+    expect_error(lambda: fuse(node, other, store, 0.8, 0.8), "transformer patches: at inversion output_block_patch",
+                 "1.3", "1.1")
+
+
+def test_a_later_patch_that_calls_the_packs_own_is_composed_once(node, pack, plain_graph):
+    """A node after the fusion node that wraps the replace it finds (calls it inside its own)."""
+    g, latent, store = plain_graph
+    fused = fuse(node, g, store, 0.8, 0.8).clone()
+    table = fused.model_options["transformer_options"]["patches_replace"]["attn1"]
+    calls = []
+    for key, ours in list(table.items()):
+        def wrapping(q, k, v, extra, inner=ours):
+            calls.append(1)
+            return inner(q, k, v, extra) * 1.0
+        fused.set_model_attn1_replace(wrapping, *key)
+    out = sample(node, fused, g, latent)
+    assert torch.isfinite(out).all() and calls

@@ -53,10 +53,12 @@ def test_edit_step_k_reuses_inversion_call_n_minus_1_minus_k(pack):
     plan = fz.hooks.FusionPlan(store, torch.eye(77), torch.ones(77), torch.ones(77), torch.full((77,), 5.0), 5)
     patch = fz.hooks.FateZeroPatch(fusion=plan)
     seen = []
-    apply_model = lambda x, t, **c: seen.append((float(x[0, 0, 0, 0]), c["transformer_options"]["cond_or_uncond"])) or x
+    apply_model = lambda x, t, **c: seen.append((float(x[0, 0, 0, 0]), float(t[0]),
+                                                 c["transformer_options"]["cond_or_uncond"])) or x
     for k, sigma in enumerate(store.edit_sigmas.tolist()):  # 10, 3, 1, 0.5, 0.1
-        assert patch._edit_step(sigma, {}) == k
+        assert patch._edit_step(sigma * (1 + 5e-5), {}) == k
         args = {"input": torch.zeros(frames, 4, 4, 4), "timestep": torch.full((frames,), sigma), "c": {},
                 "cond_or_uncond": [0]}
-        patch._source_attention(k, apply_model, args, args["timestep"], {})
-        assert seen[-1] == (steps - 1 - k, [0])  # the UNet input of inversion call N-1-k, one positive row
+        patch._source_attention(k, apply_model, args, {})
+        # the UNet input and sigma of inversion call N-1-k, one positive row
+        assert seen[-1] == (steps - 1 - k, float(sigmas[steps - k]), [0])

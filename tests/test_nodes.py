@@ -142,3 +142,42 @@ def test_long_source_prompt_is_refused_before_the_inversion_runs(node, tiny_mode
                        "FateZero DDIM Inversion", "'source_conditioning'", "2 CLIP windows", "Shorten the prompt")
     assert time.time() - start < 5, "refused only after sampling"
     assert "one CLIP window of 75 tokens" in msg
+
+
+def test_latent_blend_lands_after_a_post_cfg_patch_added_after_the_fusion_node(node, tiny_model, clip, encode,
+                                                                               inverted, pack):
+    """PAG (a post-CFG patch) on the fusion node's output: outside the mask every step of the
+    blend window still ends on the inverted latent (the blend wraps the whole prediction)."""
+    import comfy.sample
+    fz = pack.fatezero_attn
+    inv, store, _ = inverted
+    pooled = torch.zeros(store.info.steps, store.info.frames, 4, 4)
+    pooled[..., 0, 0] = 1.0  # the source mask: one corner; the target's: around its attention peak (tau ~1)
+    blend = fz.masks.BlendMask(pooled, 0.999, ["jeep"], latent_blend=True, target_words=["jeep"])
+    fused = fuse(node, tiny_model, store, clip, blend=blend)
+    plan = fused.model_options["model_function_wrapper"].__self__.fusion
+    with_pag = node("PerturbedAttentionGuidance").execute(model=fused, scale=3.0).result[0]
+    sigmas, steps = store.edit_sigmas.tolist() + [0.0], store.info.steps
+    window = list(fz.masks.latent_blend_window(steps))
+    checked, expected = [], {}
+
+    def check(i, x0, x, total):
+        # ComfyUI's callback comes after step i's prediction, before its update: x is step i-1's result
+        if i - 1 in expected:
+            outside, z_inv = expected.pop(i - 1)
+            z = x / (1 + sigmas[i] ** 2) ** 0.5
+            checked.append(float((z - z_inv).abs().amax(1)[outside].max() / z_inv.abs().max()))
+        if i in window and i > 0:  # the mask step i's blend used (the target maps include step i)
+            size = tuple(x.shape[-2:])
+            src = fz.masks.threshold_mask(plan.blend.pooled[steps - 1 - i], size, plan.blend.tau)
+            tgt = fz.masks.threshold_mask(fz.masks.word_maps(plan.target_maps[None], plan.target_blend_positions)[0],
+                                          size, plan.blend.tau)
+            outside = ~(src | tgt)
+            assert outside.any()
+            expected[i] = (outside, store.unet_inputs[steps - i] / (1 + float(store.sigmas[steps - i + 1]) ** 2) ** 0.5)
+
+    out = comfy.sample.sample(with_pag, torch.zeros_like(inv["samples"]), steps, 7.5, "ddim", "ddim_uniform",
+                              encode(TGT), encode(""), inv["samples"], disable_noise=True, callback=check,
+                              disable_pbar=True, seed=0)
+    assert torch.isfinite(out).all()
+    assert len(checked) == len([k for k in window if k > 0]) and max(checked) < 1e-4, checked

@@ -11,12 +11,16 @@ import av
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageSequence
 
 import host
 
 NODE = "FateZero Load Video"
 COLORS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
+# From comfyui-workflow-templates-media-video (requirements-test.txt): 75 frames of 350x350
+# shown 33 or 34 ms each (2.5 s in all: 30 fps), RGBA with opaque alpha.
+WEBP = "ltxv_text_to_video-1.webp"
+STILL_WEBP = "video_wan_ati-2.webp"  # a still 400x400 preview from the same package
 
 
 @pytest.fixture
@@ -32,6 +36,12 @@ def input_dir(tmp_path):
         yield folder
     finally:
         folder_paths.set_input_directory(old)
+
+
+@pytest.fixture
+def webp_dir(input_dir):
+    shutil.copy(host.template_clip(WEBP), input_dir / WEBP)
+    return input_dir
 
 
 @pytest.fixture
@@ -54,6 +64,19 @@ def pyav_frames(path: Path, n: int) -> np.ndarray:
             if len(out) == n:
                 break
     return np.stack(out)
+
+
+def pillow_frames(path: Path) -> np.ndarray:
+    """Every frame as Pillow composites it, RGB uint8."""
+    with Image.open(path) as img:
+        return np.stack([np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(img)])
+
+
+def area_resize(frames: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> float [N, *size, 3] with an area filter: a reference for resizing
+    that uses another filter than the loader's, so compare with a loose tolerance."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    return torch.nn.functional.interpolate(x, size, mode="area").permute(0, 2, 3, 1)
 
 
 def as_uint8(images: torch.Tensor) -> np.ndarray:
@@ -122,12 +145,10 @@ def test_non_square_sizes(node, input_dir):
     stretch, _, _ = load(node, frame_count=3, width=320, height=192, resize="stretch")
     assert crop.shape == stretch.shape == (3, 192, 320, 3)
     assert not torch.allclose(crop, stretch)
-    # Compare with an area-filtered torch reference (different filter: loose tolerance).
-    ref = torch.from_numpy(pyav_frames(input_dir / "bikes.mp4", 1)[0]).permute(2, 0, 1)[None] / 255.0
-    area = lambda size: torch.nn.functional.interpolate(ref, size, mode="area")[0].permute(1, 2, 0)
+    ref = pyav_frames(input_dir / "bikes.mp4", 1)
     # Crop: scale max(320/640, 192/272) -> 452x192, then 66 px off each side.
-    assert (crop[0] - area((192, 452))[:, 66:386]).abs().mean() < 0.03
-    assert (stretch[0] - area((192, 320))).abs().mean() < 0.03
+    assert (crop[0] - area_resize(ref, (192, 452))[0, :, 66:386]).abs().mean() < 0.03
+    assert (stretch[0] - area_resize(ref, (192, 320))[0]).abs().mean() < 0.03
 
 
 def test_all_frames_and_short_clip_warning(node, input_dir, caplog):
@@ -158,6 +179,79 @@ def test_gif(node, input_dir):
     images, fps, count = load(node, "colors.gif", frame_count=0, width=96, height=64)
     assert count == 6 and fps == 10.0 and images.shape == (6, 64, 96, 3)
     assert torch.allclose(images[:, 10, 10], torch.tensor(COLORS, dtype=torch.float32) / 255, atol=2 / 255)
+
+
+def test_gif_that_pyav_rejects_is_read_with_pillow(node, input_dir):
+    frames = [Image.new("RGB", (96, 64), c) for c in COLORS]
+    frames[0].save(input_dir / "colors.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    data = bytearray((input_dir / "colors.gif").read_bytes())
+    data[6:8] = b"\0\0"  # logical screen width 0: FFmpeg refuses it, Pillow (like browsers) plays it
+    (input_dir / "zero_screen.gif").write_bytes(data)
+    with pytest.raises(av.error.InvalidDataError):
+        pyav_frames(input_dir / "zero_screen.gif", 1)
+    images, fps, count = load(node, "zero_screen.gif", frame_count=0, start_frame=1, width=96, height=64)
+    assert count == 5 and fps == 10.0 and images.shape == (5, 64, 96, 3)
+    assert torch.allclose(images[:, 10, 10], torch.tensor(COLORS[1:], dtype=torch.float32) / 255, atol=2 / 255)
+
+
+# -- animated WebP (PyAV cannot decode it: read with Pillow) ----------------------------------
+def test_animated_webp_defeats_pyav_and_core_load_video(comfy_nodes, webp_dir):
+    # Why the pack decodes WebP with Pillow: ComfyUI's PyAV, and so core LoadVideo +
+    # GetVideoComponents, fail on it (core LoadVideo does not even list it).
+    with pytest.raises(av.error.InvalidDataError):
+        pyav_frames(webp_dir / WEBP, 1)
+    core_load = comfy_nodes.NODE_CLASS_MAPPINGS["LoadVideo"]
+    core_split = comfy_nodes.NODE_CLASS_MAPPINGS["GetVideoComponents"]
+    with pytest.raises(av.error.InvalidDataError):
+        core_split.execute(core_load.execute(WEBP).args[0])
+
+
+def test_animated_webp_frames_rate_and_selection(node, webp_dir):
+    images, fps, count = load(node, WEBP, frame_count=0, width=64, height=64)
+    assert count == 75 and images.shape == (75, 64, 64, 3) and fps == 30.0  # 75 frames in 2500 ms
+    assert images.std() > 0.05
+    ref = area_resize(pillow_frames(webp_dir / WEBP), (176, 176))
+    images, fps, count = load(node, WEBP, frame_count=4, start_frame=10, every_nth=7, width=176, height=176)
+    assert count == 4 and fps == pytest.approx(30 / 7)
+    # Each loaded frame is nearest to the source frame it should be (neighbours differ by motion).
+    distance = (images[:, None] - ref[None]).abs().mean(dim=(2, 3, 4))  # [4 loaded, 75 source]
+    assert distance.argmin(dim=1).tolist() == [10, 17, 24, 31]
+    assert distance.min(dim=1).values.max() < 0.02
+    msg = load_error(node, WEBP, start_frame=75)
+    assert "'start_frame'" in msg and "which has 75 frames" in msg and "below 75" in msg
+
+
+def test_animated_webp_resize(node, webp_dir):
+    ref = pillow_frames(webp_dir / WEBP)[40:41]
+    crop, _, _ = load(node, WEBP, frame_count=1, start_frame=40, width=320, height=192)
+    stretch, _, _ = load(node, WEBP, frame_count=1, start_frame=40, width=320, height=192, resize="stretch")
+    assert crop.shape == stretch.shape == (1, 192, 320, 3)
+    # Crop: scale max(320/350, 192/350) -> 320x320, then rows 64..255.
+    assert (crop[0] - area_resize(ref, (320, 320))[0, 64:256]).abs().mean() < 0.03
+    assert (stretch[0] - area_resize(ref, (192, 320))[0]).abs().mean() < 0.03
+
+
+def test_webp_listing_and_still_webp(node, webp_dir):
+    shutil.copy(host.template_clip(STILL_WEBP), webp_dir / STILL_WEBP)
+    assert Image.open(webp_dir / STILL_WEBP).n_frames == 1
+    # Listed: animated WebP only (a still one is an image for Load Image) ...
+    assert node.INPUT_TYPES()["required"]["video"][0] == ["bikes.mp4", WEBP]
+    assert node.VALIDATE_INPUTS(video=STILL_WEBP) is True
+    # ... but a still WebP given anyway is a 1-frame clip with the image-folder rate.
+    images, fps, count = load(node, STILL_WEBP, frame_count=0, width=64, height=64)
+    assert count == 1 and images.shape == (1, 64, 64, 3) and fps == 8.0
+
+
+def test_animated_webp_bad_files(node, webp_dir):
+    msg = load_error(node, WEBP, frame_count=0, width=16384, height=16384)
+    assert "'frame_count'" in msg and "GB of RAM" in msg and "75 frames" in msg
+    data = (webp_dir / WEBP).read_bytes()
+    (webp_dir / "cut.webp").write_bytes(data[: len(data) // 2])
+    (webp_dir / "noise.webp").write_bytes(np.random.default_rng(0).bytes(20000))
+    for name in ("cut.webp", "noise.webp"):
+        msg = load_error(node, name)
+        assert f"'video': '{name}' cannot be decoded" in msg and "(Pillow: " in msg and "image folder" in msg
+        assert "ffmpeg" not in msg  # ffmpeg cannot read animated WebP: no use advising it
 
 
 def test_same_image_convention_as_core_load_video(comfy_nodes, node, input_dir):
@@ -268,6 +362,23 @@ def test_server_graph_and_rerun_on_change(server):
     clip = server.input_dir / "bikes.mp4"
     os.utime(clip, ns=(time.time_ns(), time.time_ns() + 10**9))
     assert "1" not in cached(server.run(_graph()))  # IS_CHANGED saw the new mtime
+
+
+def test_server_animated_webp_in_and_out(server, node, input_dir):
+    shutil.copy(host.template_clip(WEBP), server.input_dir / WEBP)
+    video = server.get("/object_info/FateZeroLoadVideo")["FateZeroLoadVideo"]["input"]["required"]["video"]
+    assert WEBP in video[0]
+    entry = server.run(_graph(WEBP))  # 6 frames from 10 every 2nd: 30 / 2 = 15 fps
+    saved = entry["outputs"]["2"]["images"][0]
+    out = server.output_dir / saved["subfolder"] / saved["filename"]
+    with Image.open(out) as webp:
+        assert webp.size == (320, 192) and webp.n_frames == 6
+        webp.load()
+        assert webp.info["duration"] == 66  # SaveAnimatedWEBP writes int(1000 / 15)
+    # What SaveAnimatedWEBP wrote loads back: the chain users build between packs.
+    shutil.copy(out, input_dir / "saved.webp")
+    images, fps, count = load(node, "saved.webp", frame_count=0, width=320, height=192)
+    assert count == 6 and fps == pytest.approx(1000 / 66)
 
 
 def test_server_errors(server):

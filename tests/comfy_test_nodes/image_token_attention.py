@@ -45,7 +45,7 @@ def image_token_attention(model, weight: float):
 
 
 class FateZeroTestImageTokenAttention:
-    CATEGORY = "FateZero/tests"
+    CATEGORY = "_for_testing"  # ComfyUI's own folder for test nodes, not the pack's library folder
     FUNCTION = "patch"
     RETURN_TYPES = ("MODEL",)
 
