@@ -23,9 +23,20 @@ Follows the authors' code (default):
   channels (``TEMPORAL_MODE``, ``TEMPORAL_MIN_CHANNELS``). ``temporal``.
 - Video-wide GroupNorm in every ResNet block and the output norm, per branch; transformer
   norms per frame (``VIDEO_GROUPNORM``). ``hooks.video_group_norm``.
-- Blend mask: blend-level (1/4 of the latent: 16x16 at 512x512) cross-attention of the
-  same step, mean over heads and layers, words summed, 3x3 max-pool, nearest resize,
-  per-frame max normalisation, ``> tau`` with tau 0.3 (``BLEND_LEVEL``, ``BLEND_TAU``). ``masks``.
+- Blend mask: the cross-attention of the same step at the blend layers, mean over heads and
+  layers, words summed, 3x3 max-pool, nearest resize, per-frame max normalisation, ``> tau``
+  with tau 0.3 (``BLEND_TAU``), kept in float32 so no pixel flips on storage rounding. ``masks``.
+  The blend layers are defined by their role: the deepest down level that has transformers
+  and the up blocks at the same resolution, not the middle block
+  (``hooks.blend_factor``). For SD1.5 that is 1/4 of the latent (16x16 at 512x512): down
+  level 2's two transformers (``input_blocks`` 7, 8; diffusers ``down_blocks[2]``) and up
+  level 1's three (``output_blocks`` 3, 4, 5; ``up_blocks[1]``), the authors' five 16x16
+  layers. For SD2 it is the same levels; a shallower or deeper UNet gets its own deepest
+  level (1/2 of the latent for a two-level UNet), where the authors' fixed "16x16" has no
+  layer at all. Above 512 pixels the authors' code keeps only the three up-block maps at
+  that level (their store skips maps with more than 32x32 queries, and at 1024 pixels the
+  down maps exceed that first); the pack keeps all five at every size, since it stores
+  only their mean, whose size does not depend on the layer count.
 - Latent blending: after steps int(0.2 N) .. int(0.8 N) - 2 (2..6 of 10), mask = source OR
   target, blended towards the inverted latent of the step's UNet timestep, one step noisier
   than the edited latent (an apparent slip in their code, kept for fidelity)
@@ -40,7 +51,6 @@ Options (inputs of the nodes), off the authors' path:
 - Sampling with KSamplerAdvanced (ends at sigma 0) instead of the inversion's SIGMAS.
 """
 FUSE_MAX_QUERY = 32 * 32
-BLEND_LEVEL = 4
 BLEND_TAU = 0.3
 LATENT_BLEND_START = 0.2
 LATENT_BLEND_END = 0.8

@@ -39,7 +39,7 @@ import torch
 import comfy.ldm.modules.attention as comfy_attention
 
 from . import model_state, temporal
-from .defaults import BLEND_LEVEL, FUSE_MAX_QUERY
+from .defaults import FUSE_MAX_QUERY
 from .fusion import attention_probs, cross_weights, fused_cross_attention, fused_self_attention
 from .masks import BlendMask, blend_latents, latent_blend_window, threshold_mask, word_maps
 from .schedule import edit_step
@@ -71,6 +71,19 @@ def attention_blocks(diffusion_model) -> list[tuple[str, int, int]]:
                 if isinstance(layer, comfy_attention.SpatialTransformer):
                     keys += [(name, number, d) for d in range(len(layer.transformer_blocks))]
     return keys
+
+
+def blend_factor(diffusion_model) -> int | None:
+    """Latent size / blend-layer size: the deepest down level with transformers (defaults.py)."""
+    from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample
+    factor, deepest = 1, None
+    for block in diffusion_model.input_blocks:
+        for layer in block:
+            if isinstance(layer, Downsample):
+                factor *= 2
+            elif isinstance(layer, comfy_attention.SpatialTransformer):
+                deepest = factor
+    return deepest
 
 
 # -- video-wide GroupNorm ----------------------------------------------------------------
@@ -234,6 +247,7 @@ class FateZeroPatch:
         self.batch = VideoBatch()
         self.previous_wrapper = None
         self.keys: list[tuple[str, int, int]] = []
+        self.blend_factor: int | None = 4  # set from the UNet at install
         # (attn, key) -> another node's replace that was on the block before this patch
         self.earlier: dict = {}
         self.earlier_from_block_key: set = set()  # found under the 2-tuple key, which a later node may change
@@ -252,6 +266,7 @@ class FateZeroPatch:
         """Put this patch on ``model_patcher`` (a clone the caller owns)."""
         dm = model_patcher.model.diffusion_model
         self.keys = attention_blocks(dm)
+        self.blend_factor = blend_factor(dm)
         wrapper = model_patcher.model_options.get("model_function_wrapper")
         if isinstance(getattr(wrapper, "__self__", None), FateZeroPatch):
             under = wrapper.__self__
@@ -569,11 +584,11 @@ class FateZeroPatch:
         # spatio-temporal only, under another node's wrapper: one chunk per branch
         return call_info([], q.shape[0] // max(len(extra.get("cond_or_uncond", [0])), 1), earlier=self.earlier)
 
-    @staticmethod
-    def _is_blend_level(extra: dict) -> bool:
+    def _is_blend_level(self, extra: dict) -> bool:
+        """A blend layer: at the deepest down level's resolution, in a down or up block."""
         latent_h = extra["original_shape"][2]
         h = extra["activations_shape"][2]
-        return round(latent_h / h) == BLEND_LEVEL
+        return extra.get("block", ("",))[0] != "middle" and round(latent_h / h) == self.blend_factor
 
     def _capture(self, j: int, q, k, heads, extra) -> None:
         rec = self.recorder

@@ -49,7 +49,7 @@ class AttentionStore:
     sigmas: torch.Tensor          # [steps + 1] ascending inversion sigmas s_0..s_N
     unet_inputs: torch.Tensor     # [steps, frames, C, h, w] x-space input of inversion call j
     source_context: torch.Tensor  # [1, 77, dim] the source prompt's cross-attention context
-    cross_maps: torch.Tensor      # [steps, frames, h/4, w/4, 77] fp16, mean over heads and layers
+    cross_maps: torch.Tensor      # [steps, frames, h/f, w/f, 77] float32 at the blend layers (mean over heads and layers)
     # per-row tensors of the inversion's UNet call (c_crossattn, c_concat, y, ...): [frames, ...],
     # or [1, ...] when every frame's row is the same (the prompt's context)
     source_conds: dict = field(default_factory=dict)

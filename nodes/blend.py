@@ -44,8 +44,10 @@ class FateZeroBlendMask:
             raise FateZeroError(f"{NODE}: 'blend_words' is empty; name the source word(s) of the object you edit, e.g. 'jeep'.")
         positions = sorted({p for w in chosen for p in positions_of(words, tokens, w, NODE, "blend_words", "source prompt")})
         if store.cross_maps.shape[2] == 0:
-            raise FateZeroError(f"{NODE}: the video's latent ({store.info.latent_hw}) is too small for the UNet to have "
-                                "a blend-level layer (1/4 of the latent); use frames of at least 256x256.")
+            raise FateZeroError(f"{NODE}: the attention store holds no cross-attention of blend layers (the UNet's "
+                                "deepest down level with transformers, and the up blocks at its resolution): its "
+                                "UNet has no such layers, so this model cannot make a blend mask. Leave blend_mask "
+                                "unconnected on the fusion node (full self-attention replacement).")
         targets = [w.strip() for w in target_blend_words.split(",") if w.strip()]
         if latent_blend and not targets:
             raise FateZeroError(f"{NODE}: 'latent_blend' is on but 'target_blend_words' is empty; name the target "

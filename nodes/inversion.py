@@ -25,15 +25,18 @@ CLEAN_SIGMA = ("alphas_cumprod[0] (authors)", "0 (ComfyUI)")
 
 class FateZeroDDIMInversion:
     DESCRIPTION = ("Deterministic DDIM inversion of the video latents with the source prompt (guidance 1), "
-                   "capturing what attention fusion needs. Sample the inverted latent with KSamplerAdvanced "
-                   "(ddim, ddim_uniform, same steps, add_noise disable) to edit.")
+                   "capturing what attention fusion needs. To edit, sample the inverted latent with SamplerCustom: "
+                   "sigmas = edit_sigmas (the steps set here; ends at alphas_cumprod[0] as the authors' "
+                   "schedule), sampler KSamplerSelect ddim, add_noise off. KSamplerAdvanced (ddim, ddim_uniform, "
+                   "the same steps, add_noise disable) also works but ends at sigma 0.")
     CATEGORY = CATEGORY
     FUNCTION = "invert"
     RETURN_TYPES = ("LATENT", STORE_TYPE, "SIGMAS")
     RETURN_NAMES = ("inverted_latent", "attention_store", "edit_sigmas")
     OUTPUT_TOOLTIPS = ("The noisy latent to start editing from (add_noise disabled).",
                        "The inversion's attention store, for the blend-mask and fusion nodes.",
-                       "The editing schedule ending where the authors' does, for SamplerCustom.")
+                       "The editing schedule: this node's steps, ending at clean_sigma (alphas_cumprod[0] by "
+                       "default, where the authors' ends). Connect it to SamplerCustom's sigmas.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -41,7 +44,7 @@ class FateZeroDDIMInversion:
             "model": ("MODEL", {"tooltip": "The checkpoint's MODEL (SD1.x), with the LoRAs and patches you want in the source row; connect the same MODEL to the fusion node."}),
             "source_conditioning": ("CONDITIONING", {"tooltip": "CLIPTextEncode of the source prompt, which describes the input video."}),
             "latent": ("LATENT", {"tooltip": "VAEEncode of the video frames; all frames are one batch."}),
-            "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM steps; use the same number in the sampler. The authors use 50 (10 for a fast style edit)."}),
+            "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM steps of the inversion and of the edit (edit_sigmas carries them to SamplerCustom; with KSamplerAdvanced set the same number there). The authors use 50 (10 for a fast style edit)."}),
             "temporal_mode": (list(temporal.MODES), {"default": defaults.TEMPORAL_MODE, "tooltip": "Spatio-temporal self-attention: where each frame's keys and values come from. 'middle' is the authors' style/attribute setting; 'current+middle' the paper's equation; 'first+previous' Tune-A-Video's."}),
             "temporal_min_channels": ("INT", {"default": defaults.TEMPORAL_MIN_CHANNELS, "min": 0, "max": 4096, "step": 64, "tooltip": "Only blocks with at least this many channels use spatio-temporal attention (the authors: 640 or 1280); smaller blocks stay per frame."}),
             "video_groupnorm": ("BOOLEAN", {"default": defaults.VIDEO_GROUPNORM, "tooltip": "ResNet GroupNorms take statistics over all frames, as the authors' video UNet does. Off: per frame, as plain ComfyUI."}),
@@ -105,7 +108,7 @@ class FateZeroDDIMInversion:
                          source_context_sha1=context_sha1(context), model_parts=parts,
                          source_control=recorder.had_control, steps_input=steps)
         store = AttentionStore(info, sigmas.float(), torch.stack([recorder.unet_inputs[j] for j in range(n)]),
-                               context.detach().cpu().float(), cross.to(torch.float16).cpu(), recorder.conds)
+                               context.detach().cpu().float(), cross.float().cpu(), recorder.conds)
         if recorder.had_control:  # replayed in the source row; lives in memory only (not in saved files)
             store.extra["source_control"] = source_conditioning[0][1].get("control")
         end = sigmas[:1] if clean > 0 else sigmas.new_zeros(1)

@@ -38,7 +38,7 @@ SD15_SHALLOW_UNET = {
     "transformer_depth_middle": 1,
 }
 
-# A much narrower UNet of the same architecture for unit tests.
+# A much narrower UNet of the same architecture for unit tests (and a two-level variant).
 TINY_UNET = {
     "model_channels": 32,
     "channel_mult": [1, 2, 4],
@@ -48,6 +48,9 @@ TINY_UNET = {
     "transformer_depth_middle": 1,
     "num_heads": 2,
 }
+
+TWO_LEVEL_UNET = {**TINY_UNET, "channel_mult": [1, 2], "num_res_blocks": [1, 1], "transformer_depth": [1, 1],
+                  "transformer_depth_output": [1, 1, 1, 1]}
 
 _COMMON_UNET = {
     "use_checkpoint": False,
@@ -106,7 +109,7 @@ def _unet_config(widths: dict) -> dict:
     return cfg
 
 
-def tiny_model_patcher(seed: int = 0, out_scale: float = 0.1):
+def tiny_model_patcher(seed: int = 0, out_scale: float = 0.1, widths: dict | None = None):
     """A ``ModelPatcher`` around a narrow random SD1 UNet (real ComfyUI classes).
 
     ``out_scale`` shrinks the last convolution: a random UNet's noise prediction is
@@ -116,7 +119,7 @@ def tiny_model_patcher(seed: int = 0, out_scale: float = 0.1):
     import comfy.model_patcher
     import comfy.supported_models
 
-    config = comfy.supported_models.SD15(_unet_config(TINY_UNET))
+    config = comfy.supported_models.SD15(_unet_config(widths or TINY_UNET))
     model = config.get_model({})
     init_random_(model.diffusion_model, seed)
     model.diffusion_model.to(torch.float32)

@@ -181,3 +181,59 @@ def test_latent_blend_lands_after_a_post_cfg_patch_added_after_the_fusion_node(n
                               disable_pbar=True, seed=0)
     assert torch.isfinite(out).all()
     assert len(checked) == len([k for k in window if k > 0]) and max(checked) < 1e-4, checked
+
+
+def test_blend_layers_are_the_deepest_down_level_and_its_up_blocks_not_the_middle(pack, node, tiny_model, encode,
+                                                                                  latent):
+    """The tiny UNet has transformers at 1, 1/2 and 1/4 of the latent, the middle block at 1/4:
+    the blend layers are the 1/4 down transformer and the two up blocks at 1/4 (3 layers)."""
+    hooks = pack.fatezero_attn.hooks
+    assert hooks.blend_factor(tiny_model.model.diffusion_model) == 4
+    recorder = hooks.Recorder(torch.tensor([0.03, 1.0, 10.0]))
+    m = tiny_model.clone()
+    hooks.FateZeroPatch(recorder=recorder).install(m)
+    recorder.record_input(0, latent["samples"])
+    x = latent["samples"]
+    m.model_options["model_function_wrapper"](m.model.apply_model, {
+        "input": x, "timestep": torch.full((x.shape[0],), 1.0),
+        "c": {"c_crossattn": encode(SRC)[0][0].expand(x.shape[0], -1, -1),
+              "transformer_options": m.model_options["transformer_options"]}, "cond_or_uncond": [0]})
+    assert recorder.cross_count[0] == 3 and recorder.cross_sum[0].shape[1:3] == (4, 4)
+
+
+def test_two_level_unet_gets_its_own_blend_layers(pack, node, clip, encode):
+    """No layer at 1/4 of the latent: the deepest down level (1/2) is the blend level."""
+    import sd1_models
+    two_level = sd1_models.tiny_model_patcher(seed=2, widths=sd1_models.TWO_LEVEL_UNET)
+    assert pack.fatezero_attn.hooks.blend_factor(two_level.model.diffusion_model) == 2
+    frames = {"samples": torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(5)) * 4}
+    inv, store, _ = node("FateZeroDDIMInversion").invert(two_level, encode(SRC), frames, STEPS, "middle", 0, True,
+                                                         "alphas_cumprod[0] (authors)")
+    assert store.cross_maps.shape[2:4] == (8, 8)
+    blend, preview = node("FateZeroBlendMask").make(store, clip, SRC, "jeep", 0.3)
+    assert preview.shape == (2, 128, 128) and float(preview.max()) > 0
+    edited = sample(node, fuse(node, two_level, store, clip, blend=blend), encode(TGT), encode(""), inv)
+    assert torch.isfinite(edited).all()
+
+
+def test_blend_mask_thresholds_float32_maps(pack, node, clip, inverted):
+    """Pick tau between a pixel's normalised value and its value after an fp16 round-trip of the
+    stored maps: the mask must follow the float32 value (the store keeps float32)."""
+    masks = pack.fatezero_attn.masks
+    _, store, _ = inverted
+    assert store.cross_maps.dtype == torch.float32
+    position = [3]  # "jeep" is the 4th token of the source prompt ("a silver jeep ...": BOS, a, silver, jeep)
+
+    def normalised(maps):
+        pooled = masks.word_maps(maps, position)[0]  # step 0
+        resized = torch.nn.functional.interpolate(pooled[:, None], size=(16, 16), mode="nearest")[:, 0]
+        return resized / resized.amax(dim=(1, 2), keepdim=True)
+
+    exact, rounded = normalised(store.cross_maps), normalised(store.cross_maps.half().float())
+    gap = (exact - rounded).abs()
+    assert float(gap.max()) > 0, "fp16 rounding moved nothing: the test case cannot show a flip"
+    i = int(gap.argmax())
+    tau = float((exact.flatten()[i] + rounded.flatten()[i]) / 2)  # between the two: fp16 would flip this pixel
+    blend = node("FateZeroBlendMask").make(store, clip, SRC, "jeep", tau)[0]
+    got = masks.threshold_mask(blend.pooled[0], (16, 16), tau)
+    assert torch.equal(got, exact > tau) and not torch.equal(got, rounded > tau)
