@@ -1,4 +1,4 @@
-"""Fused sampling: a patched MODEL clone for ComfyUI's own KSamplerAdvanced."""
+"""Fused sampling: a patched MODEL clone for core SamplerCustom (on the inversion's edit_sigmas) or KSamplerAdvanced."""
 from __future__ import annotations
 
 import torch
@@ -18,7 +18,10 @@ MODES = ("auto", "replace", "refine")
 class FateZeroAttentionFusion:
     DESCRIPTION = ("Patches a clone of MODEL so that sampling from the inverted latent with the target prompt fuses "
                    "the inversion's self- and cross-attention into the positive branch (FateZero). Use it with "
-                   "KSamplerAdvanced: ddim, ddim_uniform, the inversion's steps, add_noise disable, CFG 7.5.")
+                   "SamplerCustom: sigmas = the inversion's edit_sigmas (ends at alphas_cumprod[0], the authors' "
+                   "exact schedule), sampler KSamplerSelect ddim, add_noise off, CFG 7.5. Alternative: "
+                   "KSamplerAdvanced with ddim, ddim_uniform, the inversion's steps, add_noise disable, CFG 7.5, "
+                   "which ends at sigma 0 instead.")
     CATEGORY = CATEGORY
     FUNCTION = "patch"
     RETURN_TYPES = ("MODEL",)

@@ -75,7 +75,8 @@ class FateZeroDDIMInversion:
         sigmas = inversion_sigmas(edit_sigmas, clean)
         n = len(sigmas) - 1
         if n != steps:
-            log.warning("FateZero: ddim_uniform makes %d steps of %d (as KSamplerAdvanced will); the store has %d.", n, steps, n)
+            log.warning("FateZero: ddim_uniform makes %d steps of %d (edit_sigmas carries them; KSamplerAdvanced set to %d "
+                        "steps makes the same); the store has %d.", n, steps, steps, n)
 
         parts = model_state.describe(model)  # before sampling: patches may keep state from a run
         recorder = Recorder(sigmas)

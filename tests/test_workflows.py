@@ -5,6 +5,9 @@
   ControlNet that fits it) and the real bikes clip (shrunk by the test: 128x128, 4 frames,
   3 steps), and its saved video (and mask preview) decode with the right frame count and size;
 - the ControlNet workflow steers the sampler, not the inversion, and changes the edit;
+- every workflow edits with SamplerCustom on the inversion's edit_sigmas, and the style
+  workflow's graph, run in process, samples on sigmas that end at alphas_cumprod[0]
+  (KSamplerAdvanced, the alternative, ends at 0);
 - every UI file describes the same graph as its API twin (node ids, types, titles, links,
   widget values mapped through /object_info's input order);
 - the files are what workflows/build.py writes, and ComfyUI offers the UI files (only) as
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import urllib.request
 
 import av
@@ -66,10 +70,10 @@ def test_authors_settings_are_shipped():
         video = by_type["FateZeroLoadVideo"][0]
         assert (video["video"], video["width"], video["height"], video["frame_count"]) == ("bikes.mp4", 512, 512, 8)
         inv, = by_type["FateZeroDDIMInversion"]
-        ks, = by_type["KSamplerAdvanced"]
-        assert inv["steps"] == ks["steps"] == 50
-        assert (ks["add_noise"], ks["cfg"], ks["sampler_name"], ks["scheduler"], ks["start_at_step"],
-                ks["end_at_step"], ks["return_with_leftover_noise"]) == ("disable", 7.5, "ddim", "ddim_uniform", 0, 10000, "disable")
+        sampler, = by_type["SamplerCustom"]
+        assert inv["steps"] == 50
+        assert (sampler["add_noise"], sampler["cfg"]) == (False, 7.5)
+        assert api[sampler["sampler"][0]]["inputs"]["sampler_name"] == "ddim"
         fusion, = by_type["FateZeroAttentionFusion"]
         assert (fusion["cross_replace_steps"], fusion["self_replace_steps"], fusion["mapping"], fusion["reweight"]) == \
             (w["cross"], w["self_"], w["mapping"], w["reweight"])
@@ -79,7 +83,7 @@ def test_authors_settings_are_shipped():
         src = inv["source_conditioning"][0]
         assert fusion["source_prompt"] == api[src]["inputs"]["text"]
         # the negative prompt is empty (through Apply ControlNet where there is one)
-        negative = api[ks["negative"][0]]
+        negative = api[sampler["negative"][0]]
         if negative["class_type"] == "ControlNetApplyAdvanced":
             negative = api[negative["inputs"]["negative"][0]]
         assert negative["inputs"]["text"] == ""
@@ -103,12 +107,12 @@ def test_controlnet_steers_the_edit_not_the_inversion():
     apply_id, cnet = one("ControlNetApplyAdvanced")
     _, inv = one("FateZeroDDIMInversion")
     _, fusion = one("FateZeroAttentionFusion")
-    _, ks = one("KSamplerAdvanced")
+    _, sampler = one("SamplerCustom")
     assert cnet_loader["control_net_name"].endswith(".pth") and "sd15" in cnet_loader["control_net_name"]
     assert (cnet["control_net"], cnet["image"]) == ([loader, 0], [video, 0]), "the hint is the loaded source frames"
     assert (cnet["strength"], cnet["start_percent"], cnet["end_percent"]) == (0.8, 0.0, 1.0)
     assert "vae" not in cnet, "an SD1.5 ControlNet takes no VAE"
-    assert (ks["positive"], ks["negative"]) == ([apply_id, 0], [apply_id, 1])
+    assert (sampler["positive"], sampler["negative"]) == ([apply_id, 0], [apply_id, 1])
     # the encoders read the same text nodes as the fusion node
     target, negative = api[cnet["positive"][0]], api[cnet["negative"][0]]
     assert target["class_type"] == "CLIPTextEncode" and target["inputs"]["text"] == fusion["target_prompt"]
@@ -117,6 +121,42 @@ def test_controlnet_steers_the_edit_not_the_inversion():
     assert source["class_type"] == "CLIPTextEncode", "the inversion takes the plain source encoding"
     assert source["inputs"]["text"] == fusion["source_prompt"]
     assert fusion["model"] == inv["model"] and api[inv["model"][0]]["class_type"] == "CheckpointLoaderSimple"
+
+
+def _decoded_sampler(api: dict) -> tuple[str, int]:
+    """(node id, output slot) of the LATENT that VAE Decode decodes: the edit's sampler."""
+    decode, = [n["inputs"] for n in api.values() if n["class_type"] == "VAEDecode"]
+    node_id, slot = decode["samples"]
+    return node_id, slot
+
+
+def _only(api: dict, kind: str) -> str:
+    ids = [k for k, n in api.items() if n["class_type"] == kind]
+    assert len(ids) == 1, f"{kind}: {ids}"
+    return ids[0]
+
+
+@pytest.mark.parametrize("name", wf.NAMES)
+def test_workflow_samples_on_the_inversions_edit_sigmas(name):
+    """The edit is SamplerCustom on the inversion's edit_sigmas (the authors' schedule, ending at
+    alphas_cumprod[0]) with the fused MODEL, the inverted latent, KSamplerSelect ddim, add_noise
+    off and CFG 7.5; its 'output' is decoded; the steps are set on the inversion only."""
+    api = wf.load(wf.api_path(name))
+    inv, fusion = _only(api, "FateZeroDDIMInversion"), _only(api, "FateZeroAttentionFusion")
+    sampler_id, slot = _decoded_sampler(api)
+    sampler = api[sampler_id]
+    assert sampler["class_type"] == "SamplerCustom", f"the decoded latent comes from {sampler['class_type']}"
+    assert slot == 0, "decode SamplerCustom's 'output', not its 'denoised_output'"
+    inputs = sampler["inputs"]
+    assert inputs["sigmas"] == [inv, 2], "the sampler's sigmas must be the inversion's edit_sigmas"
+    assert (inputs["model"], inputs["latent_image"]) == ([fusion, 0], [inv, 0])
+    assert (inputs["add_noise"], inputs["cfg"]) == (False, 7.5)
+    select = api[inputs["sampler"][0]]
+    assert (select["class_type"], select["inputs"]) == ("KSamplerSelect", {"sampler_name": "ddim"})
+    assert [k for k, n in api.items() if "steps" in n["inputs"]] == [inv], "steps are set on the inversion only"
+    assert not {n["class_type"] for n in api.values()} & {"KSampler", "KSamplerAdvanced", "SamplerCustomAdvanced"}
+    note, = [n["widgets_values"][0] for n in wf.load(wf.ui_path(name))["nodes"] if n["type"] == "Note"]
+    assert "ONE place to set the steps" in note and "edit_sigmas" in note
 
 
 @pytest.mark.parametrize("name", wf.NAMES)
@@ -133,8 +173,8 @@ def test_validation_catches_broken_graphs(object_info):
     broken[fusion]["inputs"]["mapping"] = "swap"
     del broken[fusion]["inputs"]["cross_replace_steps"]
     broken[fusion]["inputs"]["blend_mask"] = ["1", 0]
-    ks = next(k for k, n in broken.items() if n["class_type"] == "KSamplerAdvanced")
-    broken[ks]["inputs"]["steps"] = 0
+    inv = next(k for k, n in broken.items() if n["class_type"] == "FateZeroDDIMInversion")
+    broken[inv]["inputs"]["steps"] = 0
     broken["99"] = {"class_type": "FateZeroNoSuchNode", "inputs": {}}
     problems = "\n".join(wf.validate_api(broken, object_info))
     for expected in ("'swap' is not one of", "'cross_replace_steps' is missing", "wants FATEZERO_BLEND",
@@ -157,11 +197,11 @@ def test_ui_file_and_api_file_are_the_same_graph(name, object_info):
 def test_ui_comparison_catches_drift(object_info):
     ui = wf.load(wf.ui_path("fatezero_style_edit"))
     api = wf.api_graph(wf.load(wf.api_path("fatezero_style_edit")), object_info)
-    ks = next(n for n in ui["nodes"] if n["type"] == "KSamplerAdvanced")
-    ks["widgets_values"][3] = 49          # steps, after noise_seed and its control value
+    sampler = next(n for n in ui["nodes"] if n["type"] == "SamplerCustom")
+    sampler["widgets_values"][3] = 7.0    # cfg, after add_noise, noise_seed and its control value
     diffs = wf.graph_differences(wf.ui_graph(ui, object_info), api)
-    assert diffs == ["node 11 (KSamplerAdvanced) input 'steps': UI 49 != API 50"]
-    ks["widgets_values"].pop(2)           # drop the control_after_generate value
+    assert diffs == ["node 11 (SamplerCustom) input 'cfg': UI 7.0 != API 7.5"]
+    sampler["widgets_values"].pop(2)      # drop the control_after_generate value
     with pytest.raises(AssertionError, match="control_after_generate"):
         wf.ui_graph(ui, object_info)
 
@@ -245,3 +285,87 @@ def test_controlnet_workflow_runs_the_random_controlnet(server, run, controlnet_
     plain, _ = _video_of(server, *run("fatezero_local_edit"))
     diff = np.abs(np.stack(controlled).astype(float) - np.stack(plain).astype(float)).mean()
     assert diff > 2.0, f"the ControlNet hardly changed the edit (mean |difference| {diff:.2f} of 255)"
+
+
+# -- the sigmas the shipped graph samples on, in process ----------------------------------------
+def _evaluate(api: dict, node_id: str, node_classes: dict, outputs: dict) -> tuple:
+    """The outputs of one node of an API graph, computed in process by the node's own function
+    (upstream nodes first, each once; ``outputs`` caches them by node id)."""
+    from comfy_api.internal import _ComfyNodeInternal
+    if node_id not in outputs:
+        node = api[node_id]
+        cls = node_classes[node["class_type"]]
+        kwargs = {name: _evaluate(api, value[0], node_classes, outputs)[value[1]] if isinstance(value, list) else value
+                  for name, value in node["inputs"].items()}
+        if issubclass(cls, _ComfyNodeInternal):  # a V3 node (SamplerCustom, KSamplerSelect, primitives)
+            outputs[node_id] = tuple(cls.execute(**kwargs).args)
+        else:
+            outputs[node_id] = tuple(getattr(cls(), cls.FUNCTION)(**kwargs))
+    return outputs[node_id]
+
+
+def test_style_workflow_samples_to_alphas_cumprod_0(build, sd15, checkpoint_name, comfy_nodes, tmp_path, monkeypatch):
+    """The shipped style graph (test size) run in process up to its sampler: the sigmas the
+    sampler actually walks are the inversion node's edit_sigmas output and end at the model's
+    alphas_cumprod[0] sigma, as the authors' schedule does. KSamplerAdvanced in its place (the
+    alternative) runs too, on the same grid ending at 0: the check tells the two apart."""
+    import comfy.samplers
+    import folder_paths
+    import host
+    import torch
+
+    api = build.resize(wf.load(wf.api_path("fatezero_style_edit")), ckpt_name=checkpoint_name, **TEST_SIZE)
+    inv, loader = _only(api, "FateZeroDDIMInversion"), _only(api, "CheckpointLoaderSimple")
+    sampler_id, _ = _decoded_sampler(api)
+    assert api[loader]["inputs"]["ckpt_name"] == checkpoint_name
+    outputs = {loader: tuple(sd15)}  # the test checkpoint through the real CheckpointLoaderSimple
+    authors_end = float(sd15[0].get_model_object("model_sampling").sigmas[0])
+    assert authors_end > 0
+
+    used = []
+    original = comfy.samplers.CFGGuider.sample
+
+    def recording(self, noise, latent_image, sampler, sigmas, *args, **kwargs):
+        used.append(sigmas.detach().cpu().clone())
+        return original(self, noise, latent_image, sampler, sigmas, *args, **kwargs)
+
+    monkeypatch.setattr(comfy.samplers.CFGGuider, "sample", recording)
+
+    def run_sampler(graph, cache):
+        """(the sigmas the sampler node sampled on, its output latent)."""
+        for value in graph[sampler_id]["inputs"].values():
+            if isinstance(value, list):
+                _evaluate(graph, value[0], comfy_nodes.NODE_CLASS_MAPPINGS, cache)
+        used.clear()  # the inversion samples too; keep only the sampler node's call
+        latent = _evaluate(graph, sampler_id, comfy_nodes.NODE_CLASS_MAPPINGS, cache)[0]["samples"]
+        assert len(used) == 1, f"the sampler node sampled {len(used)} times"
+        assert torch.isfinite(latent).all()
+        return used[0], latent
+
+    (tmp_path / "input").mkdir()
+    shutil.copy(host.test_clip("bikes.mp4"), tmp_path / "input" / "bikes.mp4")
+    old_input = folder_paths.get_input_directory()
+    folder_paths.set_input_directory(str(tmp_path / "input"))
+    try:
+        sigmas, edited = run_sampler(api, outputs)
+        alternative = copy.deepcopy(api)
+        edit = api[sampler_id]["inputs"]
+        alternative[sampler_id] = {"class_type": "KSamplerAdvanced", "inputs": {
+            "model": edit["model"], "add_noise": "disable", "noise_seed": 0, "steps": TEST_SIZE["steps"],
+            "cfg": edit["cfg"], "sampler_name": "ddim", "scheduler": "ddim_uniform", "positive": edit["positive"],
+            "negative": edit["negative"], "latent_image": edit["latent_image"], "start_at_step": 0,
+            "end_at_step": 10000, "return_with_leftover_noise": "disable"}}
+        ks_sigmas, ks_edited = run_sampler(alternative, {k: v for k, v in outputs.items() if k != sampler_id})
+    finally:
+        folder_paths.set_input_directory(old_input)
+
+    assert float(sigmas[-1]) == authors_end, \
+        f"the edit ends at sigma {float(sigmas[-1])}, not at alphas_cumprod[0]'s sigma {authors_end}"
+    assert len(sigmas) == TEST_SIZE["steps"] + 1
+    edit_sigmas = outputs[inv][2]
+    assert float(edit_sigmas[-1]) == authors_end
+    assert torch.equal(sigmas, edit_sigmas.cpu()), "the sampler walked other sigmas than the inversion's edit_sigmas"
+    assert api[sampler_id]["inputs"].get("sigmas") == [inv, 2], "the graph must route edit_sigmas to the sampler"
+    # the alternative: the same grid, ending at 0
+    assert torch.allclose(ks_sigmas[:-1], sigmas[:-1]) and float(ks_sigmas[-1]) == 0.0
+    assert not torch.equal(ks_edited, edited), "ending at 0 instead of alphas_cumprod[0] changes the last step"

@@ -49,13 +49,13 @@ TYPES = {
                                (("CONDITIONING", "CONDITIONING"),)),
     "VAEEncode": NodeType("VAE Encode", (("pixels", "IMAGE", R), ("vae", "VAE", R)), (("LATENT", "LATENT"),)),
     "VAEDecode": NodeType("VAE Decode", (("samples", "LATENT", R), ("vae", "VAE", R)), (("IMAGE", "IMAGE"),)),
-    "KSamplerAdvanced": NodeType(
-        "KSampler (Advanced)",
-        (("model", "MODEL", R), ("add_noise", "COMBO", R), ("noise_seed", "INT", R), ("steps", "INT", R),
-         ("cfg", "FLOAT", R), ("sampler_name", "COMBO", R), ("scheduler", "COMBO", R),
-         ("positive", "CONDITIONING", R), ("negative", "CONDITIONING", R), ("latent_image", "LATENT", R),
-         ("start_at_step", "INT", R), ("end_at_step", "INT", R), ("return_with_leftover_noise", "COMBO", R)),
-        (("LATENT", "LATENT"),), seed_control=("noise_seed",)),
+    "KSamplerSelect": NodeType("KSamplerSelect", (("sampler_name", "COMBO", R),), (("SAMPLER", "SAMPLER"),)),
+    "SamplerCustom": NodeType(
+        "SamplerCustom",
+        (("model", "MODEL", R), ("add_noise", "BOOLEAN", R), ("noise_seed", "INT", R), ("cfg", "FLOAT", R),
+         ("positive", "CONDITIONING", R), ("negative", "CONDITIONING", R), ("sampler", "SAMPLER", R),
+         ("sigmas", "SIGMAS", R), ("latent_image", "LATENT", R)),
+        (("output", "LATENT"), ("denoised_output", "LATENT")), seed_control=("noise_seed",)),
     "CreateVideo": NodeType("Create Video", (("images", "IMAGE", R), ("fps", "FLOAT", R), ("audio", "AUDIO", O)),
                             (("VIDEO", "VIDEO"),)),
     "SaveVideo": NodeType("Save Video", (("video", "VIDEO", R), ("filename_prefix", "STRING", R),
@@ -173,11 +173,18 @@ def edit_graph(*, source: str, target: str, cross: float, self_: float, mapping:
               "self_replace_steps": self_, "mapping": mapping, "reweight": reweight, "cross_replace_words": cross_words},
              {"model": (1, 0), "attention_store": (9, 1), "clip": (1, 1), "source_prompt": (4, 0),
               "target_prompt": (5, 0)}),
-        Node(11, "KSamplerAdvanced", (X3 + 20, 450), (380, 334),
-             {"add_noise": "disable", "noise_seed": 0, "steps": 50, "cfg": 7.5, "sampler_name": "ddim",
-              "scheduler": "ddim_uniform", "start_at_step": 0, "end_at_step": 10000,
-              "return_with_leftover_noise": "disable"},
-             {"model": (10, 0), "positive": (7, 0), "negative": (8, 0), "latent_image": (9, 0)}),
+        # SamplerCustom, not SamplerCustomAdvanced: one node holds what the edit sets (add_noise off, CFG,
+        # prompts, the fused MODEL, the inverted latent, the inversion's sigmas) and a KSamplerSelect picks
+        # ddim; SamplerCustomAdvanced would need DisableNoise and CFGGuider nodes too, four nodes for the
+        # same sampling. The sigmas come from the inversion (edit_sigmas), so the editing schedule ends at
+        # alphas_cumprod[0] as the authors' does (KSamplerAdvanced ends at sigma 0) and steps are set once.
+        Node(11, "SamplerCustom", (X3 + 20, 560), (380, 270),
+             {"add_noise": False, "noise_seed": 0, "cfg": 7.5},
+             {"model": (10, 0), "positive": (7, 0), "negative": (8, 0), "sampler": (20, 0), "sigmas": (9, 2),
+              "latent_image": (9, 0)},
+             title="SamplerCustom (edit on the inversion's sigmas)"),
+        Node(20, "KSamplerSelect", (X3 + 20, 450), (380, 58), {"sampler_name": "ddim"},
+             title="KSamplerSelect (ddim)"),
         # 5. decode and save
         Node(12, "VAEDecode", (X4 + 20, 80), (210, 46), links={"samples": (11, 0), "vae": (1, 2)}),
         Node(13, "CreateVideo", (X4 + 20, 170), (300, 78), {"fps": 30.0}, {"images": (12, 0), "fps": (2, 1)}),
@@ -188,7 +195,7 @@ def edit_graph(*, source: str, target: str, cross: float, self_: float, mapping:
         Group("1. Model and video", (X0, 0, 400, 910), GROUP_COLORS["input"]),
         Group("2. Prompts", (X1, 0, 440, 770), GROUP_COLORS["prompts"]),
         Group("3. Invert (capture attention)", (X2, 0, 440, 330), GROUP_COLORS["invert"]),
-        Group("4. Edit (fused attention)", (X3, 0, 420, 820), GROUP_COLORS["edit"]),
+        Group("4. Edit (fused attention)", (X3, 0, 420, 870), GROUP_COLORS["edit"]),
         Group("5. Decode and save", (X4, 0, 440, 850), GROUP_COLORS["save"]),
     ]
     if blend is not None:
@@ -224,15 +231,21 @@ the FateZero nodes, which check that it is the prompt the video was inverted wit
 - Negative prompt: empty, as in the authors' runs.
 
 FateZero DDIM Inversion
-- steps 50 (the authors'; 10 is their fast setting for style edits). KSampler (Advanced) must use \
-the SAME number of steps.
+- steps 50 (the authors'; 10 is their fast setting for style edits). This is the ONE place to set \
+the steps: the edit takes them from the inversion's edit_sigmas output, so the sampler has no steps \
+of its own.
 - temporal_mode middle, temporal_min_channels 640: each frame's self-attention takes keys and values \
 from the middle frame in the wide UNet blocks (the authors' style/attribute setting).
 - video_groupnorm true, clean_sigma alphas_cumprod[0]: as in the authors' code.
 
-KSampler (Advanced): add_noise disable (the inverted latent is the noise; the seed is unused), \
-steps = inversion steps, cfg 7.5, sampler ddim, scheduler ddim_uniform, start_at_step 0, \
-end_at_step 10000, return_with_leftover_noise disable. Other samplers do not match the inversion.
+SamplerCustom: sigmas = the inversion's edit_sigmas (the inversion's steps on the ddim_uniform \
+grid, ending at alphas_cumprod[0] as the authors' schedule does), sampler = KSamplerSelect ddim, \
+latent_image = the inverted latent, model = the fusion node's MODEL, add_noise false (the inverted \
+latent is the noise; the seed is unused), cfg 7.5. Other samplers do not match the inversion.
+Alternative: KSampler (Advanced) with add_noise disable, the inversion's steps, sampler ddim, \
+scheduler ddim_uniform, start_at_step 0, end_at_step 10000 also works, but its schedule ends at \
+sigma 0 instead of alphas_cumprod[0] (a small difference in the last step), and its steps must be \
+kept equal to the inversion's by hand.
 
 Create Video takes its fps from Load Video's frame_rate; Save Video writes an mp4."""
 
@@ -315,7 +328,7 @@ def local_edit() -> Workflow:
 
 
 CONTROLNET_NOTE = f"""\
-ControlNet (Load ControlNet Model -> Apply ControlNet -> KSampler (Advanced))
+ControlNet (Load ControlNet Model -> Apply ControlNet -> SamplerCustom)
 - Load ControlNet Model: an SD1.5 ControlNet from ComfyUI/models/controlnet ({CONTROLNET} is a \
 placeholder name: pick yours).
 - Apply ControlNet takes the TARGET prompt's encoding (positive) and the negative prompt's, and its two \
@@ -491,7 +504,8 @@ def resize(api: dict, *, ckpt_name: str | None = None, control_net_name: str | N
            steps: int | None = None, video: str | None = None, prefix: str | None = None) -> dict:
     """A copy of an API-format workflow with its size, steps, model files or output prefix changed.
 
-    ``steps`` is set in the inversion and the sampler together (they must match);
+    ``steps`` is set in the inversion only: the sampler (SamplerCustom) takes its steps from the
+    inversion's edit_sigmas output;
     ``prefix`` replaces the ``fatezero/`` part of every save node's filename_prefix."""
     api = copy.deepcopy(api)
     for node in api.values():
@@ -504,7 +518,7 @@ def resize(api: dict, *, ckpt_name: str | None = None, control_net_name: str | N
             for key, value in (("width", width), ("height", height), ("frame_count", frames), ("video", video)):
                 if value is not None:
                     inputs[key] = value
-        elif kind in ("FateZeroDDIMInversion", "KSamplerAdvanced") and steps is not None:
+        elif kind == "FateZeroDDIMInversion" and steps is not None:
             inputs["steps"] = steps
         elif kind in ("SaveVideo", "SaveImage") and prefix is not None:
             inputs["filename_prefix"] = prefix + inputs["filename_prefix"].split("/", 1)[-1]
