@@ -262,7 +262,8 @@ def blend_level_hw(layers: list[AttnLayer], latent_hw: tuple[int, int]) -> tuple
 def pack_store(layers: list[AttnLayer], frames: int, latent_hw: tuple[int, int], steps: int,
                context_tokens: int = CONTEXT_TOKENS) -> dict:
     """The pack's store (fatezero_attn/store.py): sigmas fp32 [steps+1], trajectory fp32
-    [steps, frames, 4, h, w], source context fp32 [1, 77, dim], cross maps fp16 [steps, frames, h/4, w/4, 77]."""
+    [steps, frames, 4, h, w], source context fp32 [1, 77, dim], the inversion call's conditioning
+    (a text-only prompt: one row, fp32 [1, 77, dim]), cross maps fp32 [steps, frames, h/4, w/4, 77]."""
     h, w = latent_hw
     bh, bw = blend_level_hw(layers, latent_hw)
     dim = layers[0].context_dim
@@ -270,7 +271,8 @@ def pack_store(layers: list[AttnLayer], frames: int, latent_hw: tuple[int, int],
         "sigmas": (steps + 1) * 4,
         "trajectory": steps * frames * LATENT_CHANNELS * h * w * 4,
         "source_context": context_tokens * dim * 4,
-        "cross_maps": steps * frames * bh * bw * context_tokens * 2,
+        "source_conds": context_tokens * dim * 4,
+        "cross_maps": steps * frames * bh * bw * context_tokens * 4,
     }
     total = sum(parts.values())
     return {"frames": frames, "steps": steps, "latent_hw": [h, w], "parts": parts, "bytes": total,
@@ -906,7 +908,8 @@ def print_report(rep: dict, args, out_path: Path) -> None:
           "spatio-temporal keys in blocks of >= 640 channels:")
     p = ref["pack"]
     print(f"  pack: {fmt_bytes(p['bytes'])} = trajectory {fmt_bytes(p['parts']['trajectory'])} + cross maps "
-          f"{fmt_bytes(p['parts']['cross_maps'])} {p['cross_maps_shape']} + context {fmt_bytes(p['parts']['source_context'])}")
+          f"{fmt_bytes(p['parts']['cross_maps'])} {p['cross_maps_shape']} + context and conditioning "
+          f"{fmt_bytes(p['parts']['source_context'] + p['parts']['source_conds'])}")
     rows = [[m, fmt_bytes(o["self_bytes"]), fmt_bytes(o["cross_bytes"]), fmt_bytes(o["bytes"]), f"{ref['ratio'][m] * 100:.3f}%"]
             for m, o in ref["original"].items()]
     print(table(rows, ["original, mode", "self maps", "cross maps", "total", "pack/original"]))
