@@ -519,7 +519,13 @@ class FateZeroPatch:
         cond = [r for r, role in enumerate(fz["roles"]) if role == "cond"]
         if not (fusable and cond and fz["source"] is not None and step < plan.window(attn)):
             return self._unfused(q, k, v, kt, vt, heads, earlier, gathered, extra)
-        q_src, k_src = fz["source"].qk[(attn, key)]
+        q_src, k_src = fz["source"].qk.get((attn, key), (None, None))
+        if q_src is None or q_src.shape[1] != q.shape[1]:
+            raise FateZeroError(
+                f"{self.node}: at {attn} of block {key} the edit has {q.shape[1]} query positions and the source row "
+                f"{'none' if q_src is None else q_src.shape[1]}: a node applied after {self.node} changes the UNet's "
+                "resolution inside the model (e.g. Kohya Deep Shrink, token merging). Apply it before the inversion "
+                f"and {self.node}, or leave it out. On the sampler node: connect {self.node}'s MODEL output.")
         attend = lambda q_, k_, v_, h_: self._plain(q_, k_, v_, h_, extra)
         keep = None
         if attn == "attn1":

@@ -494,3 +494,14 @@ def test_a_later_patch_that_calls_the_packs_own_is_composed_once(node, pack, pla
         fused.set_model_attn1_replace(wrapping, *key)
     out = sample(node, fused, g, latent)
     assert torch.isfinite(out).all() and calls
+
+
+def test_a_resolution_patch_after_the_fusion_node_stops_sampling(node, plain_graph):
+    """Kohya Deep Shrink on the fusion node's output changes the edit rows' query lengths only."""
+    g, latent, store = plain_graph
+    fused = fuse(node, g, store, 0.8, 0.8)
+    shrunk = node("PatchModelAddDownscale").execute(model=fused, block_number=1, downscale_factor=2.0,
+                                                    start_percent=0.0, end_percent=1.0, downscale_after_skip=True,
+                                                    downscale_method="bicubic", upscale_method="bicubic").result[0]
+    expect_error(lambda: sample(node, shrunk, g, latent), "FateZero Attention Fusion", "query positions",
+                 "Deep Shrink", "On the sampler node")
