@@ -56,11 +56,6 @@ class FateZeroError(ValueError):
     """A user-facing error: the message names the node, the input and the fix."""
 
 
-def model_id(model_patcher) -> str:
-    """A digest of everything that can change the MODEL's UNet call (see ``model_state``)."""
-    return model_state.digest(model_state.describe(model_patcher))
-
-
 def attention_blocks(diffusion_model) -> list[tuple[str, int, int]]:
     """Every ``(block, number, transformer_index)`` with a transformer in the UNet."""
     keys = []
@@ -508,10 +503,10 @@ class FateZeroPatch:
         vt = temporal.gather_frames(v, chunk, self.temporal_mode) if gathered else v
         plan = self.fusion
         fusable = plan is not None and step is not None and q.shape[1] <= plan.max_query
-        if attn == "attn2" and self._is_blend_level(extra):
+        if attn == "attn2" and (fz["capture"] is not None or fz["target"]) and self._is_blend_level(extra):
             if fz["capture"] is not None:  # the first positive chunk (a guidance patch may add negative rows)
-                rows = slice(fz["roles"].index("cond") * chunk, (fz["roles"].index("cond") + 1) * chunk)
-                self._capture(fz["capture"], q[rows], k[rows], heads, extra)
+                first = fz["roles"].index("cond") * chunk
+                self._capture(fz["capture"], q[first:first + chunk], k[first:first + chunk], heads, extra)
             if fz["target"]:
                 self._capture_target(q, k, heads, extra, fz)
         if fz["roles"] == ["source"]:
