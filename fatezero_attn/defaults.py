@@ -59,3 +59,4 @@ TEMPORAL_MIN_CHANNELS = 640
 VIDEO_GROUPNORM = True
 CROSS_REPLACE_STEPS = 0.8
 SELF_REPLACE_STEPS = 0.8
+CACHE_REPLACE_STEPS = 0.8  # the cache covers fusion fractions up to the authors' largest

@@ -43,6 +43,7 @@ from .defaults import FUSE_MAX_QUERY
 from .fusion import attention_probs, cross_weights, fused_cross_attention, fused_self_attention
 from .masks import BlendMask, blend_latents, latent_blend_window, threshold_mask, word_maps
 from .schedule import edit_step
+from .source_cache import SourceCache
 from .store import AttentionStore
 
 log = logging.getLogger("FateZero")
@@ -178,6 +179,7 @@ class Recorder:
     cross_sum: dict = field(default_factory=dict)
     cross_count: dict = field(default_factory=dict)
     conds: dict | None = None         # per-row tensors of the inversion's call (c_crossattn, c_concat, y, ...)
+    cache: SourceCache | None = None  # cache mode: the fused layers' q and k (source_cache.py)
     had_control: bool = False
     pending: int | None = None        # call j whose UNet input was just recorded
 
@@ -419,6 +421,9 @@ class FateZeroPatch:
         store = plan.store
         j = store.info.steps - 1 - step
         x = args["input"]
+        if store.cached(step):  # cache mode: the inversion kept this call's tensors
+            plan.source = SourceAttention(step, store.cache.read(j, x.device))
+            return plan.source
         src_x = store.unet_inputs[j].to(x)
         t = torch.full((store.info.frames,), float(store.sigmas[j + 1]), device=x.device)  # the inversion's sigma
         c = store.source_inputs(x.device)
@@ -509,6 +514,11 @@ class FateZeroPatch:
                 self._capture(fz["capture"], q[first:first + chunk], k[first:first + chunk], heads, extra)
             if fz["target"]:
                 self._capture_target(q, k, heads, extra, fz)
+        rec = self.recorder
+        if (fz["capture"] is not None and rec.cache is not None and fz["capture"] in rec.cache.calls
+                and q.shape[1] <= FUSE_MAX_QUERY):
+            first = fz["roles"].index("cond") * chunk
+            rec.cache.keep(fz["capture"], attn, key, q[first:first + chunk], k[first:first + chunk])
         if fz["roles"] == ["source"]:
             return self._source_layer(attn, key, q, k, v, kt, vt, earlier, gathered, extra)
         cond = [r for r, role in enumerate(fz["roles"]) if role == "cond"]

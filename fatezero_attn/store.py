@@ -14,6 +14,9 @@ To repeat the inversion's call exactly, the store also keeps that call's per-row
 conditioning as ComfyUI built it (``c_crossattn``, and ``c_concat`` for inpainting
 models, ``y`` for ADM models, ...) and a description of the MODEL it ran with
 (``model_state``): weights, LoRA and other patches, so a different MODEL is refused by name.
+
+In ``cache`` mode the store also holds the source row's fused-layer queries and keys
+(``source_cache``), so the edit need not run the source row at the cached steps.
 """
 from __future__ import annotations
 
@@ -23,7 +26,10 @@ from pathlib import Path
 
 import torch
 
-FORMAT_VERSION = 2  # 2: the inversion call's conditioning and the MODEL's parts
+from .source_cache import SourceCache
+
+FORMAT_VERSION = 3  # 2: the inversion call's conditioning and the MODEL's parts; 3: store mode and source cache
+READS_VERSIONS = (2, 3)  # a version 2 file is a recompute-mode store
 
 
 @dataclass
@@ -40,6 +46,8 @@ class StoreInfo:
     model_parts: dict = field(default_factory=dict)  # model_state.describe() of the inversion's MODEL
     source_control: bool = False  # the inversion's conditioning carried a ControlNet / T2I-Adapter
     steps_input: int = 0  # the inversion node's steps input (ddim_uniform may make one more step)
+    store_mode: str = "recompute"  # or "cache" (source_cache.py)
+    cache_steps: int = 0  # cache mode: edit steps k < cache_steps read the source cache
     format_version: int = FORMAT_VERSION
 
 
@@ -53,6 +61,7 @@ class AttentionStore:
     # per-row tensors of the inversion's UNet call (c_crossattn, c_concat, y, ...): [frames, ...],
     # or [1, ...] when every frame's row is the same (the prompt's context)
     source_conds: dict = field(default_factory=dict)
+    cache: SourceCache | None = None
     extra: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -71,7 +80,17 @@ class AttentionStore:
 
     def nbytes(self) -> int:
         tensors = [self.sigmas, self.unet_inputs, self.source_context, self.cross_maps, *self.source_conds.values()]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return sum(t.numel() * t.element_size() for t in tensors) + (self.cache.nbytes() if self.cache else 0)
+
+    def cached(self, step: int) -> bool:
+        """Whether edit step ``step`` reads the source cache rather than running the source row."""
+        return self.cache is not None and self.info.steps - 1 - step in self.cache.calls
+
+    def without_cache(self) -> "AttentionStore":
+        """The same store in recompute mode (shares every tensor)."""
+        from dataclasses import replace
+        return replace(self, info=replace(self.info, store_mode="recompute", cache_steps=0), cache=None,
+                       extra=dict(self.extra))
 
     # -- files ----------------------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -79,7 +98,8 @@ class AttentionStore:
         meta = {"fatezero_store": json.dumps(asdict(self.info))}
         tensors = {"sigmas": self.sigmas, "unet_inputs": self.unet_inputs,
                    "source_context": self.source_context, "cross_maps": self.cross_maps,
-                   **{f"cond.{k}": v for k, v in self.source_conds.items()}}
+                   **{f"cond.{k}": v for k, v in self.source_conds.items()},
+                   **(self.cache.tensors() if self.cache else {})}
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
 
     @classmethod
@@ -96,19 +116,23 @@ class AttentionStore:
             raise ValueError("this safetensors file is not a FateZero attention store")
         raw = json.loads(meta["fatezero_store"])
         version = raw.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"store format version {version}, this pack reads version {FORMAT_VERSION} (version 2 "
+        if version not in READS_VERSIONS:
+            raise ValueError(f"store format version {version}, this pack reads versions {READS_VERSIONS} (version 2 "
                              "records the inversion's conditioning and LoRAs, which older files lack); "
                              "run the inversion again with this version of the pack")
-        info = StoreInfo(**{**raw, "latent_hw": tuple(raw["latent_hw"])})
+        info = StoreInfo(**{**raw, "latent_hw": tuple(raw["latent_hw"]), "format_version": FORMAT_VERSION})
         missing = {"sigmas", "unet_inputs", "source_context", "cross_maps"} - tensors.keys()
         if missing:
             raise ValueError(f"the file lacks {sorted(missing)}")
         conds = {k[len("cond."):]: v for k, v in tensors.items() if k.startswith("cond.")}
         if "c_crossattn" not in conds:
             raise ValueError("the file lacks the inversion's conditioning (cond.c_crossattn)")
+        cache = None
+        if info.store_mode == "cache":
+            cache = SourceCache(info.frames, info.temporal_mode, info.temporal_min_channels, info.cache_steps)
+            cache.load_tensors({k: v for k, v in tensors.items() if k.startswith("cache.")})
         store = cls(info, tensors["sigmas"], tensors["unet_inputs"], tensors["source_context"], tensors["cross_maps"],
-                    conds)
+                    conds, cache)
         store.check_consistent()
         return store
 
@@ -125,5 +149,11 @@ class AttentionStore:
         bad = [k for k, v in self.source_conds.items() if v.shape[0] not in (1, i.frames)]
         if bad:
             raise ValueError(f"the inversion's conditioning {bad} does not have one row per frame ({i.frames})")
+        if self.cache is not None:
+            wanted = set(range(i.steps - i.cache_steps, i.steps))
+            if set(self.cache.calls) != wanted or len({len(c) for c in self.cache.calls.values()}) > 1:
+                raise ValueError(f"the source cache holds calls {sorted(self.cache.calls)} (with "
+                                 f"{sorted({len(c) for c in self.cache.calls.values()})} layers), metadata says "
+                                 f"the last {i.cache_steps} of {i.steps}")
         if not bool(torch.isfinite(self.unet_inputs).all()):
             raise ValueError("the latent trajectory holds non-finite values")

@@ -32,6 +32,11 @@ def source_frames(mode: str, frames: int) -> list[list[int]]:
     raise ValueError(f"unknown spatio-temporal mode {mode!r}; expected one of {MODES}")
 
 
+def read_frames(mode: str, frames: int) -> list[int]:
+    """The frames whose keys and values some frame reads (``middle``: the middle frame alone)."""
+    return sorted({s for src in source_frames(mode, frames) for s in src})
+
+
 def gather_frames(t: torch.Tensor, frames: int, mode: str) -> torch.Tensor:
     """Keys or values ``[chunks*frames, tokens, dim]`` -> ``[chunks*frames, len(src)*tokens, dim]``.
 
@@ -44,3 +49,11 @@ def gather_frames(t: torch.Tensor, frames: int, mode: str) -> torch.Tensor:
     video = t.view(b // frames, frames, n, d)
     picked = video[:, index]  # [chunks, frames, f, tokens, dim]
     return picked.reshape(b, index.shape[1] * n, d)
+
+
+def gather_read_frames(read: torch.Tensor, frames: int, mode: str) -> torch.Tensor:
+    """``gather_frames`` of one chunk given only its ``read_frames`` rows ``[len(read), tokens, dim]``."""
+    position = {f: i for i, f in enumerate(read_frames(mode, frames))}
+    index = torch.tensor([[position[s] for s in src] for src in source_frames(mode, frames)], device=read.device)
+    n, d = read.shape[1:]
+    return read[index].reshape(frames, index.shape[1] * n, d)  # [frames, f, tokens, dim] -> [frames, f*tokens, dim]

@@ -93,8 +93,10 @@ def check_store_model(store: AttentionStore, model, node: str) -> None:
         "(e.g. FreeU, SAG, PAG) go on this node's output MODEL.")
 
 
-def check_store_conditioning(store: AttentionStore, node: str) -> None:
-    if store.info.source_control and store.extra.get("source_control") is None:
+def check_store_conditioning(store: AttentionStore, node: str, fused_steps: int) -> None:
+    """A store whose source row needs the inversion's ControlNet must still have it (unless cached)."""
+    recomputes = store.cache is None or fused_steps > store.info.cache_steps
+    if store.info.source_control and store.extra.get("source_control") is None and recomputes:
         raise FateZeroError(
             f"{node}: 'attention_store' was inverted with a ControlNet or T2I-Adapter on its source_conditioning and "
             "comes from a file, which cannot carry the ControlNet the source row must replay. Connect FateZero DDIM "

@@ -52,7 +52,6 @@ class FateZeroAttentionFusion:
             if not 0.0 <= value <= 1.0:
                 raise FateZeroError(f"{NODE}: '{name}' is {value}; use a fraction of the steps between 0 and 1.")
         check_store_model(store, model, NODE)
-        check_store_conditioning(store, NODE)
         check_source_prompt(clip, source_prompt, store, NODE)
         src_words, src_tokens = prompt_words(clip, source_prompt, NODE, "source_prompt")
         tgt_words, tgt_tokens = prompt_words(clip, target_prompt, NODE, "target_prompt")
@@ -82,6 +81,7 @@ class FateZeroAttentionFusion:
                                    for p in positions_of(tgt_words, tgt_tokens, w, NODE, "blend_mask's target_blend_words", "target prompt")})
         plan = FusionPlan(store, S, aligned, equalizer, windows, self_window, blend=blend_mask,
                           target_blend_positions=target_blend)
+        check_store_conditioning(store, NODE, plan.fused_steps)
         patch = FateZeroPatch(store.info.temporal_mode, store.info.temporal_min_channels, store.info.video_groupnorm,
                               fusion=plan, node=NODE)
         patched = model.clone()

@@ -10,7 +10,8 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
-from ..fatezero_attn import defaults, model_state, temporal
+from ..fatezero_attn import defaults, model_state, source_cache, temporal
+from ..fatezero_attn.layout import attention_layout
 from ..fatezero_attn.hooks import FateZeroError, FateZeroPatch, Recorder
 from ..fatezero_attn.schedule import inversion_sigmas, sample_ddim_inversion
 from ..fatezero_attn.store import AttentionStore, StoreInfo
@@ -49,10 +50,13 @@ class FateZeroDDIMInversion:
             "temporal_min_channels": ("INT", {"default": defaults.TEMPORAL_MIN_CHANNELS, "min": 0, "max": 4096, "step": 64, "tooltip": "Only blocks with at least this many channels use spatio-temporal attention (the authors: 640 or 1280); smaller blocks stay per frame."}),
             "video_groupnorm": ("BOOLEAN", {"default": defaults.VIDEO_GROUPNORM, "tooltip": "ResNet GroupNorms take statistics over all frames, as the authors' video UNet does. Off: per frame, as plain ComfyUI."}),
             "clean_sigma": (list(CLEAN_SIGMA), {"default": CLEAN_SIGMA[0], "tooltip": "Where the clean latent sits: at alphas_cumprod[0] as in the authors' code, or at sigma 0."}),
+        }, "optional": {  # optional: graphs saved before these inputs existed still validate
+            "store_mode": (list(source_cache.STORE_MODES), {"default": "auto", "tooltip": "'cache' keeps the source row's attention inputs (CPU memory, size logged) so editing costs about what plain sampling costs; 'recompute' keeps only the latent trajectory (smallest) and re-runs the source row at each fused step; 'auto' caches when it takes at most half the free memory. Both give the same edit."}),
+            "cache_replace_steps": ("FLOAT", {"default": defaults.CACHE_REPLACE_STEPS, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Cache mode: the largest cross/self_replace_steps you will use on the fusion node; the cache covers those steps (steps beyond are recomputed)."}),
         }}
 
     def invert(self, model, source_conditioning, latent, steps, temporal_mode, temporal_min_channels,
-               video_groupnorm, clean_sigma):
+               video_groupnorm, clean_sigma, store_mode="auto", cache_replace_steps=defaults.CACHE_REPLACE_STEPS):
         samples = latent["samples"]
         if samples.dim() != 4 or samples.shape[1] != 4:
             raise FateZeroError(f"{NODE}: 'latent' has shape {tuple(samples.shape)}; connect VAEEncode of an SD1 video "
@@ -80,6 +84,10 @@ class FateZeroDDIMInversion:
 
         parts = model_state.describe(model)  # before sampling: patches may keep state from a run
         recorder = Recorder(sigmas)
+        if self._store_mode(model, samples, n, store_mode, cache_replace_steps, temporal_mode,
+                            temporal_min_channels) == "cache":
+            recorder.cache = source_cache.SourceCache.for_inversion(
+                samples.shape[0], temporal_mode, temporal_min_channels, n, source_cache.cached_steps(n, cache_replace_steps))
         patch = FateZeroPatch(temporal_mode, temporal_min_channels, video_groupnorm, recorder=recorder, node=NODE)
         patched = model.clone()
         patch.install(patched)
@@ -107,15 +115,46 @@ class FateZeroDDIMInversion:
                          latent_hw=tuple(samples.shape[-2:]), temporal_mode=temporal_mode,
                          temporal_min_channels=temporal_min_channels, video_groupnorm=video_groupnorm,
                          source_context_sha1=context_sha1(context), model_parts=parts,
-                         source_control=recorder.had_control, steps_input=steps)
+                         source_control=recorder.had_control, steps_input=steps,
+                         store_mode="cache" if recorder.cache else "recompute",
+                         cache_steps=recorder.cache.steps if recorder.cache else 0)
         store = AttentionStore(info, sigmas.float(), torch.stack([recorder.unet_inputs[j] for j in range(n)]),
-                               context.detach().cpu().float(), cross.float().cpu(), recorder.conds)
+                               context.detach().cpu().float(), cross.float().cpu(), recorder.conds, recorder.cache)
         if recorder.had_control:  # replayed in the source row; lives in memory only (not in saved files)
             store.extra["source_control"] = source_conditioning[0][1].get("control")
+        if recorder.cache:
+            log.info("FateZero: source cache of %.1f MB for %d of %d steps", recorder.cache.nbytes() / 2 ** 20,
+                     recorder.cache.steps, n)
         end = sigmas[:1] if clean > 0 else sigmas.new_zeros(1)
         out = latent.copy()
         out["samples"] = inverted
         return out, store, torch.cat([sigmas[1:].flip(0), end])
+
+    @staticmethod
+    def _store_mode(model, samples, steps: int, requested: str, replace_steps: float, temporal_mode: str,
+                    min_channels: int) -> str:
+        """``recompute`` or ``cache``, from the cache's size and the memory ComfyUI reports free."""
+        if requested == "recompute":
+            return requested
+        f, _, h, w = samples.shape
+        cached = source_cache.cached_steps(steps, replace_steps)
+        layers = attention_layout(model.model.diffusion_model, (h, w))
+        base = model.model
+        dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
+        estimate = source_cache.estimate_bytes(layers, f, cached, temporal_mode, min_channels, defaults.FUSE_MAX_QUERY,
+                                               torch.empty(0, dtype=dtype).element_size())
+        free = comfy.model_management.get_free_memory(torch.device("cpu"))
+        mode = source_cache.choose_mode(requested, estimate, free)
+        if mode is None:
+            raise FateZeroError(
+                f"{NODE}: 'store_mode' cache would keep {estimate / 2 ** 30:.2f} GB of source attention in CPU memory "
+                f"({f} frames of {w * 8}x{h * 8}, {cached} cached steps) and ComfyUI reports "
+                f"{free / 2 ** 30:.2f} GB free. Choose 'recompute' or 'auto', lower 'cache_replace_steps', or load "
+                "fewer frames.")
+        if requested == "auto":
+            log.info("FateZero: store_mode auto chose %s (cache %.1f MB, %.1f MB free)", mode, estimate / 2 ** 20,
+                     free / 2 ** 20)
+        return mode
 
 
 NODE_CLASS_MAPPINGS = {"FateZeroDDIMInversion": FateZeroDDIMInversion}

@@ -31,6 +31,12 @@ def comfy_nodes(pack):
 
 
 @pytest.fixture(scope="session")
+def node(comfy_nodes):
+    """A node instance by its class name, as the executor makes it: ``node("KSampler")``."""
+    return lambda name: comfy_nodes.NODE_CLASS_MAPPINGS[name]()
+
+
+@pytest.fixture(scope="session")
 def checkpoint_dir() -> Path:
     """A models folder with the random SD1.5-detected checkpoint (and the inpainting one) in
     checkpoints/, the random ControlNet and LoRA that fit it in controlnet/ and loras/,

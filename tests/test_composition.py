@@ -117,11 +117,6 @@ COMBINATIONS = ["controlnet", "controlnet-inversion", "lora", "inpaint", "sag-be
 
 
 # -- running a graph -----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def node(comfy_nodes):
-    return lambda name: comfy_nodes.NODE_CLASS_MAPPINGS[name]()
-
-
 @contextlib.contextmanager
 def spy_on_dispatch(hooks, record):
     """Observe the pack's attention dispatcher (the pack's own code, not ComfyUI's)."""
@@ -152,7 +147,7 @@ def invert(node, pack, g: Graph):
 
     with spy_on_dispatch(pack.fatezero_attn.hooks, record):
         latent, store, _ = node("FateZeroDDIMInversion").invert(g.model, g.source, g.latent, STEPS, "per-frame", 0,
-                                                                False, "alphas_cumprod[0] (authors)")
+                                                                False, "alphas_cumprod[0] (authors)", "recompute")
     assert seen, "the spy saw no inversion call"
     return latent, store, seen
 

@@ -29,12 +29,6 @@ def files(graph_files):
 
 
 @pytest.fixture(scope="module")
-def node():
-    import nodes
-    return lambda name: nodes.NODE_CLASS_MAPPINGS[name]()
-
-
-@pytest.fixture(scope="module")
 def base(sd15):
     return sd15
 

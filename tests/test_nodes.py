@@ -18,11 +18,6 @@ def clip(checkpoint_dir, checkpoint_name):
 
 
 @pytest.fixture(scope="module")
-def node(comfy_nodes):
-    return lambda name: comfy_nodes.NODE_CLASS_MAPPINGS[name]()
-
-
-@pytest.fixture(scope="module")
 def encode(node, clip):
     return lambda text: node("CLIPTextEncode").encode(clip, text)[0]
 

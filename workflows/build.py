@@ -79,7 +79,8 @@ TYPES = {
         "FateZero DDIM Inversion",
         (("model", "MODEL", R), ("source_conditioning", "CONDITIONING", R), ("latent", "LATENT", R),
          ("steps", "INT", R), ("temporal_mode", "COMBO", R), ("temporal_min_channels", "INT", R),
-         ("video_groupnorm", "BOOLEAN", R), ("clean_sigma", "COMBO", R)),
+         ("video_groupnorm", "BOOLEAN", R), ("clean_sigma", "COMBO", R), ("store_mode", "COMBO", O),
+         ("cache_replace_steps", "FLOAT", O)),
         (("inverted_latent", "LATENT"), ("attention_store", "FATEZERO_STORE"), ("edit_sigmas", "SIGMAS"))),
     "FateZeroBlendMask": NodeType(
         "FateZero Blend Mask",
@@ -163,9 +164,9 @@ def edit_graph(*, source: str, target: str, cross: float, self_: float, mapping:
         Node(8, "CLIPTextEncode", (X1 + 20, 640), (400, 90), {"text": ""}, {"clip": (1, 1)},
              title="Encode negative prompt (empty)"),
         # 3. inversion
-        Node(9, "FateZeroDDIMInversion", (X2 + 20, 80), (400, 222),
+        Node(9, "FateZeroDDIMInversion", (X2 + 20, 80), (400, 270),
              {"steps": 50, "temporal_mode": "middle", "temporal_min_channels": 640, "video_groupnorm": True,
-              "clean_sigma": "alphas_cumprod[0] (authors)"},
+              "clean_sigma": "alphas_cumprod[0] (authors)", "store_mode": "auto", "cache_replace_steps": 0.8},
              {"model": (1, 0), "source_conditioning": (6, 0), "latent": (3, 0)}),
         # 4. fused editing
         Node(10, "FateZeroAttentionFusion", (X3 + 20, 80), (380, 322),
@@ -194,22 +195,22 @@ def edit_graph(*, source: str, target: str, cross: float, self_: float, mapping:
     groups = [
         Group("1. Model and video", (X0, 0, 400, 910), GROUP_COLORS["input"]),
         Group("2. Prompts", (X1, 0, 440, 770), GROUP_COLORS["prompts"]),
-        Group("3. Invert (capture attention)", (X2, 0, 440, 330), GROUP_COLORS["invert"]),
+        Group("3. Invert (capture attention)", (X2, 0, 440, 370), GROUP_COLORS["invert"]),
         Group("4. Edit (fused attention)", (X3, 0, 420, 870), GROUP_COLORS["edit"]),
         Group("5. Decode and save", (X4, 0, 440, 850), GROUP_COLORS["save"]),
     ]
     if blend is not None:
         n += [
-            Node(15, "FateZeroBlendMask", (X2 + 20, 420), (400, 230),
+            Node(15, "FateZeroBlendMask", (X2 + 20, 460), (400, 230),
                  {"source_prompt": source, "blend_words": blend["words"], "tau": blend["tau"],
                   "latent_blend": blend["latent_blend"], "target_blend_words": blend["target_words"]},
                  {"attention_store": (9, 1), "clip": (1, 1), "source_prompt": (4, 0)}),
-            Node(16, "MaskToImage", (X2 + 20, 690), (260, 26), links={"mask": (15, 1)}),
-            Node(17, "SaveImage", (X2 + 20, 760), (400, 360), {"filename_prefix": prefix + "_mask"},
+            Node(16, "MaskToImage", (X2 + 20, 730), (260, 26), links={"mask": (15, 1)}),
+            Node(17, "SaveImage", (X2 + 20, 800), (400, 360), {"filename_prefix": prefix + "_mask"},
                  {"images": (16, 0)}, title="Save blend mask preview"),
         ]
         n[9].links["blend_mask"] = (15, 0)
-        groups.append(Group("3b. Blend mask", (X2, 350, 440, 780),
+        groups.append(Group("3b. Blend mask", (X2, 390, 440, 780),
                             GROUP_COLORS["blend"]))
     return n, groups
 
@@ -237,6 +238,9 @@ of its own.
 - temporal_mode middle, temporal_min_channels 640: each frame's self-attention takes keys and values \
 from the middle frame in the wide UNet blocks (the authors' style/attribute setting).
 - video_groupnorm true, clean_sigma alphas_cumprod[0]: as in the authors' code.
+- store_mode auto: keeps the source row's attention inputs in CPU memory when they take at most \
+half the free memory (editing then costs about what plain sampling costs), else recomputes them \
+(smallest store). The same edit either way. cache_replace_steps 0.8 covers the fusion fractions below.
 
 SamplerCustom: sigmas = the inversion's edit_sigmas (the inversion's steps on the ddim_uniform \
 grid, ending at alphas_cumprod[0] as the authors' schedule does), sampler = KSamplerSelect ddim, \
