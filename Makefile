@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   set up the host and run the pack's main job
 #   make test   set up the host and run the tests
-.PHONY: host demo test bench
+.PHONY: host demo test bench bench-sd15
 
 host:
 	bash scripts/setup_host.sh
@@ -16,3 +16,10 @@ test:
 
 bench: host
 	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_fatezero.py'
+	@echo "SD1.5's real UNet layout at 512x512 (README, 'Memory and time'): make bench-sd15"
+
+# SD1.5's exact UNet (random weights) at 512x512, 2 frames, 5 steps, with a profile: about 40 min on 2 CPU cores
+bench-sd15: host
+	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_fatezero.py $(SD15_BENCH)'
+
+SD15_BENCH = --unet sd15 --size 512 --frames 2 --steps 5 --threads 2 --sweep-frames= --sweep-sizes= --verify-size 128 --profile

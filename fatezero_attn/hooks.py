@@ -9,7 +9,8 @@ fusion and spatio-temporal attention go through one ``FateZeroPatch`` installed 
   several positives), it runs the *source row* as its own UNet call: the inversion's
   input for this timestep with the inversion's conditioning and patches. That pass keeps
   the q and k of the fused layers and stops after the last one; the edit call is left
-  exactly as ComfyUI built it.
+  exactly as ComfyUI built it. A store in cache mode (``source_cache.py``) holds those q and k
+  from the inversion itself, and the source row does not run.
 - ``attn1`` / ``attn2`` (attention replace on every transformer block): spatio-temporal
   keys and values, capture of the blend-level cross-attention during inversion, and
   fusion of the positive (cond) rows during editing; the negative rows stay plain.
@@ -413,7 +414,8 @@ class FateZeroPatch:
             self._checked_weights = stamp
 
     def _source_attention(self, step: int, apply_model, args: dict, call_opts: dict) -> SourceAttention:
-        """Run the source row alone (the inversion's call ``N-1-step``) and keep its fused layers' q, k."""
+        """The fused layers' q, k of the inversion's call ``N-1-step``: from the store's source cache
+        when it holds that call, else by running the source row alone."""
         plan = self.fusion
         if plan.source is not None and plan.source.step == step:
             return plan.source  # a second call of the same step (several conds, PAG, ...)
@@ -423,6 +425,8 @@ class FateZeroPatch:
         x = args["input"]
         if store.cached(step):  # cache mode: the inversion kept this call's tensors
             plan.source = SourceAttention(step, store.cache.read(j, x.device))
+            if plan.fused_layers is None:  # in the order a source pass meets them, for later uncached steps
+                plan.fused_layers = list(plan.source.qk)
             return plan.source
         src_x = store.unet_inputs[j].to(x)
         t = torch.full((store.info.frames,), float(store.sigmas[j + 1]), device=x.device)  # the inversion's sigma
@@ -503,7 +507,7 @@ class FateZeroPatch:
 
     def _dispatch_rows(self, attn: str, q, k, v, extra: dict, fz: dict, key, earlier) -> torch.Tensor:
         heads, chunk, step = extra["n_heads"], fz["chunk"], fz["step"]
-        gathered = attn == "attn1" and self.temporal_mode != "per-frame" and q.shape[-1] >= self.temporal_min_channels
+        gathered = temporal.gathers(attn, self.temporal_mode, q.shape[-1], self.temporal_min_channels)
         kt = temporal.gather_frames(k, chunk, self.temporal_mode) if gathered else k
         vt = temporal.gather_frames(v, chunk, self.temporal_mode) if gathered else v
         plan = self.fusion
@@ -525,6 +529,8 @@ class FateZeroPatch:
         if not (fusable and cond and fz["source"] is not None and step < plan.window(attn)):
             return self._unfused(q, k, v, kt, vt, heads, earlier, gathered, extra)
         q_src, k_src = fz["source"].qk.get((attn, key), (None, None))
+        if q_src is not None:  # a cache read from a file may hold another dtype (fp32 from a CPU inversion)
+            q_src, k_src = q_src.to(q), k_src.to(q)
         if q_src is None or q_src.shape[1] != q.shape[1]:
             raise FateZeroError(
                 f"{self.node}: at {attn} of block {key} the edit has {q.shape[1]} query positions and the source row "

@@ -44,8 +44,7 @@ class SourceCache:
         return cls(frames, temporal_mode, min_channels, steps, {j: {} for j in range(total_steps - steps, total_steps)})
 
     def gathered(self, attn: str, channels: int) -> bool:
-        """Whether a layer's self-attention keys come from other frames (as ``hooks`` decides)."""
-        return attn == "attn1" and self.temporal_mode != "per-frame" and channels >= self.temporal_min_channels
+        return temporal.gathers(attn, self.temporal_mode, channels, self.temporal_min_channels)
 
     def keep(self, j: int, attn: str, key: tuple, q: torch.Tensor, k: torch.Tensor) -> None:
         """Keep one chunk's ``q`` and its un-gathered ``k`` ``[frames, tokens, C]`` of inversion call ``j``."""
@@ -80,8 +79,13 @@ class SourceCache:
                 for part, t in zip("qk", pair)}
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Read ``tensors()``'s names back; ``ValueError`` on a name or layer that does not fit."""
         for name, t in tensors.items():
-            _, j, attn, block, number, depth, part = name.split(".")
+            parts = name.split(".")
+            if len(parts) != 7 or parts[2] not in ("attn1", "attn2") or parts[6] not in ("q", "k") \
+                    or not all(p.isdigit() for p in (parts[1], parts[4], parts[5])):
+                raise ValueError(f"unexpected source cache tensor {name!r}")
+            _, j, attn, block, number, depth, part = parts
             layer = self.calls.setdefault(int(j), {}).setdefault((attn, (block, int(number), int(depth))), [None, None])
             layer["qk".index(part)] = t
         for layers in self.calls.values():
@@ -89,6 +93,22 @@ class SourceCache:
                 if None in pair:
                     raise ValueError(f"the source cache lacks q or k of {lk}")
                 layers[lk] = tuple(pair)
+
+    def check(self, total_steps: int) -> None:
+        """Every expected call with the same layers, one row per frame (``ValueError`` otherwise)."""
+        wanted = set(range(total_steps - self.steps, total_steps))
+        if set(self.calls) != wanted:
+            raise ValueError(f"the source cache holds calls {sorted(self.calls)}, metadata says the last "
+                             f"{self.steps} of {total_steps}")
+        layer_sets = {tuple(layers) for layers in self.calls.values()}
+        if len(layer_sets) > 1:
+            raise ValueError("the source cache's calls do not hold the same layers")
+        read = len(temporal.read_frames(self.temporal_mode, self.frames))
+        for layers in self.calls.values():
+            for (attn, key), (q, k) in layers.items():
+                if q.shape[0] != self.frames or k.shape[0] not in (1, read, self.frames):
+                    raise ValueError(f"the source cache's {attn} of {key} has {q.shape[0]} query rows and "
+                                     f"{k.shape[0]} key rows for {self.frames} frames")
 
 
 def cached_steps(steps: int, replace_steps: float) -> int:
@@ -102,18 +122,18 @@ def estimate_bytes(layers: list[AttnLayer], frames: int, steps: int, temporal_mo
     """The cache's size, from the UNet's shapes (equal to ``SourceCache.nbytes()`` after the inversion)."""
     read = len(temporal.read_frames(temporal_mode, frames))
     per_step = 0
-    for l in layers:
-        if l.q > max_query:
+    for layer in layers:
+        if layer.q > max_query:
             continue
-        key_frames = read if temporal_mode != "per-frame" and l.channels >= min_channels else frames
-        per_step += frames * l.q * l.channels + key_frames * l.q * l.channels  # self: q, k
-        per_step += frames * l.q * l.channels + context_tokens * l.cross_channels  # cross: q, one row of k
+        key_frames = read if temporal.gathers("attn1", temporal_mode, layer.channels, min_channels) else frames
+        per_step += (frames + key_frames) * layer.q * layer.channels  # self: q, k
+        per_step += frames * layer.q * layer.channels + context_tokens * layer.cross_channels  # cross: q, one row of k
     return per_step * steps * element_size
 
 
 def choose_mode(requested: str, estimate: int, free: int) -> str | None:
     """``recompute`` or ``cache``; None when ``cache`` was asked for and would not fit."""
-    if requested == "recompute":
+    if requested == "recompute" or estimate == 0:  # nothing to cache (no fused step or layer)
         return "recompute"
     if requested == "auto":
         return "cache" if estimate <= AUTO_SHARE * free else "recompute"

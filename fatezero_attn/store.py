@@ -21,7 +21,7 @@ In ``cache`` mode the store also holds the source row's fused-layer queries and 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -88,7 +88,6 @@ class AttentionStore:
 
     def without_cache(self) -> "AttentionStore":
         """The same store in recompute mode (shares every tensor)."""
-        from dataclasses import replace
         return replace(self, info=replace(self.info, store_mode="recompute", cache_steps=0), cache=None,
                        extra=dict(self.extra))
 
@@ -117,7 +116,7 @@ class AttentionStore:
         raw = json.loads(meta["fatezero_store"])
         version = raw.get("format_version")
         if version not in READS_VERSIONS:
-            raise ValueError(f"store format version {version}, this pack reads versions {READS_VERSIONS} (version 2 "
+            raise ValueError(f"store format version {version}, this pack reads versions 2 and 3 (version 2 "
                              "records the inversion's conditioning and LoRAs, which older files lack); "
                              "run the inversion again with this version of the pack")
         info = StoreInfo(**{**raw, "latent_hw": tuple(raw["latent_hw"]), "format_version": FORMAT_VERSION})
@@ -128,6 +127,9 @@ class AttentionStore:
         if "c_crossattn" not in conds:
             raise ValueError("the file lacks the inversion's conditioning (cond.c_crossattn)")
         cache = None
+        cache_tensors = [k for k in tensors if k.startswith("cache.")]
+        if info.store_mode not in ("recompute", "cache") or bool(cache_tensors) != (info.store_mode == "cache"):
+            raise ValueError(f"store mode {info.store_mode!r} with {len(cache_tensors)} source cache tensors")
         if info.store_mode == "cache":
             cache = SourceCache(info.frames, info.temporal_mode, info.temporal_min_channels, info.cache_steps)
             cache.load_tensors({k: v for k, v in tensors.items() if k.startswith("cache.")})
@@ -150,10 +152,6 @@ class AttentionStore:
         if bad:
             raise ValueError(f"the inversion's conditioning {bad} does not have one row per frame ({i.frames})")
         if self.cache is not None:
-            wanted = set(range(i.steps - i.cache_steps, i.steps))
-            if set(self.cache.calls) != wanted or len({len(c) for c in self.cache.calls.values()}) > 1:
-                raise ValueError(f"the source cache holds calls {sorted(self.cache.calls)} (with "
-                                 f"{sorted({len(c) for c in self.cache.calls.values()})} layers), metadata says "
-                                 f"the last {i.cache_steps} of {i.steps}")
+            self.cache.check(i.steps)
         if not bool(torch.isfinite(self.unet_inputs).all()):
             raise ValueError("the latent trajectory holds non-finite values")

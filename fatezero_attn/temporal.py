@@ -32,6 +32,12 @@ def source_frames(mode: str, frames: int) -> list[list[int]]:
     raise ValueError(f"unknown spatio-temporal mode {mode!r}; expected one of {MODES}")
 
 
+def gathers(attn: str, mode: str, channels: int, min_channels: int) -> bool:
+    """Whether a layer's keys and values come from other frames: self-attention (``attn1``)
+    in a block of at least ``min_channels`` channels, in a mode other than per-frame."""
+    return attn == "attn1" and mode != "per-frame" and channels >= min_channels
+
+
 def read_frames(mode: str, frames: int) -> list[int]:
     """The frames whose keys and values some frame reads (``middle``: the middle frame alone)."""
     return sorted({s for src in source_frames(mode, frames) for s in src})

@@ -100,5 +100,6 @@ def check_store_conditioning(store: AttentionStore, node: str, fused_steps: int)
         raise FateZeroError(
             f"{node}: 'attention_store' was inverted with a ControlNet or T2I-Adapter on its source_conditioning and "
             "comes from a file, which cannot carry the ControlNet the source row must replay. Connect FateZero DDIM "
-            "Inversion's attention_store output directly, or invert with the plain CLIPTextEncode of the source "
-            "prompt and apply ControlNet to the sampler's positive and negative.")
+            "Inversion's attention_store output directly; or invert with store_mode cache and cache_replace_steps at least "
+            "this node's replace steps (the cache needs no ControlNet), or with the plain CLIPTextEncode of the source "
+            "prompt and ControlNet applied to the sampler's positive and negative.")

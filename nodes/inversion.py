@@ -84,10 +84,11 @@ class FateZeroDDIMInversion:
 
         parts = model_state.describe(model)  # before sampling: patches may keep state from a run
         recorder = Recorder(sigmas)
-        if self._store_mode(model, samples, n, store_mode, cache_replace_steps, temporal_mode,
-                            temporal_min_channels) == "cache":
-            recorder.cache = source_cache.SourceCache.for_inversion(
-                samples.shape[0], temporal_mode, temporal_min_channels, n, source_cache.cached_steps(n, cache_replace_steps))
+        mode, cached = self._store_mode(model, samples, n, store_mode, cache_replace_steps, temporal_mode,
+                                        temporal_min_channels)
+        if mode == "cache":
+            recorder.cache = source_cache.SourceCache.for_inversion(samples.shape[0], temporal_mode,
+                                                                    temporal_min_channels, n, cached)
         patch = FateZeroPatch(temporal_mode, temporal_min_channels, video_groupnorm, recorder=recorder, node=NODE)
         patched = model.clone()
         patch.install(patched)
@@ -105,7 +106,8 @@ class FateZeroDDIMInversion:
                 raise
             f, _, h, w = samples.shape
             raise FateZeroError(f"{NODE}: out of memory inverting {f} frames of {w * 8}x{h * 8} ({e}). Load fewer "
-                                "frames (frame_count) or a smaller width/height, then queue again.") from e
+                                "frames (frame_count) or a smaller width/height, or set store_mode to recompute (the "
+                                "source cache grows during the inversion), then queue again.") from e
 
         if recorder.cross_sum:
             cross = torch.stack([recorder.cross_sum[j] / recorder.cross_count[j] for j in range(n)])
@@ -116,13 +118,12 @@ class FateZeroDDIMInversion:
                          temporal_min_channels=temporal_min_channels, video_groupnorm=video_groupnorm,
                          source_context_sha1=context_sha1(context), model_parts=parts,
                          source_control=recorder.had_control, steps_input=steps,
-                         store_mode="cache" if recorder.cache else "recompute",
-                         cache_steps=recorder.cache.steps if recorder.cache else 0)
+                         store_mode=mode, cache_steps=cached if mode == "cache" else 0)
         store = AttentionStore(info, sigmas.float(), torch.stack([recorder.unet_inputs[j] for j in range(n)]),
                                context.detach().cpu().float(), cross.float().cpu(), recorder.conds, recorder.cache)
         if recorder.had_control:  # replayed in the source row; lives in memory only (not in saved files)
             store.extra["source_control"] = source_conditioning[0][1].get("control")
-        if recorder.cache:
+        if recorder.cache is not None:
             log.info("FateZero: source cache of %.1f MB for %d of %d steps", recorder.cache.nbytes() / 2 ** 20,
                      recorder.cache.steps, n)
         end = sigmas[:1] if clean > 0 else sigmas.new_zeros(1)
@@ -132,12 +133,13 @@ class FateZeroDDIMInversion:
 
     @staticmethod
     def _store_mode(model, samples, steps: int, requested: str, replace_steps: float, temporal_mode: str,
-                    min_channels: int) -> str:
-        """``recompute`` or ``cache``, from the cache's size and the memory ComfyUI reports free."""
-        if requested == "recompute":
-            return requested
-        f, _, h, w = samples.shape
+                    min_channels: int) -> tuple[str, int]:
+        """``recompute`` or ``cache`` (from the cache's size and the memory ComfyUI reports free),
+        and the edit steps the cache covers."""
         cached = source_cache.cached_steps(steps, replace_steps)
+        if requested == "recompute":
+            return requested, cached
+        f, _, h, w = samples.shape
         layers = attention_layout(model.model.diffusion_model, (h, w))
         base = model.model
         dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
@@ -154,7 +156,7 @@ class FateZeroDDIMInversion:
         if requested == "auto":
             log.info("FateZero: store_mode auto chose %s (cache %.1f MB, %.1f MB free)", mode, estimate / 2 ** 20,
                      free / 2 ** 20)
-        return mode
+        return mode, cached
 
 
 NODE_CLASS_MAPPINGS = {"FateZeroDDIMInversion": FateZeroDDIMInversion}

@@ -56,9 +56,11 @@ class FateZeroSaveAttentionStore:
             "attention_store": (STORE_TYPE, {"tooltip": "From FateZero DDIM Inversion."}),
             "filename_prefix": ("STRING", {"default": "fatezero/store", "tooltip": "Name under the output folder; a counter is added, nothing is overwritten. Must stay inside the folder."}),
             "folder": (["output", "temp"], {"default": "output", "tooltip": "output keeps the file; temp is cleared when ComfyUI restarts."}),
+        }, "optional": {
+            "source_cache": ("BOOLEAN", {"default": True, "tooltip": "For a store inverted with store_mode cache: also write its source cache (GBs at 512px; the loaded store then edits as fast). Off writes the small recompute store."}),
         }}
 
-    def save(self, attention_store, filename_prefix, folder):
+    def save(self, attention_store, filename_prefix, folder, source_cache=True):
         node = "FateZero Save Attention Store"
         if not filename_prefix.startswith(SUBFOLDER + "/"):
             filename_prefix = f"{SUBFOLDER}/{filename_prefix}"
@@ -69,7 +71,7 @@ class FateZeroSaveAttentionStore:
             raise FateZeroError(f"{node}: 'filename_prefix' ('{filename_prefix}') is not usable: {e}") from None
         path = resolve(f"{folder}/{Path(subfolder, f'{filename}_{counter:05}_.safetensors').as_posix()}", node, "filename_prefix")
         os.makedirs(path.parent, exist_ok=True)
-        attention_store.save(path)
+        (attention_store if source_cache else attention_store.without_cache()).save(path)
         name = f"{folder}/{path.relative_to(root.resolve()).as_posix()}"
         return {"ui": {"text": [name]}, "result": (name,)}
 

@@ -256,6 +256,19 @@ def test_fused_edit_keeps_every_row_and_the_source_row_is_the_inversions(node, c
     assert fused_pos and min(fused_pos) > 1e-4, f"{name}: positive rows not fused: {fused_pos}"
 
 
+def test_cache_mode_edits_like_the_replayed_source_row(node, combo):
+    """The cache holds the inversion call's own q and k, so with whatever the graph adds
+    (ControlNet on the inversion, patches before and after the pack) the edit is the same."""
+    name, g, latent, store, _ = combo
+    cached_latent, cached, _ = node("FateZeroDDIMInversion").invert(
+        g.model, g.source, g.latent, STEPS, "per-frame", 0, False, "alphas_cumprod[0] (authors)", "cache", 0.8)
+    assert cached.info.store_mode == "cache" and len(cached.cache.calls) == STEPS
+    torch.testing.assert_close(cached_latent["samples"], latent["samples"], rtol=0, atol=0)
+    recomputed = sample(node, g.after(fuse(node, g, store, 0.8, 0.8)), g, latent)
+    from_cache = sample(node, g.after(fuse(node, g, cached, 0.8, 0.8)), g, cached_latent)
+    torch.testing.assert_close(from_cache, recomputed, rtol=1e-5, atol=1e-5 * float(recomputed.abs().max()))
+
+
 # -- nothing is dropped without an error ----------------------------------------------------
 def expect_error(fn, *fragments) -> str:
     with pytest.raises(ValueError) as e:
