@@ -671,10 +671,6 @@ def ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def steps_of(store) -> int:
-    return store.info.steps
-
-
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -740,9 +736,9 @@ def main(argv=None) -> int:
             inverted_c, store_c, res = bench.inversion(latent, args.steps, "cache")
             runs["inversion_cache"].append(res)
             log(f"  {res['seconds']:.1f}s (cache {fmt_bytes(store_c.cache.nbytes())}); fused sampling ...")
-            runs["fused_cache"].append(bench.fused(inverted_c, store_c, steps_of(store_c), blend=False)[1])
+            runs["fused_cache"].append(bench.fused(inverted_c, store_c, store_c.info.steps, blend=False)[1])
             log(f"  {runs['fused_cache'][-1]['seconds']:.1f}s; fused sampling with blend mask ...")
-            runs["fused_blend_cache"].append(bench.fused(inverted_c, store_c, steps_of(store_c), blend=True)[1])
+            runs["fused_blend_cache"].append(bench.fused(inverted_c, store_c, store_c.info.steps, blend=True)[1])
             log(f"  {runs['fused_blend_cache'][-1]['seconds']:.1f}s")
             del inverted_c, store_c
         if args.breakdown:

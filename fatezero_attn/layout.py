@@ -23,10 +23,6 @@ class AttnLayer:
     def q(self) -> int:
         return self.h * self.w
 
-    @property
-    def key(self) -> tuple[str, int, int]:
-        return self.block, self.number, self.depth
-
 
 def attention_layout(diffusion_model, latent_hw: tuple[int, int]) -> list[AttnLayer]:
     """Every transformer block with its query resolution for a latent of ``latent_hw``,

@@ -144,7 +144,7 @@ class FateZeroDDIMInversion:
         base = model.model
         dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
         estimate = source_cache.estimate_bytes(layers, f, cached, temporal_mode, min_channels, defaults.FUSE_MAX_QUERY,
-                                               torch.empty(0, dtype=dtype).element_size())
+                                               dtype.itemsize)
         free = comfy.model_management.get_free_memory(torch.device("cpu"))
         mode = source_cache.choose_mode(requested, estimate, free)
         if mode is None:
