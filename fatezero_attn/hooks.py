@@ -19,6 +19,9 @@ fusion and spatio-temporal attention go through one ``FateZeroPatch`` installed 
   as without the pack; fused rows get the fused output plus that patch's change to the
   plain output.
 - video-wide GroupNorm as object patches on the clone, restored by ComfyUI after sampling.
+- with a window length, an ``OUTER_SAMPLE`` wrapper that samples the clip one sub-video at a
+  time (``window_sampling.py``); before each window the patch takes that window's store,
+  blend mask or recorder, so everything above sees an ordinary video.
 
 Why a separate source call rather than a source row inside ComfyUI's batch: every
 per-row input ComfyUI computes for its rows (control residuals, ``c_concat``, ``y``, area
@@ -33,13 +36,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 import comfy.ldm.modules.attention as comfy_attention
 
-from . import model_state, temporal
+from . import model_state, temporal, windows
 from .defaults import FUSE_MAX_QUERY
 from .fusion import attention_probs, cross_weights, fused_cross_attention, fused_self_attention
 from .masks import BlendMask, blend_latents, latent_blend_window, threshold_mask, word_maps
@@ -183,6 +186,7 @@ class Recorder:
     cache: SourceCache | None = None  # cache mode: the fused layers' q and k (source_cache.py)
     had_control: bool = False
     pending: int | None = None        # call j whose UNet input was just recorded
+    inverted: torch.Tensor | None = None  # windowed: the sub-video's inverted latent (the sampler's output)
 
     def record_input(self, j: int, x_in: torch.Tensor) -> None:
         self.unet_inputs[j] = x_in.detach().to("cpu", torch.float32, copy=True)
@@ -234,7 +238,10 @@ class FateZeroPatch:
 
     def __init__(self, temporal_mode: str = "per-frame", temporal_min_channels: int = 0,
                  video_groupnorm: bool = False, fusion: FusionPlan | None = None,
-                 recorder: Recorder | None = None, node: str = "FateZero"):
+                 recorder: Recorder | None = None, node: str = "FateZero", window: int = 0,
+                 window_recorders: list[Recorder] | None = None):
+        """``window``: frames per window (sampled as sub-videos, ``windows.py``); a fusion plan's
+        store sets it. ``window_recorders``: the inversion's recorder per window."""
         temporal.source_frames(temporal_mode, 1)  # validates the mode
         self.temporal_mode = temporal_mode
         self.temporal_min_channels = temporal_min_channels
@@ -242,6 +249,10 @@ class FateZeroPatch:
         self.fusion = fusion
         self.recorder = recorder
         self.node = node
+        self.clip_plan = fusion  # windowed: self.fusion is the plan of the window being sampled
+        self.window = window  # a fusion plan's store sets it at install
+        self.window_recorders = window_recorders or []
+        self._anchor_owner: int | None = None
         self.batch = VideoBatch()
         self.previous_wrapper = None
         self.keys: list[tuple[str, int, int]] = []
@@ -302,6 +313,11 @@ class FateZeroPatch:
                 # around the whole prediction, so post-CFG patches added later (SAG, PAG) come first
                 model_patcher.add_wrapper_with_key(ext.WrappersMP.PREDICT_NOISE, "fatezero_latent_blend",
                                                    self._blended_prediction)
+        if self.clip_plan is not None:
+            self.window = self.clip_plan.store.info.window  # the edit follows the inversion
+        if self.window:
+            import comfy.patcher_extension as ext
+            model_patcher.add_wrapper_with_key(ext.WrappersMP.OUTER_SAMPLE, "fatezero_windows", self._windowed_sample)
         if self.video_groupnorm:
             for name in group_norm_names(dm):
                 norm = model_patcher.get_model_object(name)
@@ -317,6 +333,52 @@ class FateZeroPatch:
         self.source_options = _copy_options(model_patcher.model_options.get("transformer_options", {}))
         self.source_wrappers = _copy_options(getattr(model_patcher, "wrappers", {}))
         self.weight_state = model_state.weight_state(model_patcher)
+
+    # -- windows --------------------------------------------------------------------------
+    def _windowed_sample(self, executor, noise, latent_image, *args, **kwargs):
+        from .window_sampling import sample_windows
+        plan = self.clip_plan
+        frames = plan.store.info.frames if plan is not None else latent_image.shape[0]
+        subs = windows.sub_videos(frames, self.window, self.temporal_mode)
+        if len(subs) == 1 and plan is None:
+            return executor(noise, latent_image, *args, **kwargs)
+        self._anchor_owner = next((k for k, s in enumerate(subs) if s.anchor_row is not None and not s.borrowed_anchor),
+                                  None)
+        try:
+            return sample_windows(executor, subs, self.node, self._start_window, self._window_latent,
+                                  self._finish_window, noise, latent_image, *args, **kwargs)
+        finally:
+            self.fusion = plan
+
+    def _start_window(self, k: int) -> None:
+        if self.window_recorders:
+            self.recorder = self.window_recorders[k]
+        plan = self.clip_plan
+        if plan is not None:
+            store = plan.store.window_store(k)
+            blend = plan.blend
+            if blend is not None and plan.store.info.window:
+                start = windows.row_starts(plan.store.sub_videos())[k]
+                blend = blend.rows(slice(start, start + store.info.frames))
+            self.fusion = replace(plan, store=store, blend=blend, target_maps=None, target_step=None, source=None,
+                                  fused_layers=None)
+
+    def _window_latent(self, k: int, latent: torch.Tensor) -> torch.Tensor:
+        """Window k starts from its own inverted anchor: the sub-video's, not the owner window's
+        (they differ under video-wide GroupNorm), when the sampler starts from the inverted latent."""
+        store = self.clip_plan.store if self.clip_plan is not None else None
+        if store is None or store.anchor_latents is None or self._anchor_owner is None:
+            return latent
+        sub = store.sub_videos()[k]
+        anchors = store.anchor_latents.to(latent)
+        if sub.borrowed_anchor and torch.equal(latent[sub.anchor_row], anchors[self._anchor_owner]):
+            latent = latent.clone()
+            latent[sub.anchor_row] = anchors[k]
+        return latent
+
+    def _finish_window(self, k: int, out: torch.Tensor) -> None:
+        if self.window_recorders:
+            self.window_recorders[k].inverted = out.detach().to("cpu", torch.float32, copy=True)
 
     # -- the UNet call --------------------------------------------------------------------
     def unet_wrapper(self, apply_model, args: dict) -> torch.Tensor:

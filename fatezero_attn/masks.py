@@ -9,7 +9,7 @@ its own self-attention; outside it takes the source's.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +63,10 @@ class BlendMask:
             m = threshold_mask(self.pooled[j], size, self.tau)
             self._cache[key] = m.flatten(1)[..., None].float()
         return self._cache[key]
+
+    def rows(self, rows: slice) -> "BlendMask":
+        """The mask of some frames (a window's sub-video rows of a windowed store)."""
+        return replace(self, pooled=self.pooled[:, rows], _cache={})
 
     def preview(self, size: tuple[int, int]) -> torch.Tensor:
         """MASK ``[frames, H, W]``: the share of the fused steps in which a pixel is in the mask."""

@@ -17,6 +17,10 @@ models, ``y`` for ADM models, ...) and a description of the MODEL it ran with
 
 In ``cache`` mode the store also holds the source row's fused-layer queries and keys
 (``source_cache``), so the edit need not run the source row at the cached steps.
+
+A windowed store (``info.window`` > 0, ``windows.py``) holds the sub-videos' rows laid end to
+end on the frame axis, one source cache per sub-video, and the inverted latent of each
+sub-video's anchor row; ``window_store(k)`` is sub-video k as an ordinary store.
 """
 from __future__ import annotations
 
@@ -26,10 +30,12 @@ from pathlib import Path
 
 import torch
 
+from . import windows
 from .source_cache import SourceCache
 
-FORMAT_VERSION = 3  # 2: the inversion call's conditioning and the MODEL's parts; 3: store mode and source cache
-READS_VERSIONS = (2, 3)  # a version 2 file is a recompute-mode store
+# 2: the inversion call's conditioning and the MODEL's parts; 3: store mode and source cache; 4: windows
+FORMAT_VERSION = 4
+READS_VERSIONS = (2, 3, 4)  # a version 2 file is a recompute-mode store, versions 2 and 3 are unwindowed
 
 
 @dataclass
@@ -48,6 +54,7 @@ class StoreInfo:
     steps_input: int = 0  # the inversion node's steps input (ddim_uniform may make one more step)
     store_mode: str = "recompute"  # or "cache" (source_cache.py)
     cache_steps: int = 0  # cache mode: edit steps k < cache_steps read the source cache
+    window: int = 0  # frames per window (windows.py); 0: the clip is one video
     format_version: int = FORMAT_VERSION
 
 
@@ -55,14 +62,19 @@ class StoreInfo:
 class AttentionStore:
     info: StoreInfo
     sigmas: torch.Tensor          # [steps + 1] ascending inversion sigmas s_0..s_N
-    unet_inputs: torch.Tensor     # [steps, frames, C, h, w] x-space input of inversion call j
+    # rows: the frames, or for a windowed store the sub-videos' rows end to end (``rows``)
+    unet_inputs: torch.Tensor     # [steps, rows, C, h, w] x-space input of inversion call j
     source_context: torch.Tensor  # [1, 77, dim] the source prompt's cross-attention context
-    cross_maps: torch.Tensor      # [steps, frames, h/f, w/f, 77] float32 at the blend layers (mean over heads and layers)
-    # per-row tensors of the inversion's UNet call (c_crossattn, c_concat, y, ...): [frames, ...],
-    # or [1, ...] when every frame's row is the same (the prompt's context)
+    cross_maps: torch.Tensor      # [steps, rows, h/f, w/f, 77] float32 at the blend layers (mean over heads and layers)
+    # per-row tensors of the inversion's UNet call (c_crossattn, c_concat, y, ...): [rows, ...],
+    # or [1, ...] when every row is the same (the prompt's context)
     source_conds: dict = field(default_factory=dict)
     cache: SourceCache | None = None
     extra: dict = field(default_factory=dict, repr=False)
+    # windowed: one source cache per sub-video (cache mode), and each sub-video's inverted anchor
+    # latent [windows, C, h, w] as the inversion's LATENT output holds latents
+    window_caches: list = field(default_factory=list)
+    anchor_latents: torch.Tensor | None = None
 
     def __post_init__(self):
         if not self.source_conds:  # a store built by hand (tests): the prompt is the only conditioning
@@ -73,6 +85,55 @@ class AttentionStore:
         return {k: v.to(device).expand(self.info.frames, *v.shape[1:]) if v.shape[0] == 1 else v.to(device)
                 for k, v in self.source_conds.items()}
 
+    # -- windows --------------------------------------------------------------------------
+    def sub_videos(self) -> list[windows.SubVideo]:
+        return windows.sub_videos(self.info.frames, self.info.window, self.info.temporal_mode)
+
+    @property
+    def rows(self) -> int:
+        return windows.row_count(self.info.frames, self.info.window, self.info.temporal_mode)
+
+    @property
+    def has_cache(self) -> bool:
+        return self.cache is not None or bool(self.window_caches)
+
+    def window_store(self, k: int) -> "AttentionStore":
+        """Sub-video ``k`` as an ordinary store (the store itself when it is not windowed)."""
+        if not self.info.window:
+            return self
+        subs = self.sub_videos()
+        start = windows.row_starts(subs)[k]
+        rows = slice(start, start + len(subs[k].frames))
+        extra = dict(self.extra)
+        controls = extra.pop("window_controls", None)
+        if controls is not None:
+            extra["source_control"] = controls[k]
+        info = replace(self.info, frames=len(subs[k].frames), window=0)
+        conds = {n: v if v.shape[0] == 1 else v[rows] for n, v in self.source_conds.items()}
+        return AttentionStore(info, self.sigmas, self.unet_inputs[:, rows], self.source_context,
+                              self.cross_maps[:, rows], conds, self.window_caches[k] if self.window_caches else None,
+                              extra)
+
+    @classmethod
+    def join(cls, info: StoreInfo, parts: list["AttentionStore"],
+             anchor_latents: torch.Tensor | None) -> "AttentionStore":
+        """A windowed store from the stores of its sub-videos (``info``: the clip's; ``anchor_latents``
+        None in per-frame mode, which has no anchor)."""
+        conds = {}
+        for name in parts[0].source_conds:
+            pieces = [p.source_conds[name] for p in parts]
+            if all(t.shape[0] == 1 and torch.equal(t, pieces[0]) for t in pieces):
+                conds[name] = pieces[0]
+            else:
+                conds[name] = torch.cat([t.expand(p.info.frames, *t.shape[1:]) for t, p in zip(pieces, parts)])
+        store = cls(info, parts[0].sigmas, torch.cat([p.unet_inputs for p in parts], 1), parts[0].source_context,
+                    torch.cat([p.cross_maps for p in parts], 1), conds,
+                    window_caches=[p.cache for p in parts if p.cache is not None], anchor_latents=anchor_latents)
+        controls = [p.extra.get("source_control") for p in parts]
+        if any(c is not None for c in controls):
+            store.extra["window_controls"] = controls
+        return store
+
     @property
     def edit_sigmas(self) -> torch.Tensor:
         """The descending sigmas an edit visits (without its end point)."""
@@ -80,7 +141,10 @@ class AttentionStore:
 
     def nbytes(self) -> int:
         tensors = [self.sigmas, self.unet_inputs, self.source_context, self.cross_maps, *self.source_conds.values()]
-        return sum(t.numel() * t.element_size() for t in tensors) + (self.cache.nbytes() if self.cache else 0)
+        if self.anchor_latents is not None:
+            tensors.append(self.anchor_latents)
+        caches = [self.cache] if self.cache else self.window_caches
+        return sum(t.numel() * t.element_size() for t in tensors) + sum(c.nbytes() for c in caches)
 
     def cached(self, step: int) -> bool:
         """Whether edit step ``step`` reads the source cache rather than running the source row."""
@@ -89,7 +153,12 @@ class AttentionStore:
     def without_cache(self) -> "AttentionStore":
         """The same store in recompute mode (shares every tensor)."""
         return replace(self, info=replace(self.info, store_mode="recompute", cache_steps=0), cache=None,
-                       extra=dict(self.extra))
+                       window_caches=[], extra=dict(self.extra))
+
+    def _cache_tensors(self) -> dict[str, torch.Tensor]:
+        if self.cache is not None:
+            return self.cache.tensors()
+        return {f"window.{k}.{name}": t for k, c in enumerate(self.window_caches) for name, t in c.tensors().items()}
 
     # -- files ----------------------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -98,7 +167,8 @@ class AttentionStore:
         tensors = {"sigmas": self.sigmas, "unet_inputs": self.unet_inputs,
                    "source_context": self.source_context, "cross_maps": self.cross_maps,
                    **{f"cond.{k}": v for k, v in self.source_conds.items()},
-                   **(self.cache.tensors() if self.cache else {})}
+                   **({"anchor_latents": self.anchor_latents} if self.anchor_latents is not None else {}),
+                   **self._cache_tensors()}
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
 
     @classmethod
@@ -116,7 +186,7 @@ class AttentionStore:
         raw = json.loads(meta["fatezero_store"])
         version = raw.get("format_version")
         if version not in READS_VERSIONS:
-            raise ValueError(f"store format version {version}, this pack reads versions 2 and 3 (version 2 "
+            raise ValueError(f"store format version {version}, this pack reads versions 2 to 4 (version 2 "
                              "records the inversion's conditioning and LoRAs, which older files lack); "
                              "run the inversion again with this version of the pack")
         info = StoreInfo(**{**raw, "latent_hw": tuple(raw["latent_hw"]), "format_version": FORMAT_VERSION})
@@ -126,32 +196,50 @@ class AttentionStore:
         conds = {k[len("cond."):]: v for k, v in tensors.items() if k.startswith("cond.")}
         if "c_crossattn" not in conds:
             raise ValueError("the file lacks the inversion's conditioning (cond.c_crossattn)")
-        cache = None
-        cache_tensors = [k for k in tensors if k.startswith("cache.")]
+        subs = windows.sub_videos(info.frames, info.window, info.temporal_mode) if info.window else []
+        if subs and subs[0].anchor_row is not None and "anchor_latents" not in tensors:
+            raise ValueError("a windowed store without its sub-videos' anchor latents")
+        caches = []
+        cache_tensors = [k for k in tensors if k.startswith(("cache.", "window."))]
         if info.store_mode not in ("recompute", "cache") or bool(cache_tensors) != (info.store_mode == "cache"):
             raise ValueError(f"store mode {info.store_mode!r} with {len(cache_tensors)} source cache tensors")
         if info.store_mode == "cache":
-            cache = SourceCache(info.frames, info.temporal_mode, info.temporal_min_channels, info.cache_steps)
-            cache.load_tensors({k: v for k, v in tensors.items() if k.startswith("cache.")})
+            for k, frames in enumerate([len(s.frames) for s in subs] or [info.frames]):
+                prefix = f"window.{k}." if subs else ""
+                cache = SourceCache(frames, info.temporal_mode, info.temporal_min_channels, info.cache_steps)
+                cache.load_tensors({n[len(prefix):]: v for n, v in tensors.items() if n.startswith(prefix + "cache.")})
+                caches.append(cache)
+            if sum(len(c.tensors()) for c in caches) != len(cache_tensors):
+                raise ValueError("source cache tensors that belong to no sub-video of the store")
         store = cls(info, tensors["sigmas"], tensors["unet_inputs"], tensors["source_context"], tensors["cross_maps"],
-                    conds, cache)
+                    conds, None if subs or not caches else caches[0], window_caches=caches if subs else [],
+                    anchor_latents=tensors.get("anchor_latents"))
         store.check_consistent()
         return store
 
     def check_consistent(self) -> None:
         i = self.info
-        expect = (i.steps, i.frames)
+        expect = (i.steps, self.rows)
         if tuple(self.unet_inputs.shape[:2]) != expect or tuple(self.unet_inputs.shape[-2:]) != tuple(i.latent_hw):
             raise ValueError(f"latent trajectory has shape {tuple(self.unet_inputs.shape)}, metadata says "
-                             f"{i.steps} steps x {i.frames} frames at {i.latent_hw}")
+                             f"{i.steps} steps x {self.rows} rows ({i.frames} frames, window {i.window}) at "
+                             f"{i.latent_hw}")
         if self.sigmas.shape != (i.steps + 1,) or not bool((self.sigmas[1:] > self.sigmas[:-1]).all()):
             raise ValueError("sigmas do not match the metadata's steps or do not ascend")
         if tuple(self.cross_maps.shape[:2]) != expect:
             raise ValueError("cross-attention maps do not match the metadata's steps and frames")
-        bad = [k for k, v in self.source_conds.items() if v.shape[0] not in (1, i.frames)]
+        bad = [k for k, v in self.source_conds.items() if v.shape[0] not in (1, self.rows)]
         if bad:
-            raise ValueError(f"the inversion's conditioning {bad} does not have one row per frame ({i.frames})")
-        if self.cache is not None:
-            self.cache.check(i.steps)
+            raise ValueError(f"the inversion's conditioning {bad} does not have one row per frame ({self.rows})")
+        if i.window:
+            subs = self.sub_videos()
+            anchors = 0 if self.anchor_latents is None else self.anchor_latents.shape[0]
+            if anchors != (0 if subs[0].anchor_row is None else len(subs)):
+                raise ValueError(f"the store has {len(subs)} windows and anchor latents of shape "
+                                 f"{None if self.anchor_latents is None else tuple(self.anchor_latents.shape)}")
+            if self.window_caches and [c.frames for c in self.window_caches] != [len(s.frames) for s in subs]:
+                raise ValueError("the source caches do not match the store's windows")
+        for cache in [self.cache] if self.cache else self.window_caches:
+            cache.check(i.steps)
         if not bool(torch.isfinite(self.unet_inputs).all()):
             raise ValueError("the latent trajectory holds non-finite values")

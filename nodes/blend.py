@@ -1,6 +1,7 @@
 """Blend mask from the source cross-attention of the edited words."""
 from __future__ import annotations
 
+from ..fatezero_attn import windows
 from ..fatezero_attn.defaults import BLEND_TAU
 from ..fatezero_attn.hooks import FateZeroError
 from ..fatezero_attn.masks import BlendMask, word_maps
@@ -54,7 +55,8 @@ class FateZeroBlendMask:
                                 "word(s) of the new object (e.g. 'red, jeep') or turn latent_blend off.")
         blend = BlendMask(word_maps(store.cross_maps, positions), tau, chosen, latent_blend, targets)
         h, w = store.info.latent_hw
-        return blend, blend.preview((h * 8, w * 8))
+        preview = blend.preview((h * 8, w * 8))  # [rows, H, W]: a windowed store's rows -> clip frames
+        return blend, preview[windows.clip_rows(store.sub_videos())] if store.info.window else preview
 
 
 NODE_CLASS_MAPPINGS = {"FateZeroBlendMask": FateZeroBlendMask}

@@ -10,11 +10,14 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
-from ..fatezero_attn import defaults, model_state, source_cache, temporal
+from dataclasses import replace
+
+from ..fatezero_attn import defaults, model_state, source_cache, temporal, windows
 from ..fatezero_attn.layout import attention_layout
 from ..fatezero_attn.hooks import FateZeroError, FateZeroPatch, Recorder
 from ..fatezero_attn.schedule import inversion_sigmas, sample_ddim_inversion
 from ..fatezero_attn.store import AttentionStore, StoreInfo
+from ..fatezero_attn.window_sampling import slice_control
 from . import CATEGORY
 from ..fatezero_attn.alignment import MAX_TOKENS
 from .common import STORE_TYPE, context_sha1, too_long
@@ -53,10 +56,12 @@ class FateZeroDDIMInversion:
         }, "optional": {  # optional: graphs saved before these inputs existed still validate
             "store_mode": (list(source_cache.STORE_MODES), {"default": "auto", "tooltip": "'cache' keeps the source row's attention inputs (CPU memory, size logged) so editing costs about what plain sampling costs; 'recompute' keeps only the latent trajectory (smallest) and re-runs the source row at each fused step; 'auto' caches when it takes at most half the free memory. Both give the same edit."}),
             "cache_replace_steps": ("FLOAT", {"default": defaults.CACHE_REPLACE_STEPS, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Cache mode: the largest cross/self_replace_steps you will use on the fusion node; the cache covers those steps (steps beyond are recomputed)."}),
+            "window": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": "Frames per window for long clips: each window runs as its own video (its frames plus the anchor frame the temporal mode reads), so memory depends on the window, not the clip. 0 = all frames at once. The store records it; the edit follows."}),
         }}
 
     def invert(self, model, source_conditioning, latent, steps, temporal_mode, temporal_min_channels,
-               video_groupnorm, clean_sigma, store_mode="auto", cache_replace_steps=defaults.CACHE_REPLACE_STEPS):
+               video_groupnorm, clean_sigma, store_mode="auto", cache_replace_steps=defaults.CACHE_REPLACE_STEPS,
+               window=0):
         samples = latent["samples"]
         if samples.dim() != 4 or samples.shape[1] != 4:
             raise FateZeroError(f"{NODE}: 'latent' has shape {tuple(samples.shape)}; connect VAEEncode of an SD1 video "
@@ -83,21 +88,26 @@ class FateZeroDDIMInversion:
                         "steps makes the same); the store has %d.", n, steps, steps, n)
 
         parts = model_state.describe(model)  # before sampling: patches may keep state from a run
-        recorder = Recorder(sigmas)
-        mode, cached = self._store_mode(model, samples, n, store_mode, cache_replace_steps, temporal_mode,
-                                        temporal_min_channels)
+        subs = windows.sub_videos(samples.shape[0], window, temporal_mode)
+        window = window if len(subs) > 1 else 0  # a window as long as the clip is the whole clip
+        recorders = [Recorder(sigmas) for _ in subs]
+        mode, cached = self._store_mode(model, samples, [len(s.frames) for s in subs], n, store_mode,
+                                        cache_replace_steps, temporal_mode, temporal_min_channels)
         if mode == "cache":
-            recorder.cache = source_cache.SourceCache.for_inversion(samples.shape[0], temporal_mode,
-                                                                    temporal_min_channels, n, cached)
-        patch = FateZeroPatch(temporal_mode, temporal_min_channels, video_groupnorm, recorder=recorder, node=NODE)
+            for rec, sub in zip(recorders, subs):
+                rec.cache = source_cache.SourceCache.for_inversion(len(sub.frames), temporal_mode,
+                                                                   temporal_min_channels, n, cached)
+        patch = FateZeroPatch(temporal_mode, temporal_min_channels, video_groupnorm, recorder=recorders[0], node=NODE,
+                              window=window, window_recorders=recorders if window else None)
         patched = model.clone()
         patch.install(patched)
 
         guider = comfy.samplers.CFGGuider(patched)
         guider.set_conds(source_conditioning, source_conditioning)
         guider.set_cfg(1.0)
-        sampler = comfy.samplers.KSAMPLER(sample_ddim_inversion, extra_options={"record": recorder.record_input})
-        callback = latent_preview.prepare_callback(patched, n)
+        record = lambda j, x_in: patch.recorder.record_input(j, x_in)  # the window being sampled
+        sampler = comfy.samplers.KSAMPLER(sample_ddim_inversion, extra_options={"record": record})
+        callback = latent_preview.prepare_callback(patched, n * len(subs))
         try:
             inverted = guider.sample(torch.zeros_like(samples), samples, sampler, sigmas, callback=callback,
                                      disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0)
@@ -105,35 +115,49 @@ class FateZeroDDIMInversion:
             if not isinstance(e, (torch.OutOfMemoryError, MemoryError)) and "allocate" not in str(e):
                 raise
             f, _, h, w = samples.shape
-            raise FateZeroError(f"{NODE}: out of memory inverting {f} frames of {w * 8}x{h * 8} ({e}). Load fewer "
-                                "frames (frame_count) or a smaller width/height, or set store_mode to recompute (the "
-                                "source cache grows during the inversion), then queue again.") from e
+            raise FateZeroError(f"{NODE}: out of memory inverting {f} frames of {w * 8}x{h * 8} ({e}). Set a "
+                                "smaller window, load fewer frames (frame_count) or a smaller width/height, or set "
+                                "store_mode to recompute (the source cache grows during the inversion), then queue "
+                                "again.") from e
 
-        if recorder.cross_sum:
-            cross = torch.stack([recorder.cross_sum[j] / recorder.cross_count[j] for j in range(n)])
-        else:  # no layer at the blend level (tiny latents); blending is refused downstream
-            cross = torch.zeros(n, samples.shape[0], 0, 0, context.shape[1])
         info = StoreInfo(model_id=model_state.digest(parts), steps=n, frames=samples.shape[0],
                          latent_hw=tuple(samples.shape[-2:]), temporal_mode=temporal_mode,
                          temporal_min_channels=temporal_min_channels, video_groupnorm=video_groupnorm,
                          source_context_sha1=context_sha1(context), model_parts=parts,
-                         source_control=recorder.had_control, steps_input=steps,
-                         store_mode=mode, cache_steps=cached if mode == "cache" else 0)
-        store = AttentionStore(info, sigmas.float(), torch.stack([recorder.unet_inputs[j] for j in range(n)]),
-                               context.detach().cpu().float(), cross.float().cpu(), recorder.conds, recorder.cache)
-        if recorder.had_control:  # replayed in the source row; lives in memory only (not in saved files)
-            store.extra["source_control"] = source_conditioning[0][1].get("control")
-        if recorder.cache is not None:
-            log.info("FateZero: source cache of %.1f MB for %d of %d steps", recorder.cache.nbytes() / 2 ** 20,
-                     recorder.cache.steps, n)
+                         source_control=any(r.had_control for r in recorders), steps_input=steps,
+                         store_mode=mode, cache_steps=cached if mode == "cache" else 0, window=window)
+        control = source_conditioning[0][1].get("control")
+        stores = []
+        for rec, sub in zip(recorders, subs):
+            if rec.cross_sum:
+                cross = torch.stack([rec.cross_sum[j] / rec.cross_count[j] for j in range(n)])
+            else:  # no layer at the blend level (tiny latents); blending is refused downstream
+                cross = torch.zeros(n, len(sub.frames), 0, 0, context.shape[1])
+            part = AttentionStore(replace(info, frames=len(sub.frames), window=0), sigmas.float(),
+                                  torch.stack([rec.unet_inputs[j] for j in range(n)]), context.detach().cpu().float(),
+                                  cross.float().cpu(), rec.conds, rec.cache)
+            if rec.had_control:  # replayed in the source row; lives in memory only (not in saved files)
+                part.extra["source_control"] = slice_control(control, list(sub.frames), samples.shape[0]) \
+                    if window else control
+            stores.append(part)
+        if window:
+            anchors = None if subs[0].anchor_row is None else \
+                torch.stack([rec.inverted[sub.anchor_row] for rec, sub in zip(recorders, subs)])
+            store = AttentionStore.join(info, stores, anchors)
+        else:
+            store = stores[0]
+            store.info = info
+        if mode == "cache":
+            log.info("FateZero: source cache of %.1f MB for %d of %d steps",
+                     sum(r.cache.nbytes() for r in recorders) / 2 ** 20, cached, n)
         end = sigmas[:1] if clean > 0 else sigmas.new_zeros(1)
         out = latent.copy()
         out["samples"] = inverted
         return out, store, torch.cat([sigmas[1:].flip(0), end])
 
     @staticmethod
-    def _store_mode(model, samples, steps: int, requested: str, replace_steps: float, temporal_mode: str,
-                    min_channels: int) -> tuple[str, int]:
+    def _store_mode(model, samples, videos: list[int], steps: int, requested: str, replace_steps: float,
+                    temporal_mode: str, min_channels: int) -> tuple[str, int]:
         """``recompute`` or ``cache`` (from the cache's size and the memory ComfyUI reports free),
         and the edit steps the cache covers."""
         cached = source_cache.cached_steps(steps, replace_steps)
@@ -143,8 +167,8 @@ class FateZeroDDIMInversion:
         layers = attention_layout(model.model.diffusion_model, (h, w))
         base = model.model
         dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
-        estimate = source_cache.estimate_bytes(layers, f, cached, temporal_mode, min_channels, defaults.FUSE_MAX_QUERY,
-                                               dtype.itemsize)
+        estimate = sum(source_cache.estimate_bytes(layers, rows, cached, temporal_mode, min_channels,
+                                                   defaults.FUSE_MAX_QUERY, dtype.itemsize) for rows in videos)
         free = comfy.model_management.get_free_memory(torch.device("cpu"))
         mode = source_cache.choose_mode(requested, estimate, free)
         if mode is None:

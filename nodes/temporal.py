@@ -24,11 +24,13 @@ class FateZeroSpatioTemporalAttention:
             "temporal_mode": (list(temporal.MODES), {"default": "current+middle", "tooltip": "Where each frame's keys and values come from: itself ('per-frame'), the middle frame, itself and the middle frame (the paper), or the first and previous frames (Tune-A-Video)."}),
             "temporal_min_channels": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 64, "tooltip": "Only blocks with at least this many channels attend across frames."}),
             "video_groupnorm": ("BOOLEAN", {"default": False, "tooltip": "ResNet GroupNorms take statistics over all frames of the batch."}),
+        }, "optional": {
+            "window": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": "Frames per window for long clips: each window is sampled as its own video with the anchor frame the mode reads (memory follows the window). 0 = all frames at once."}),
         }}
 
-    def patch(self, model, temporal_mode, temporal_min_channels, video_groupnorm):
+    def patch(self, model, temporal_mode, temporal_min_channels, video_groupnorm, window=0):
         patched = model.clone()
-        FateZeroPatch(temporal_mode, temporal_min_channels, video_groupnorm, node=NODE).install(patched)
+        FateZeroPatch(temporal_mode, temporal_min_channels, video_groupnorm, node=NODE, window=window).install(patched)
         return (patched,)
 
 

@@ -28,6 +28,8 @@ from PIL import Image
 import workflow_files as wf
 
 TEST_SIZE = dict(width=128, height=128, frames=4, steps=3)
+# the long clip at test size: 6 frames in windows of 3 (two windows, each with the middle frame)
+SIZES = {"fatezero_long_clip_edit": dict(TEST_SIZE, frames=6, window=3)}
 LOCAL_EDITS = ("fatezero_local_edit", "fatezero_controlnet_local_edit")  # the ones with a blend mask
 
 
@@ -61,6 +63,7 @@ def test_authors_settings_are_shipped():
                                     target="a red jeep driving down a curvy road in the countryside"),
     }
     want["fatezero_controlnet_local_edit"] = want["fatezero_local_edit"]
+    want["fatezero_long_clip_edit"] = dict(want["fatezero_style_edit"], size=(512, 288, 48), window=16)
     assert sorted(want) == sorted(wf.NAMES)
     for name, w in want.items():
         api = wf.load(wf.api_path(name))
@@ -68,8 +71,10 @@ def test_authors_settings_are_shipped():
         for node in api.values():
             by_type.setdefault(node["class_type"], []).append(node["inputs"])
         video = by_type["FateZeroLoadVideo"][0]
-        assert (video["video"], video["width"], video["height"], video["frame_count"]) == ("bikes.mp4", 512, 512, 8)
+        assert (video["video"], video["width"], video["height"], video["frame_count"]) == \
+            ("bikes.mp4", *w.get("size", (512, 512, 8)))
         inv, = by_type["FateZeroDDIMInversion"]
+        assert inv["window"] == w.get("window", 0)
         sampler, = by_type["SamplerCustom"]
         assert inv["steps"] == 50
         assert (sampler["add_noise"], sampler["cfg"]) == (False, 7.5)
@@ -234,7 +239,8 @@ def run(server, checkpoint_name, controlnet_name, object_info, build):
     def run_once(name):
         if name not in done:
             api = build.resize(wf.load(wf.api_path(name)), ckpt_name=checkpoint_name,
-                               control_net_name=controlnet_name, **TEST_SIZE, prefix=f"fatezero_test_{name}/")
+                               control_net_name=controlnet_name, **SIZES.get(name, TEST_SIZE),
+                               prefix=f"fatezero_test_{name}/")
             assert wf.validate_api(api, object_info) == []
             done[name] = api, server.run(api, timeout=900)
         return done[name]
@@ -252,7 +258,7 @@ def _video_of(server, api, entry):
 def test_workflow_runs_on_the_server(name, server, run):
     api, entry = run(name)
     frames, fps = _video_of(server, api, entry)
-    assert len(frames) == TEST_SIZE["frames"]
+    assert len(frames) == SIZES.get(name, TEST_SIZE)["frames"]
     assert frames[0].shape == (TEST_SIZE["height"], TEST_SIZE["width"], 3)
     assert fps == pytest.approx(25.0, abs=0.01), "Create Video should take the clip's rate from Load Video"
     assert all(np.isfinite(f).all() for f in frames)

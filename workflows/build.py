@@ -80,7 +80,7 @@ TYPES = {
         (("model", "MODEL", R), ("source_conditioning", "CONDITIONING", R), ("latent", "LATENT", R),
          ("steps", "INT", R), ("temporal_mode", "COMBO", R), ("temporal_min_channels", "INT", R),
          ("video_groupnorm", "BOOLEAN", R), ("clean_sigma", "COMBO", R), ("store_mode", "COMBO", O),
-         ("cache_replace_steps", "FLOAT", O)),
+         ("cache_replace_steps", "FLOAT", O), ("window", "INT", O)),
         (("inverted_latent", "LATENT"), ("attention_store", "FATEZERO_STORE"), ("edit_sigmas", "SIGMAS"))),
     "FateZeroBlendMask": NodeType(
         "FateZero Blend Mask",
@@ -143,14 +143,15 @@ NOTE_X = -460
 
 
 def edit_graph(*, source: str, target: str, cross: float, self_: float, mapping: str, reweight: str,
-               cross_words: str, prefix: str, blend: dict | None) -> tuple[list, list]:
+               cross_words: str, prefix: str, blend: dict | None, frames: int = 8, width: int = 512,
+               height: int = 512, window: int = 0) -> tuple[list, list]:
     """The FateZero editing graph; ``blend`` adds the blend-mask branch with its preview."""
     n = [
         # 1. model and video
         Node(1, "CheckpointLoaderSimple", (X0 + 20, 80), (360, 98), {"ckpt_name": CHECKPOINT}),
         Node(2, "FateZeroLoadVideo", (X0 + 20, 230), (360, 560),
-             {"video": VIDEO, "frame_count": 8, "start_frame": 0, "every_nth": 1, "width": 512, "height": 512,
-              "resize": "center crop"}),
+             {"video": VIDEO, "frame_count": frames, "start_frame": 0, "every_nth": 1, "width": width,
+              "height": height, "resize": "center crop"}),
         Node(3, "VAEEncode", (X0 + 20, 830), (210, 46), links={"pixels": (2, 0), "vae": (1, 2)}),
         # 2. prompts: one text node per prompt feeds the encoder and the FateZero nodes alike
         Node(4, "PrimitiveStringMultiline", (X1 + 20, 80), (400, 110), {"value": source},
@@ -164,9 +165,10 @@ def edit_graph(*, source: str, target: str, cross: float, self_: float, mapping:
         Node(8, "CLIPTextEncode", (X1 + 20, 640), (400, 90), {"text": ""}, {"clip": (1, 1)},
              title="Encode negative prompt (empty)"),
         # 3. inversion
-        Node(9, "FateZeroDDIMInversion", (X2 + 20, 80), (400, 270),
+        Node(9, "FateZeroDDIMInversion", (X2 + 20, 80), (400, 294),
              {"steps": 50, "temporal_mode": "middle", "temporal_min_channels": 640, "video_groupnorm": True,
-              "clean_sigma": "alphas_cumprod[0] (authors)", "store_mode": "auto", "cache_replace_steps": 0.8},
+              "clean_sigma": "alphas_cumprod[0] (authors)", "store_mode": "auto", "cache_replace_steps": 0.8,
+              "window": window},
              {"model": (1, 0), "source_conditioning": (6, 0), "latent": (3, 0)}),
         # 4. fused editing
         Node(10, "FateZeroAttentionFusion", (X3 + 20, 80), (380, 322),
@@ -195,7 +197,7 @@ def edit_graph(*, source: str, target: str, cross: float, self_: float, mapping:
     groups = [
         Group("1. Model and video", (X0, 0, 400, 910), GROUP_COLORS["input"]),
         Group("2. Prompts", (X1, 0, 440, 770), GROUP_COLORS["prompts"]),
-        Group("3. Invert (capture attention)", (X2, 0, 440, 370), GROUP_COLORS["invert"]),
+        Group("3. Invert (capture attention)", (X2, 0, 440, 394), GROUP_COLORS["invert"]),
         Group("4. Edit (fused attention)", (X3, 0, 420, 870), GROUP_COLORS["edit"]),
         Group("5. Decode and save", (X4, 0, 440, 850), GROUP_COLORS["save"]),
     ]
@@ -369,7 +371,39 @@ def controlnet_local_edit() -> Workflow:
                     nodes, groups)
 
 
-WORKFLOWS = (style_edit, attribute_edit, local_edit, controlnet_local_edit)
+LONG_CLIP_NOTE = """\
+Long clips (FateZero DDIM Inversion's window)
+- frame_count 48 at 512x288 (a 16:9 clip): every UNet call holding all 48 frames would need about \
+six times the memory of the authors' 8 frames. window 16 cuts the clip into windows of 16 frames; \
+each runs as its own video (inversion and edit): its frames plus the anchor frame the temporal mode \
+reads (middle mode: the clip's middle frame), so memory follows the window, not the clip, and time \
+grows linearly with the clip.
+- The store records the window; the fusion node and the sampler follow it. The sampler's progress \
+bar counts windows x steps; Cancel stops between steps and windows.
+- Exact where the math allows: with video_groupnorm off, the middle and current+middle modes give \
+the frames of the all-frames run. With video_groupnorm on (the authors' choice), each window takes \
+its GroupNorm statistics over its own frames and the result differs slightly (README, "Long clips").
+- Larger windows are closer to the all-frames run and need more memory; 0 = all frames at once.
+- To spread a clip over several queue jobs or machines: FateZero Window Frames (window, \
+window_index) after Load Video, the inversion's window at 0, and FateZero Window Output before \
+VAE Decode; join the jobs' frames in window order (README, "Long clips")."""
+
+
+def long_clip_edit() -> Workflow:
+    """The style edit on a 48-frame 16:9 clip in windows of 16 frames."""
+    target = "watercolor painting of " + JEEP
+    nodes, groups = edit_graph(source=JEEP, target=target, cross=0.8, self_=0.8, mapping="refine",
+                               reweight="watercolor:10", cross_words="", prefix="fatezero/long_clip_watercolor",
+                               blend=None, frames=48, width=512, height=288, window=16)
+    nodes.append(note(note_text(
+        "FateZero on a long clip: 48 frames at 512x288, edited in windows of 16 frames around a shared "
+        "anchor frame (the watercolor style edit).",
+        "- cross_replace_steps 0.8, self_replace_steps 0.8, mapping refine, reweight watercolor:10: the "
+        "style edit's settings (see the style workflow).", LONG_CLIP_NOTE)))
+    return Workflow("fatezero_long_clip_edit", "long clip in windows: watercolor jeep", nodes, groups)
+
+
+WORKFLOWS = (style_edit, attribute_edit, local_edit, controlnet_local_edit, long_clip_edit)
 
 
 # -- writers -----------------------------------------------------------------------------
@@ -505,7 +539,8 @@ def files() -> dict[Path, str]:
 # -- one place to shrink a workflow (tests, demo job) -------------------------------------
 def resize(api: dict, *, ckpt_name: str | None = None, control_net_name: str | None = None,
            width: int | None = None, height: int | None = None, frames: int | None = None,
-           steps: int | None = None, video: str | None = None, prefix: str | None = None) -> dict:
+           steps: int | None = None, video: str | None = None, prefix: str | None = None,
+           window: int | None = None) -> dict:
     """A copy of an API-format workflow with its size, steps, model files or output prefix changed.
 
     ``steps`` is set in the inversion only: the sampler (SamplerCustom) takes its steps from the
@@ -522,8 +557,10 @@ def resize(api: dict, *, ckpt_name: str | None = None, control_net_name: str | N
             for key, value in (("width", width), ("height", height), ("frame_count", frames), ("video", video)):
                 if value is not None:
                     inputs[key] = value
-        elif kind == "FateZeroDDIMInversion" and steps is not None:
-            inputs["steps"] = steps
+        elif kind == "FateZeroDDIMInversion":
+            for key, value in (("steps", steps), ("window", window)):
+                if value is not None:
+                    inputs[key] = value
         elif kind in ("SaveVideo", "SaveImage") and prefix is not None:
             inputs["filename_prefix"] = prefix + inputs["filename_prefix"].split("/", 1)[-1]
     return api

@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""Long clips in windows (issue 11): peak memory and time of the inversion and of fused
+sampling as the clip grows, at a fixed window and without windows, and how far a windowed
+edit is from the all-frames edit.
+
+    python bench/bench_windows.py                     (make bench-windows)
+    python bench/bench_windows.py --frames 8,16,32,64 --window 8 --size 128 --steps 4
+
+Memory is the process's peak RSS growth over each phase on CPU (psutil sampling plus the
+kernel's high-water mark) and ``max_memory_allocated`` on CUDA, as in bench_fatezero.py.
+The store is in ``recompute`` mode (its trajectory grows with the clip, by kilobytes per
+frame here). The distance figures are the relative L2 difference of the edited latent from
+the all-frames run, on the bench's video-like latent. Random weights: cost, not quality.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_fatezero as bf  # noqa: E402  (the same in-process ComfyUI, model, meter and nodes)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--frames", default="8,16,32,64", help="clip lengths of the memory sweep")
+    p.add_argument("--window", type=int, default=8, help="frames per window in the sweep")
+    p.add_argument("--size", type=int, default=128, help="frame width = height in pixels")
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--no-unwindowed", action="store_true", help="skip the all-frames rows of the sweep")
+    p.add_argument("--distance-frames", type=int, default=16)
+    p.add_argument("--distance-windows", default="8,4")
+    p.add_argument("--distance-size", type=int, default=64)
+    p.add_argument("--distance-steps", type=int, default=3)
+    p.add_argument("--unet", choices=list(bf.UNETS), default="checkpoint")
+    p.add_argument("--ckpt", help="an SD1.x .safetensors checkpoint instead of the random test checkpoint")
+    p.add_argument("--device", choices=["auto", "cpu"], default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--out", help="JSON path (default bench/results/windows-<timestamp>.json)")
+    args = p.parse_args(argv)
+    # what bench_fatezero's Env and Bench read
+    args.progress, args.temporal_mode, args.temporal_min_channels = False, "middle", 640
+    args.no_video_groupnorm, args.cross_replace, args.self_replace, args.tau = False, 0.8, 0.8, 0.3
+    return args
+
+
+class WindowBench(bf.Bench):
+    def invert(self, latent, steps: int, window: int, groupnorm: bool = True):
+        a = self.args
+        run = lambda: bf.call_node(self.inversion_node, model=self.model, source_conditioning=self.source_cond,
+                                   latent=latent, steps=steps, temporal_mode=a.temporal_mode,
+                                   temporal_min_channels=a.temporal_min_channels, video_groupnorm=groupnorm,
+                                   store_mode="recompute", window=window)
+        (inverted, store, _), r = self._measure(run)
+        return inverted, store, r
+
+
+def sweep(bench: WindowBench, args) -> list[dict]:
+    rows = []
+    for frames in bf.ints(args.frames):
+        latent = bench.video_latent(frames, args.size)
+        for window in ([0] if not args.no_unwindowed else []) + [args.window]:
+            bf.log(f"{frames} frames, window {window or 'all'}: inversion ...")
+            inverted, store, inv = bench.invert(latent, args.steps, window)
+            bf.log(f"  {inv['seconds']:.1f}s; fused sampling ...")
+            fused = bench.fused(inverted, store, store.info.steps, blend=False)[1]
+            bf.log(f"  {fused['seconds']:.1f}s")
+            rows.append({"frames": frames, "window": window, "inversion": inv, "fused": fused,
+                         "store_bytes": store.nbytes()})
+            del inverted, store
+    return rows
+
+
+def distances(bench: WindowBench, args) -> list[dict]:
+    out = []
+    latent = bench.video_latent(args.distance_frames, args.distance_size, seed=1)
+    for groupnorm in (True, False):
+        edits = {}
+        for window in [0] + bf.ints(args.distance_windows):
+            bf.log(f"distance: {args.distance_frames} frames, window {window or 'all'}, video GroupNorm {groupnorm} ...")
+            inverted, store, _ = bench.invert(latent, args.distance_steps, window, groupnorm)
+            edits[window] = bench.fused(inverted, store, store.info.steps, blend=False, measure=False)[0]["samples"]
+        for window, edit in edits.items():
+            if window:
+                d = float((edit - edits[0]).norm() / edits[0].norm())
+                out.append({"video_groupnorm": groupnorm, "window": window, "relative_l2": d,
+                            "max_abs": float((edit - edits[0]).abs().max()), "frames": args.distance_frames})
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    bf.import_comfy(args.device)
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    env = bf.load_env(args)
+    bench = WindowBench(env, args)
+    bf.log(f"{env.model_desc} on {env.device}; warm-up ...")
+    bench.baseline(bench.video_latent(2, args.size), 1)
+    report = {"args": vars(args), "environment": bf.environment(env), "sweep": sweep(bench, args),
+              "distance": distances(bench, args)}
+    mem = "gpu_peak_delta" if env.device.type == "cuda" else "peak_rss_delta"
+    windowed = [r for r in report["sweep"] if r["window"]]
+    checks = {}
+    for phase in ("inversion", "fused"):
+        peaks = [r[phase][mem] for r in windowed]
+        checks[f"{phase}_peak_spread"] = max(peaks) / min(peaks) - 1  # flat: within 15%
+        xs, ys = [r["frames"] for r in windowed], [r[phase]["seconds"] for r in windowed]
+        checks[f"{phase}_time_linear_r2"] = bf.linear_fit(xs, ys)["r2"]
+    report["checks"] = checks
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else bf.RESULTS_DIR / f"windows-{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str))
+
+    label = "GPU peak growth" if mem.startswith("gpu") else "peak RSS growth"
+    print(f"\n{env.model_desc}, {args.size}x{args.size}, {args.steps} steps, mode middle, video GroupNorm, "
+          f"recompute store; {label} per phase:")
+    rows = [[r["frames"], r["window"] or "all", f"{r['inversion']['seconds']:.1f}s", bf.fmt_bytes(r["inversion"][mem]),
+             f"{r['fused']['seconds']:.1f}s", bf.fmt_bytes(r["fused"][mem]), bf.fmt_bytes(r["store_bytes"])]
+            for r in report["sweep"]]
+    print(bf.table(rows, ["frames", "window", "inversion", "inv. memory", "fused", "fused memory", "store"]))
+    print(f"\nwindow {args.window}: peak memory spread over the sweep: inversion {checks['inversion_peak_spread']:.1%}, "
+          f"fused {checks['fused_peak_spread']:.1%} (flat: <= 15%); time linear in frames: R^2 "
+          f"{checks['inversion_time_linear_r2']:.3f} / {checks['fused_time_linear_r2']:.3f}")
+    print(f"\nedit vs the all-frames edit ({args.distance_frames} frames, {args.distance_size}px, "
+          f"{args.distance_steps} steps, mode middle):")
+    print(bf.table([["on" if d["video_groupnorm"] else "off", d["window"], f"{d['relative_l2']:.2%}",
+                     f"{d['max_abs']:.2g}"] for d in report["distance"]],
+                   ["video GroupNorm", "window", "relative L2", "max abs"]))
+    print(f"\nresults: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
