@@ -8,6 +8,11 @@ edit is from the all-frames edit.
 
 Memory is the process's peak RSS growth over each phase on CPU (psutil sampling plus the
 kernel's high-water mark) and ``max_memory_allocated`` on CUDA, as in bench_fatezero.py.
+On CPU the script runs itself with glibc's mmap threshold fixed (``MALLOC_MMAP_THRESHOLD_``),
+so that freed activation blocks go back to the system and RSS follows the tensors alive:
+with glibc's default (a threshold that rises after the first large free) freed blocks stay
+in the heap, and RSS would grow with the number of windows run, not with what they hold
+(``--allocator default`` measures that; the pack trims the heap between windows).
 The store is in ``recompute`` mode (its trajectory grows with the clip, by kilobytes per
 frame here). The distance figures are the relative L2 difference of the edited latent from
 the all-frames run, on the bench's video-like latent. Random weights: cost, not quality.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,10 +34,11 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--frames", default="8,16,32,64", help="clip lengths of the memory sweep")
-    p.add_argument("--window", type=int, default=8, help="frames per window in the sweep")
+    p.add_argument("--window", type=int, default=4, help="frames per window in the sweep")
     p.add_argument("--size", type=int, default=128, help="frame width = height in pixels")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--no-unwindowed", action="store_true", help="skip the all-frames rows of the sweep")
+    p.add_argument("--no-distance", action="store_true", help="skip the distance from the all-frames edit")
     p.add_argument("--distance-frames", type=int, default=16)
     p.add_argument("--distance-windows", default="8,4")
     p.add_argument("--distance-size", type=int, default=64)
@@ -40,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--ckpt", help="an SD1.x .safetensors checkpoint instead of the random test checkpoint")
     p.add_argument("--device", choices=["auto", "cpu"], default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--allocator", choices=["fixed-mmap", "default"], default="fixed-mmap",
+                   help="glibc's mmap threshold on CPU: fixed (RSS follows live tensors) or glibc's default")
     p.add_argument("--out", help="JSON path (default bench/results/windows-<timestamp>.json)")
     args = p.parse_args(argv)
     # what bench_fatezero's Env and Bench read
@@ -92,8 +101,15 @@ def distances(bench: WindowBench, args) -> list[dict]:
     return out
 
 
+MMAP_THRESHOLD = "131072"  # bytes: blocks from 128 KB up are mapped and unmapped on their own
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.allocator == "fixed-mmap" and os.environ.get("MALLOC_MMAP_THRESHOLD_") != MMAP_THRESHOLD:
+        # glibc reads it at start-up: run this script again with it set
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD}
+        os.execve(sys.executable, [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)], env)
     bf.import_comfy(args.device)
     import torch
     if args.threads:
@@ -103,7 +119,7 @@ def main(argv=None) -> int:
     bf.log(f"{env.model_desc} on {env.device}; warm-up ...")
     bench.baseline(bench.video_latent(2, args.size), 1)
     report = {"args": vars(args), "environment": bf.environment(env), "sweep": sweep(bench, args),
-              "distance": distances(bench, args)}
+              "distance": [] if args.no_distance else distances(bench, args)}
     mem = "gpu_peak_delta" if env.device.type == "cuda" else "peak_rss_delta"
     windowed = [r for r in report["sweep"] if r["window"]]
     checks = {}
@@ -120,7 +136,7 @@ def main(argv=None) -> int:
 
     label = "GPU peak growth" if mem.startswith("gpu") else "peak RSS growth"
     print(f"\n{env.model_desc}, {args.size}x{args.size}, {args.steps} steps, mode middle, video GroupNorm, "
-          f"recompute store; {label} per phase:")
+          f"recompute store, allocator {args.allocator}; {label} per phase:")
     rows = [[r["frames"], r["window"] or "all", f"{r['inversion']['seconds']:.1f}s", bf.fmt_bytes(r["inversion"][mem]),
              f"{r['fused']['seconds']:.1f}s", bf.fmt_bytes(r["fused"][mem]), bf.fmt_bytes(r["store_bytes"])]
             for r in report["sweep"]]

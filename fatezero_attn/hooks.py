@@ -315,8 +315,10 @@ class FateZeroPatch:
                                                    self._blended_prediction)
         if self.clip_plan is not None:
             self.window = self.clip_plan.store.info.window  # the edit follows the inversion
+        import comfy.patcher_extension as ext
+        # an earlier FateZero patch's windows (Spatio-Temporal before the inversion) give way to this one's
+        model_patcher.remove_wrappers_with_key(ext.WrappersMP.OUTER_SAMPLE, "fatezero_windows")
         if self.window:
-            import comfy.patcher_extension as ext
             model_patcher.add_wrapper_with_key(ext.WrappersMP.OUTER_SAMPLE, "fatezero_windows", self._windowed_sample)
         if self.video_groupnorm:
             for name in group_norm_names(dm):

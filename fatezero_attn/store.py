@@ -233,8 +233,8 @@ class AttentionStore:
             raise ValueError(f"the inversion's conditioning {bad} does not have one row per frame ({self.rows})")
         if i.window:
             subs = self.sub_videos()
-            anchors = 0 if self.anchor_latents is None else self.anchor_latents.shape[0]
-            if anchors != (0 if subs[0].anchor_row is None else len(subs)):
+            want = None if subs[0].anchor_row is None else (len(subs), *self.unet_inputs.shape[2:])
+            if (None if self.anchor_latents is None else tuple(self.anchor_latents.shape)) != want:
                 raise ValueError(f"the store has {len(subs)} windows and anchor latents of shape "
                                  f"{None if self.anchor_latents is None else tuple(self.anchor_latents.shape)}")
             if self.window_caches and [c.frames for c in self.window_caches] != [len(s.frames) for s in subs]:

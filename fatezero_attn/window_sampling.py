@@ -9,6 +9,8 @@ order. Progress counts windows times steps; ComfyUI's interrupt is honoured betw
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from typing import Callable
 
 import torch
@@ -19,22 +21,48 @@ from .hooks import FateZeroError
 from .windows import SubVideo
 
 
-def slice_control(control, index: list[int], frames: int):
-    """A copy of a ControlNet / T2I-Adapter chain whose per-frame hints hold only ``index``."""
+def _return_freed_memory() -> None:
+    """Give the previous window's freed activations back to the system. glibc keeps freed
+    blocks in its heap (its mmap threshold rises after the first large free), so on CPU the
+    process's memory would otherwise grow with the number of windows, not with their size."""
+    comfy.model_management.soft_empty_cache()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def slice_control(control, index: list[int], frames: int, copies: dict | None = None):
+    """A copy of a ControlNet / T2I-Adapter chain whose per-frame hints hold only ``index``.
+
+    ``copies`` (id of a control -> its copy) keeps one copy per control for a window: ComfyUI
+    batches the positive and negative rows together only when they share the control object."""
     if control is None:
         return None
-    c = control.copy()
+    copies = {} if copies is None else copies
+    if id(control) in copies:
+        return copies[id(control)]
+    c = copies[id(control)] = control.copy()
     hint = getattr(control, "cond_hint_original", None)
     if torch.is_tensor(hint) and hint.shape[0] == frames:
         c.cond_hint_original = hint[index]
     extra = getattr(c, "extra_concat_orig", None)
     if extra:
         c.extra_concat_orig = [t[index] if torch.is_tensor(t) and t.shape[0] == frames else t for t in extra]
-    c.set_previous_controlnet(slice_control(getattr(control, "previous_controlnet", None), index, frames))
+    c.set_previous_controlnet(slice_control(getattr(control, "previous_controlnet", None), index, frames, copies))
     return c
 
 
-def slice_cond(cond: dict, index: list[int], frames: int) -> dict:
+def slice_cond(cond: dict, index: list[int], frames: int, copies: dict) -> dict:
     """One conditioning entry (a CONDITIONING's dict, or a sampler's cond) with per-frame
     tensors (first dimension ``frames``) cut to the rows ``index``; the rest is shared."""
     out = dict(cond)
@@ -42,7 +70,7 @@ def slice_cond(cond: dict, index: list[int], frames: int) -> dict:
         if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == frames:
             out[name] = value[index]
         elif name == "control":
-            out[name] = slice_control(value, index, frames)
+            out[name] = slice_control(value, index, frames, copies)
         elif name == "model_conds":
             out[name] = {n: c._copy_with(c.cond[index]) if torch.is_tensor(getattr(c, "cond", None))
                          and c.cond.shape[0] == frames else c for n, c in value.items()}
@@ -58,7 +86,10 @@ def sample_windows(executor, subs: list[SubVideo], node: str, start: Callable[[i
     ``start(k)`` readies the patch for window k, ``window_latent(k, rows)`` may replace the
     window's starting latent, ``finish(k, out)`` sees the window's output rows."""
     frames = sum(len(s.own_rows) for s in subs)
-    if latent_image.is_nested or latent_image.shape[0] != frames:
+    if latent_image.is_nested or len(kwargs.get("latent_shapes") or ()) > 1:
+        raise FateZeroError(f"{node}: the sampler's latent holds several latents in one (a nested latent); windows "
+                            "cut one video latent. Sample the video's latent alone, or set the window to 0.")
+    if latent_image.shape[0] != frames:
         raise FateZeroError(f"{node}: the sampler's latent has {latent_image.shape[0]} frames and the windows cover "
                             f"{frames}; sample the whole clip the windows were set for (the inverted latent).")
     guider = executor.class_obj
@@ -68,8 +99,12 @@ def sample_windows(executor, subs: list[SubVideo], node: str, start: Callable[[i
     try:
         for k, sub in enumerate(subs):
             comfy.model_management.throw_exception_if_processing_interrupted()
+            if k:
+                _return_freed_memory()
             index = list(sub.frames)
-            guider.conds = {name: [slice_cond(c, index, frames) for c in entries] for name, entries in conds.items()}
+            copies: dict = {}  # one copy of each ControlNet per window
+            guider.conds = {name: [slice_cond(c, index, frames, copies) for c in entries]
+                            for name, entries in conds.items()}
             mask = denoise_mask
             if mask is not None and mask.shape[0] == frames:
                 mask = mask[index]

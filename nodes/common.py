@@ -95,8 +95,9 @@ def check_store_model(store: AttentionStore, model, node: str) -> None:
 
 def check_store_conditioning(store: AttentionStore, node: str, fused_steps: int) -> None:
     """A store whose source row needs the inversion's ControlNet must still have it (unless cached)."""
-    recomputes = store.cache is None or fused_steps > store.info.cache_steps
-    if store.info.source_control and store.extra.get("source_control") is None and recomputes:
+    recomputes = not store.has_cache or fused_steps > store.info.cache_steps
+    kept = store.extra.get("source_control") is not None or store.extra.get("window_controls") is not None
+    if store.info.source_control and not kept and recomputes:
         raise FateZeroError(
             f"{node}: 'attention_store' was inverted with a ControlNet or T2I-Adapter on its source_conditioning and "
             "comes from a file, which cannot carry the ControlNet the source row must replay. Connect FateZero DDIM "

@@ -79,6 +79,10 @@ class FateZeroAttentionFusion:
         if blend_mask is not None and blend_mask.latent_blend:
             target_blend = sorted({p for w in blend_mask.target_words
                                    for p in positions_of(tgt_words, tgt_tokens, w, NODE, "blend_mask's target_blend_words", "target prompt")})
+        if blend_mask is not None and tuple(blend_mask.pooled.shape[:2]) != (steps, store.rows):
+            raise FateZeroError(f"{NODE}: 'blend_mask' was made from another attention store ({tuple(blend_mask.pooled.shape[:2])} "
+                                f"steps x frames, this store {steps} x {store.rows}); connect FateZero Blend Mask to "
+                                "the same attention_store as this node.")
         plan = FusionPlan(store, S, aligned, equalizer, windows, self_window, blend=blend_mask,
                           target_blend_positions=target_blend)
         check_store_conditioning(store, NODE, plan.fused_steps)

@@ -137,7 +137,7 @@ class FateZeroDDIMInversion:
                                   torch.stack([rec.unet_inputs[j] for j in range(n)]), context.detach().cpu().float(),
                                   cross.float().cpu(), rec.conds, rec.cache)
             if rec.had_control:  # replayed in the source row; lives in memory only (not in saved files)
-                part.extra["source_control"] = slice_control(control, list(sub.frames), samples.shape[0]) \
+                part.extra["source_control"] = slice_control(control, list(sub.frames), samples.shape[0], {}) \
                     if window else control
             stores.append(part)
         if window:

@@ -197,6 +197,68 @@ def test_two_jobs_of_one_window_equal_one_windowed_job(editor, node, clip_latent
     torch.testing.assert_close(jobs, windowed, rtol=1e-5, atol=1e-4)
 
 
+class UNetCalls:
+    """Counts UNet calls (a model wrapper under the pack's, as another node's would be)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, apply_model, args):
+        self.calls += 1
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+
+def test_controlnet_on_inversion_and_sampler_is_cut_per_window(node, editor, clip_latent, graph_files):
+    """A ControlNet with one hint per frame on the inversion's and the sampler's conditioning:
+    each window gets its frames' hints (windowed = all frames, per-frame GroupNorm), the
+    source row replays the window's control, and positive and negative rows stay one UNet
+    call per step (they share the window's copy of the control)."""
+    images, latent = clip_latent
+    (cnet,) = node("ControlNetLoader").load_controlnet(graph_files["controlnet"].name)
+    apply = node("ControlNetApplyAdvanced").apply_controlnet
+    source, _ = apply(editor.source, editor.source, cnet, images, 1.0, 0.0, 1.0)
+    positive, negative = apply(editor.target, editor.negative, cnet, images, 1.0, 0.0, 1.0)
+    counter = UNetCalls()
+    model = editor.model.clone()
+    model.set_model_unet_function_wrapper(counter)
+    results = []
+    for window in (0, 8):
+        inverted, store, sigmas = node("FateZeroDDIMInversion").invert(model, source, latent, STEPS, "middle", 0, False,
+                                                                       AUTHORS, "recompute", 0.8, window)
+        fused = node("FateZeroAttentionFusion").patch(model, store, editor.clip, SRC, TGT, 0.8, 0.8, "auto", "", "")[0]
+        (sampler,) = node("KSamplerSelect").get_sampler("ddim")
+        counter.calls = 0
+        results.append(node("SamplerCustom").sample(fused, False, 0, 7.5, positive, negative, sampler, sigmas,
+                                                    inverted)[0]["samples"])
+        results.append(counter.calls)
+    out0, calls0, out8, calls8 = results
+    torch.testing.assert_close(out8, out0, rtol=1e-5, atol=1e-4)
+    assert calls8 == 2 * calls0, f"{calls0} UNet calls for the clip, {calls8} for two windows"
+
+
+def test_blend_mask_of_another_store_is_refused(editor, clip_latent):
+    _, latent = clip_latent
+    inverted, windowed, sigmas = editor.invert(latent, window=8)
+    _, whole, _ = editor.invert(latent)
+    mask = editor.node("FateZeroBlendMask").make(whole, editor.clip, SRC, "jeep", 0.3)[0]
+    with pytest.raises(ValueError, match="'blend_mask' was made from another attention store"):
+        editor.node("FateZeroAttentionFusion").patch(editor.model, windowed, editor.clip, SRC, TGT, 0.8, 0.8, "auto",
+                                                     "", "", mask)
+
+
+def test_spatio_temporal_windows_before_the_inversion_give_way_to_the_inversions(node, editor, clip_latent):
+    _, latent = clip_latent
+    (model,) = node("FateZeroSpatioTemporalAttention").patch(editor.model, "middle", 0, False, 4)
+    got, store, _ = node("FateZeroDDIMInversion").invert(model, editor.source, latent, STEPS, "middle", 0, False,
+                                                         AUTHORS, "recompute", 0.8, 0)
+    want = editor.invert(latent, gn=False)[0]
+    assert store.info.window == 0 and store.rows == FRAMES
+    torch.testing.assert_close(got["samples"], want["samples"], rtol=0, atol=0)
+
+
 def test_window_nodes_refuse_what_does_not_fit(node, clip_latent, editor):
     images, latent = clip_latent
     with pytest.raises(ValueError, match=r"FateZero Window Frames: 'window_index' is 2.*use 0 to 1"):
