@@ -17,7 +17,12 @@ Follows the authors' code (default):
 - Replace windows: cross-attention at k < int(cross_replace_steps * (N + 1)), self-attention
   at k < int(self_replace_steps * N). ``schedule.replace_windows``.
 - Layers: self- and cross-attention fused where the query length is at most 32x32
-  (``FUSE_MAX_QUERY``): 11 of SD1's 16 transformer blocks at 512x512.
+  (``FUSE_MAX_QUERY``): 11 of SD1's 16 transformer blocks at 512x512. Carried over to other
+  families by its meaning, the levels at 1/2 of the native latent and below
+  (``model_family.Family.fuse_max_query``): 32x32 for SD 2.x at 512, 48x48 for SD 2.x 768
+  v-prediction at 768x768 (its 48x48, 24x24 and 12x12 levels: 11 of 16 blocks, as SD1.5), 64x64
+  for SDXL at 1024x1024 (every SDXL transformer: its 64x64 and 32x32 levels). The limit is a
+  query length, so a smaller video fuses more levels, as with the authors' fixed 32x32.
 - Spatio-temporal attention: middle frame ``(F - 1) // 2``; the authors' style and
   attribute configs take keys and values from the middle frame in blocks of >= 640
   channels (``TEMPORAL_MODE``, ``TEMPORAL_MIN_CHANNELS``). ``temporal``.
@@ -31,7 +36,9 @@ Follows the authors' code (default):
   (``hooks.blend_factor``). For SD1.5 that is 1/4 of the latent (16x16 at 512x512): down
   level 2's two transformers (``input_blocks`` 7, 8; diffusers ``down_blocks[2]``) and up
   level 1's three (``output_blocks`` 3, 4, 5; ``up_blocks[1]``), the authors' five 16x16
-  layers. For SD2 it is the same levels; a shallower or deeper UNet gets its own deepest
+  layers. For SD2 it is the same levels (24x24 maps at 768x768); for SDXL the deepest level is
+  1/4 of the latent too (32x32 maps at 1024x1024: ``input_blocks`` 7, 8 and ``output_blocks``
+  0, 1, 2, ten transformer blocks each); a shallower or deeper UNet gets its own deepest
   level (1/2 of the latent for a two-level UNet), where the authors' fixed "16x16" has no
   layer at all. Above 512 pixels the authors' code keeps only the three up-block maps at
   that level (their store skips maps with more than 32x32 queries, and at 1024 pixels the

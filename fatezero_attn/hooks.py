@@ -583,8 +583,7 @@ class FateZeroPatch:
             if fz["target"]:
                 self._capture_target(q, k, heads, extra, fz)
         rec = self.recorder
-        if (fz["capture"] is not None and rec.cache is not None and fz["capture"] in rec.cache.calls
-                and q.shape[1] <= FUSE_MAX_QUERY):
+        if fz["capture"] is not None and rec.cache is not None and rec.cache.holds(fz["capture"], q.shape[1]):
             first = fz["roles"].index("cond") * chunk
             rec.cache.keep(fz["capture"], attn, key, q[first:first + chunk], k[first:first + chunk])
         if fz["roles"] == ["source"]:

@@ -36,12 +36,18 @@ class SourceCache:
     steps: int  # edit steps k < steps are cached (inversion calls j >= total_steps - steps)
     # inversion call j -> (attn, (block, number, depth)) -> (q [frames, n, C], k)
     calls: dict = field(default_factory=dict)
+    max_query: int = 32 * 32  # the fused layers' largest query length (model_family.py)
 
     @classmethod
     def for_inversion(cls, frames: int, temporal_mode: str, min_channels: int, total_steps: int,
-                      steps: int) -> "SourceCache":
+                      steps: int, max_query: int) -> "SourceCache":
         """An empty cache expecting the inversion calls of the last ``steps`` edit steps."""
-        return cls(frames, temporal_mode, min_channels, steps, {j: {} for j in range(total_steps - steps, total_steps)})
+        return cls(frames, temporal_mode, min_channels, steps, {j: {} for j in range(total_steps - steps, total_steps)},
+                   max_query)
+
+    def holds(self, j: int, query_length: int) -> bool:
+        """Whether the cache keeps a layer of this query length at inversion call ``j``."""
+        return j in self.calls and query_length <= self.max_query
 
     def gathered(self, attn: str, channels: int) -> bool:
         return temporal.gathers(attn, self.temporal_mode, channels, self.temporal_min_channels)

@@ -55,6 +55,8 @@ class StoreInfo:
     store_mode: str = "recompute"  # or "cache" (source_cache.py)
     cache_steps: int = 0  # cache mode: edit steps k < cache_steps read the source cache
     window: int = 0  # frames per window (windows.py); 0: the clip is one video
+    model_family: str = "SD1"  # model_family.py; stores before format 4 are all SD1
+    fuse_max_query: int = 32 * 32  # fused layers: at most this many queries (model_family.py)
     format_version: int = FORMAT_VERSION
 
 
@@ -206,7 +208,8 @@ class AttentionStore:
         if info.store_mode == "cache":
             for k, frames in enumerate([len(s.frames) for s in subs] or [info.frames]):
                 prefix = f"window.{k}." if subs else ""
-                cache = SourceCache(frames, info.temporal_mode, info.temporal_min_channels, info.cache_steps)
+                cache = SourceCache(frames, info.temporal_mode, info.temporal_min_channels, info.cache_steps,
+                                    max_query=info.fuse_max_query)
                 cache.load_tensors({n[len(prefix):]: v for n, v in tensors.items() if n.startswith(prefix + "cache.")})
                 caches.append(cache)
             if sum(len(c.tensors()) for c in caches) != len(cache_tensors):

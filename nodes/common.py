@@ -5,7 +5,7 @@ import hashlib
 
 import torch
 
-from ..fatezero_attn import model_state
+from ..fatezero_attn import model_family, model_state
 from ..fatezero_attn.alignment import MAX_TOKENS, flatten, word_positions
 from ..fatezero_attn.hooks import FateZeroError
 from ..fatezero_attn.store import AttentionStore
@@ -14,21 +14,35 @@ STORE_TYPE = "FATEZERO_STORE"
 BLEND_TYPE = "FATEZERO_BLEND"
 
 
-def hf_tokenizer(clip):
-    """The HuggingFace CLIP tokenizer inside ComfyUI's CLIP object (SD1: ``clip_l``)."""
-    tok = getattr(clip.tokenizer, "clip_l", None) or getattr(clip.tokenizer, getattr(clip.tokenizer, "clip", ""), None)
-    if tok is None or not hasattr(tok, "tokenizer"):
-        raise FateZeroError("FateZero: this CLIP has no SD1 (CLIP-L) tokenizer; FateZero supports SD1.x checkpoints")
-    return tok.tokenizer
+CLIP_TOKENIZERS = ("clip_l", "clip_g", "clip_h")  # SD1: L; SD2: OpenCLIP-H; SDXL: L and G
+
+
+def hf_tokenizers(clip, node: str) -> dict:
+    """The HuggingFace tokenizers inside ComfyUI's CLIP object, by name (SDXL has two)."""
+    found = {name: getattr(clip.tokenizer, name).tokenizer for name in CLIP_TOKENIZERS
+             if hasattr(getattr(clip.tokenizer, name, None), "tokenizer")}
+    if not found:
+        raise FateZeroError(f"{node}: 'clip' has no CLIP-L, OpenCLIP-H or CLIP-G tokenizer "
+                            f"({type(clip.tokenizer).__name__}); FateZero supports SD1.x, SD2.x and SDXL checkpoints. "
+                            "Connect the checkpoint's own CLIP.")
+    return found
 
 
 def prompt_words(clip, text: str, node: str, input_name: str) -> tuple[list[str], list[list[int]]]:
-    """Words of ``text`` and their token ids (no BOS/EOS), checked against the 75-token window."""
+    """Words of ``text`` and their token ids (no BOS/EOS), checked against the 75-token window.
+    With several text encoders (SDXL) their tokens must line up, position for position."""
     words = text.split()
     if not words:
         raise FateZeroError(f"{node}: '{input_name}' is empty; type the prompt the video is described (or edited) with.")
-    tok = hf_tokenizer(clip)
-    tokens = [tok(w, add_special_tokens=False)["input_ids"] for w in words]
+    toks = hf_tokenizers(clip, node)
+    per_encoder = {name: [tok(w, add_special_tokens=False)["input_ids"] for w in words] for name, tok in toks.items()}
+    tokens = next(iter(per_encoder.values()))
+    for name, other in per_encoder.items():
+        if other != tokens:
+            word = next(w for w, a, b in zip(words, tokens, other) if a != b)
+            raise FateZeroError(f"{node}: in '{input_name}' the word '{word}' is tokenized differently by "
+                                f"{' and '.join(per_encoder)}, so the text encoders' 77 positions do not line up; "
+                                "FateZero maps attention by position. Rephrase that word.")
     if len(flatten(tokens)) > MAX_TOKENS - 2:
         raise FateZeroError(too_long(node, input_name, f"has {len(flatten(tokens))} tokens"))
     return words, tokens
@@ -80,6 +94,13 @@ def check_source_prompt(clip, text: str, store: AttentionStore, node: str) -> No
 
 def check_store_model(store: AttentionStore, model, node: str) -> None:
     """The MODEL must compute the inversion's UNet call as the inversion's MODEL did."""
+    family = model_family.family_of(model)
+    if family is None or family.name != store.info.model_family:
+        raise FateZeroError(
+            f"{node}: 'model' is {'not an SD UNet' if family is None else 'an ' + family.name + ' model'} and the "
+            f"attention store was inverted with an {store.info.model_family} model; attention cannot be fused across "
+            "model families. Connect the MODEL of the checkpoint the store was inverted with, or invert again with "
+            "this one.")
     parts = model_state.describe(model)
     if store.info.model_id == model_state.digest(parts):
         return

@@ -84,7 +84,7 @@ class FateZeroAttentionFusion:
                                 f"steps x frames, this store {steps} x {store.rows}); connect FateZero Blend Mask to "
                                 "the same attention_store as this node.")
         plan = FusionPlan(store, S, aligned, equalizer, windows, self_window, blend=blend_mask,
-                          target_blend_positions=target_blend)
+                          target_blend_positions=target_blend, max_query=store.info.fuse_max_query)
         check_store_conditioning(store, NODE, plan.fused_steps)
         patch = FateZeroPatch(store.info.temporal_mode, store.info.temporal_min_channels, store.info.video_groupnorm,
                               fusion=plan, node=NODE)

@@ -12,7 +12,7 @@ import latent_preview
 
 from dataclasses import replace
 
-from ..fatezero_attn import defaults, model_state, source_cache, temporal, windows
+from ..fatezero_attn import defaults, model_family, model_state, source_cache, temporal, windows
 from ..fatezero_attn.layout import attention_layout
 from ..fatezero_attn.hooks import FateZeroError, FateZeroPatch, Recorder
 from ..fatezero_attn.schedule import inversion_sigmas, sample_ddim_inversion
@@ -45,7 +45,7 @@ class FateZeroDDIMInversion:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("MODEL", {"tooltip": "The checkpoint's MODEL (SD1.x), with the LoRAs and patches you want in the source row; connect the same MODEL to the fusion node."}),
+            "model": ("MODEL", {"tooltip": "The checkpoint's MODEL (SD1.x, SD2.x or SDXL), with the LoRAs and patches you want in the source row; connect the same MODEL to the fusion node."}),
             "source_conditioning": ("CONDITIONING", {"tooltip": "CLIPTextEncode of the source prompt, which describes the input video."}),
             "latent": ("LATENT", {"tooltip": "VAEEncode of the video frames; all frames are one batch."}),
             "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM steps of the inversion and of the edit (edit_sigmas carries them to SamplerCustom; with KSamplerAdvanced set the same number there). The authors use 50 (10 for a fast style edit)."}),
@@ -63,9 +63,13 @@ class FateZeroDDIMInversion:
                video_groupnorm, clean_sigma, store_mode="auto", cache_replace_steps=defaults.CACHE_REPLACE_STEPS,
                window=0):
         samples = latent["samples"]
+        family = model_family.family_of(model)
+        if family is None:
+            raise FateZeroError(f"{NODE}: 'model' is a {type(model.model).__name__} model; FateZero edits with SD1.x, "
+                                "SD2.x and SDXL UNet checkpoints. Load one with Load Checkpoint.")
         if samples.dim() != 4 or samples.shape[1] != 4:
-            raise FateZeroError(f"{NODE}: 'latent' has shape {tuple(samples.shape)}; connect VAEEncode of an SD1 video "
-                                "(frames x 4 x H/8 x W/8).")
+            raise FateZeroError(f"{NODE}: 'latent' has shape {tuple(samples.shape)}; connect VAEEncode of the video "
+                                "with this checkpoint's VAE (frames x 4 x H/8 x W/8).")
         if len(source_conditioning) != 1:
             raise FateZeroError(f"{NODE}: 'source_conditioning' holds {len(source_conditioning)} conditionings; "
                                 "connect one CLIPTextEncode of the source prompt.")
@@ -92,11 +96,13 @@ class FateZeroDDIMInversion:
         window = window if len(subs) > 1 else 0  # a window as long as the clip is the whole clip
         recorders = [Recorder(sigmas) for _ in subs]
         mode, cached = self._store_mode(model, samples, [len(s.frames) for s in subs], n, store_mode,
-                                        cache_replace_steps, temporal_mode, temporal_min_channels)
+                                        cache_replace_steps, temporal_mode, temporal_min_channels,
+                                        family.fuse_max_query)
         if mode == "cache":
             for rec, sub in zip(recorders, subs):
                 rec.cache = source_cache.SourceCache.for_inversion(len(sub.frames), temporal_mode,
-                                                                   temporal_min_channels, n, cached)
+                                                                   temporal_min_channels, n, cached,
+                                                                   family.fuse_max_query)
         patch = FateZeroPatch(temporal_mode, temporal_min_channels, video_groupnorm, recorder=recorders[0], node=NODE,
                               window=window, window_recorders=recorders if window else None)
         patched = model.clone()
@@ -125,7 +131,8 @@ class FateZeroDDIMInversion:
                          temporal_min_channels=temporal_min_channels, video_groupnorm=video_groupnorm,
                          source_context_sha1=context_sha1(context), model_parts=parts,
                          source_control=any(r.had_control for r in recorders), steps_input=steps,
-                         store_mode=mode, cache_steps=cached if mode == "cache" else 0, window=window)
+                         store_mode=mode, cache_steps=cached if mode == "cache" else 0, window=window,
+                         model_family=family.name, fuse_max_query=family.fuse_max_query)
         control = source_conditioning[0][1].get("control")
         stores = []
         for rec, sub in zip(recorders, subs):
@@ -157,7 +164,7 @@ class FateZeroDDIMInversion:
 
     @staticmethod
     def _store_mode(model, samples, videos: list[int], steps: int, requested: str, replace_steps: float,
-                    temporal_mode: str, min_channels: int) -> tuple[str, int]:
+                    temporal_mode: str, min_channels: int, max_query: int) -> tuple[str, int]:
         """``recompute`` or ``cache`` (from the cache's size and the memory ComfyUI reports free),
         and the edit steps the cache covers."""
         cached = source_cache.cached_steps(steps, replace_steps)
@@ -168,7 +175,7 @@ class FateZeroDDIMInversion:
         base = model.model
         dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
         estimate = sum(source_cache.estimate_bytes(layers, rows, cached, temporal_mode, min_channels,
-                                                   defaults.FUSE_MAX_QUERY, dtype.itemsize) for rows in videos)
+                                                   max_query, dtype.itemsize) for rows in videos)
         free = comfy.model_management.get_free_memory(torch.device("cpu"))
         mode = source_cache.choose_mode(requested, estimate, free)
         if mode is None:

@@ -20,7 +20,7 @@ class FateZeroSpatioTemporalAttention:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("MODEL", {"tooltip": "An SD1.x MODEL."}),
+            "model": ("MODEL", {"tooltip": "An SD1.x, SD2.x or SDXL MODEL."}),
             "temporal_mode": (list(temporal.MODES), {"default": "current+middle", "tooltip": "Where each frame's keys and values come from: itself ('per-frame'), the middle frame, itself and the middle frame (the paper), or the first and previous frames (Tune-A-Video)."}),
             "temporal_min_channels": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 64, "tooltip": "Only blocks with at least this many channels attend across frames."}),
             "video_groupnorm": ("BOOLEAN", {"default": False, "tooltip": "ResNet GroupNorms take statistics over all frames of the batch."}),

@@ -64,6 +64,7 @@ def test_authors_settings_are_shipped():
     }
     want["fatezero_controlnet_local_edit"] = want["fatezero_local_edit"]
     want["fatezero_long_clip_edit"] = dict(want["fatezero_style_edit"], size=(512, 288, 48), window=16)
+    want["fatezero_sdxl_style_edit"] = dict(want["fatezero_style_edit"], size=(1024, 1024, 8))
     assert sorted(want) == sorted(wf.NAMES)
     for name, w in want.items():
         api = wf.load(wf.api_path(name))

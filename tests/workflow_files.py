@@ -19,7 +19,7 @@ PACK_DIR = Path(__file__).resolve().parents[1]
 WORKFLOW_DIR = PACK_DIR / "workflows"
 API_DIR = WORKFLOW_DIR / "api"
 NAMES = ("fatezero_style_edit", "fatezero_attribute_edit", "fatezero_local_edit",
-         "fatezero_controlnet_local_edit", "fatezero_long_clip_edit")
+         "fatezero_controlnet_local_edit", "fatezero_long_clip_edit", "fatezero_sdxl_style_edit")
 
 # Frontend-only nodes: in UI files, never sent to the server.
 VIRTUAL_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}

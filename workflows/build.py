@@ -128,6 +128,7 @@ class Workflow:
 
 # -- the workflows ----------------------------------------------------------------------
 CHECKPOINT = "v1-5-pruned-emaonly.safetensors"  # ComfyUI's usual SD1.5 file name; pick yours
+SDXL_CHECKPOINT = "sd_xl_base_1.0.safetensors"   # SDXL base's usual file name
 CONTROLNET = "control_v11f1p_sd15_depth.pth"      # an SD1.5 ControlNet's usual file name; pick yours
 VIDEO = "bikes.mp4"                                # placeholder: put your clip in ComfyUI/input
 JEEP = "a silver jeep driving down a curvy road in the countryside"
@@ -144,11 +145,11 @@ NOTE_X = -460
 
 def edit_graph(*, source: str, target: str, cross: float, self_: float, mapping: str, reweight: str,
                cross_words: str, prefix: str, blend: dict | None, frames: int = 8, width: int = 512,
-               height: int = 512, window: int = 0) -> tuple[list, list]:
+               height: int = 512, window: int = 0, checkpoint: str = CHECKPOINT) -> tuple[list, list]:
     """The FateZero editing graph; ``blend`` adds the blend-mask branch with its preview."""
     n = [
         # 1. model and video
-        Node(1, "CheckpointLoaderSimple", (X0 + 20, 80), (360, 98), {"ckpt_name": CHECKPOINT}),
+        Node(1, "CheckpointLoaderSimple", (X0 + 20, 80), (360, 98), {"ckpt_name": checkpoint}),
         Node(2, "FateZeroLoadVideo", (X0 + 20, 230), (360, 560),
              {"video": VIDEO, "frame_count": frames, "start_frame": 0, "every_nth": 1, "width": width,
               "height": height, "resize": "center crop"}),
@@ -403,7 +404,32 @@ def long_clip_edit() -> Workflow:
     return Workflow("fatezero_long_clip_edit", "long clip in windows: watercolor jeep", nodes, groups)
 
 
-WORKFLOWS = (style_edit, attribute_edit, local_edit, controlnet_local_edit, long_clip_edit)
+SDXL_NOTE = """\
+SDXL (and SD 2.x)
+- The same nodes and settings as on SD1.5; only the size changes: 1024x1024 is SDXL's native size \
+(SD 2.x 768 v-prediction: 768x768; SD 2.x base: 512x512). Pick your SDXL checkpoint in Load \
+Checkpoint; CLIP Text Encode feeds both of SDXL's text encoders.
+- The authors' layer choices carry over by scale: fusion at the layers with at most 64x64 queries at \
+1024x1024 (every SDXL transformer; 32x32 at 512 on SD1.5) and the blend mask from SDXL's 32x32 layers \
+(1/4 of the latent, as SD1.5's 16x16 at 512).
+- Memory: SDXL at 1024x1024 with 8 frames needs a large GPU; use 4 frames, a window (see the long-clip \
+workflow) or 768x768 on a smaller one."""
+
+
+def sdxl_style_edit() -> Workflow:
+    """The style edit on an SDXL checkpoint at its native 1024x1024."""
+    target = "watercolor painting of " + JEEP
+    nodes, groups = edit_graph(source=JEEP, target=target, cross=0.8, self_=0.8, mapping="refine",
+                               reweight="watercolor:10", cross_words="", prefix="fatezero/sdxl_style_watercolor_jeep",
+                               blend=None, width=1024, height=1024, checkpoint=SDXL_CHECKPOINT)
+    nodes.append(note(note_text(
+        "FateZero style edit on SDXL: a silver jeep -> watercolor painting, at SDXL's 1024x1024.",
+        "- cross_replace_steps 0.8, self_replace_steps 0.8, mapping refine, reweight watercolor:10: the "
+        "style edit's settings (see the style workflow).", SDXL_NOTE)))
+    return Workflow("fatezero_sdxl_style_edit", "SDXL style edit: watercolor jeep", nodes, groups)
+
+
+WORKFLOWS = (style_edit, attribute_edit, local_edit, controlnet_local_edit, long_clip_edit, sdxl_style_edit)
 
 
 # -- writers -----------------------------------------------------------------------------
