@@ -36,18 +36,27 @@ assert FAMILIES["SD1"].fuse_max_query == FUSE_MAX_QUERY
 
 
 def family_of(model_patcher) -> Family | None:
-    """The family of a ComfyUI MODEL from its UNet config (context width) and prediction
-    type; None for a model FateZero does not support (not an SD UNet)."""
+    """The family of a ComfyUI MODEL: an SD text-to-image UNet (4 input channels, or 9 for
+    inpainting; no temporal layers) told apart by its context width, on a discrete
+    schedule with eps or v prediction (as the MODEL samples now: a ModelSamplingDiscrete node's
+    v-prediction counts). None for any other model (SVD, upscalers, unCLIP, EDM, flow, ...)."""
+    import comfy.model_sampling as sampling
     base = model_patcher.model
     config = getattr(getattr(base, "model_config", None), "unet_config", None) or {}
     if not hasattr(base, "diffusion_model") or not hasattr(base.diffusion_model, "input_blocks"):
         return None
-    context = config.get("context_dim")
-    if context == 768:
+    if config.get("in_channels", 4) not in (4, 9) or config.get("use_temporal_attention"):
+        return None
+    ms = model_patcher.get_model_object("model_sampling")
+    if not isinstance(ms, sampling.ModelSamplingDiscrete) or not isinstance(ms, sampling.EPS) \
+            or isinstance(ms, getattr(sampling, "EDM", ())):
+        return None
+    v_prediction = isinstance(ms, sampling.V_PREDICTION)
+    context, adm = config.get("context_dim"), config.get("adm_in_channels")
+    if context == 768 and adm is None:
         return FAMILIES["SD1"]
-    if context == 1024:
-        from comfy.model_base import ModelType
-        return FAMILIES["SD2-v" if getattr(base, "model_type", None) == ModelType.V_PREDICTION else "SD2"]
-    if context == 2048 and config.get("adm_in_channels") == 2816:
+    if context == 1024 and adm is None:
+        return FAMILIES["SD2-v" if v_prediction else "SD2"]
+    if context == 2048 and adm == 2816:
         return FAMILIES["SDXL"]
     return None

@@ -33,9 +33,10 @@ import torch
 from . import windows
 from .source_cache import SourceCache
 
-# 2: the inversion call's conditioning and the MODEL's parts; 3: store mode and source cache; 4: windows
-FORMAT_VERSION = 4
-READS_VERSIONS = (2, 3, 4)  # a version 2 file is a recompute-mode store, versions 2 and 3 are unwindowed
+# 2: the inversion call's conditioning and the MODEL's parts; 3: store mode and source cache; 4: windows;
+# 5: model family (SD1, SD2, SD2-v, SDXL) and its fused query limit
+FORMAT_VERSION = 5
+READS_VERSIONS = (2, 3, 4, 5)  # a version 2 file is a recompute-mode store, 2 and 3 are unwindowed, 2 to 4 SD1
 
 
 @dataclass
@@ -188,13 +189,21 @@ class AttentionStore:
         raw = json.loads(meta["fatezero_store"])
         version = raw.get("format_version")
         if version not in READS_VERSIONS:
-            raise ValueError(f"store format version {version}, this pack reads versions 2 to 4 (version 2 "
+            raise ValueError(f"store format version {version}, this pack reads versions 2 to 5 (version 2 "
                              "records the inversion's conditioning and LoRAs, which older files lack); "
                              "run the inversion again with this version of the pack")
         info = StoreInfo(**{**raw, "latent_hw": tuple(raw["latent_hw"]), "format_version": FORMAT_VERSION})
         missing = {"sigmas", "unet_inputs", "source_context", "cross_maps"} - tensors.keys()
         if missing:
             raise ValueError(f"the file lacks {sorted(missing)}")
+        from .model_family import FAMILIES
+        family = FAMILIES.get(info.model_family)
+        if family is None or family.fuse_max_query != info.fuse_max_query:
+            raise ValueError(f"model family {info.model_family!r} with fused query limit {info.fuse_max_query}")
+        if version < 5 and tensors["source_context"].shape[-1] != 768:
+            raise ValueError(f"a store of format {version} from a model with {tensors['source_context'].shape[-1]}-wide "
+                             "text context: older versions of the pack recorded no model family, and only SD1 "
+                             "stores load from them; run the inversion again with this version of the pack")
         conds = {k[len("cond."):]: v for k, v in tensors.items() if k.startswith("cond.")}
         if "c_crossattn" not in conds:
             raise ValueError("the file lacks the inversion's conditioning (cond.c_crossattn)")

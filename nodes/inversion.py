@@ -65,8 +65,11 @@ class FateZeroDDIMInversion:
         samples = latent["samples"]
         family = model_family.family_of(model)
         if family is None:
-            raise FateZeroError(f"{NODE}: 'model' is a {type(model.model).__name__} model; FateZero edits with SD1.x, "
-                                "SD2.x and SDXL UNet checkpoints. Load one with Load Checkpoint.")
+            sampling = type(model.get_model_object("model_sampling")).__name__
+            raise FateZeroError(f"{NODE}: 'model' ({type(model.model).__name__}, sampling {sampling}) is not an SD1.x, "
+                                "SD2.x or SDXL text-to-image UNet on a discrete eps or v-prediction schedule, which "
+                                "FateZero's DDIM inversion needs. Load such a checkpoint with Load Checkpoint, without "
+                                "a continuous-schedule (EDM) patch.")
         if samples.dim() != 4 or samples.shape[1] != 4:
             raise FateZeroError(f"{NODE}: 'latent' has shape {tuple(samples.shape)}; connect VAEEncode of the video "
                                 "with this checkpoint's VAE (frames x 4 x H/8 x W/8).")

@@ -144,6 +144,44 @@ def test_sdxl_tokenizers_line_up_on_the_authors_prompts(pack, loaded, source, ta
         assert ids["l"][1:1 + len(flat)] == ids["g"][1:1 + len(flat)] == flat
 
 
+def test_the_prediction_type_is_the_models_as_patched(node, loaded, pack):
+    """ModelSamplingDiscrete v_prediction on an SD 2.x MODEL makes it SD2-v (768 layers); a
+    continuous EDM schedule is not one FateZero's DDIM inversion walks: refused by name."""
+    family_of = pack.fatezero_attn.model_family.family_of
+    model, clip, _ = loaded("SD2")
+    (as_v,) = node("ModelSamplingDiscrete").patch(model, "v_prediction", False)
+    assert family_of(model).name == "SD2" and family_of(as_v).name == "SD2-v"
+    (edm,) = node("ModelSamplingContinuousEDM").patch(loaded("SD1")[0], "v_prediction", 120.0, 0.002)
+    assert family_of(edm) is None
+    source = node("CLIPTextEncode").encode(loaded("SD1")[1], SRC)[0]
+    with pytest.raises(ValueError, match=r"FateZero DDIM Inversion: 'model' \(BaseModel, sampling .*\) is not an SD1.x, SD2.x or SDXL"):
+        node("FateZeroDDIMInversion").invert(edm, source, video(edm), 2, "middle", 0, True, AUTHORS, "recompute")
+
+
+def test_an_older_store_of_another_family_is_refused(node, loaded, pack, tmp_path):
+    """Stores before format 5 recorded no family: only SD1 ones (768-wide context) load."""
+    import json
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    model, clip, _ = loaded("SD2")
+    source = node("CLIPTextEncode").encode(clip, SRC)[0]
+    _, store, _ = node("FateZeroDDIMInversion").invert(model, source, video(model), 2, "middle", 0, True, AUTHORS,
+                                                       "recompute")
+    store.save(tmp_path / "sd2.safetensors")
+    Store = pack.fatezero_attn.store.AttentionStore
+    assert Store.load(tmp_path / "sd2.safetensors").info.model_family == "SD2"
+    with safe_open(str(tmp_path / "sd2.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    info = json.loads(meta["fatezero_store"])
+    for key in ("model_family", "fuse_max_query", "window"):
+        info.pop(key)
+    info["format_version"] = 3
+    save_file(load_file(str(tmp_path / "sd2.safetensors")), str(tmp_path / "old.safetensors"),
+              metadata={"fatezero_store": json.dumps(info)})
+    with pytest.raises(ValueError, match="1024-wide text context: older versions of the pack recorded no model family"):
+        Store.load(tmp_path / "old.safetensors")
+
+
 def test_a_store_of_another_family_is_refused(node, loaded):
     model, clip, vae = loaded("SD1")
     source = node("CLIPTextEncode").encode(clip, SRC)[0]

@@ -220,11 +220,12 @@ def edit_graph(*, source: str, target: str, cross: float, self_: float, mapping:
 
 COMMON_NOTE = """\
 How to run: put your clip in ComfyUI/input and pick it in FateZero Load Video (bikes.mp4 is a \
-placeholder), pick an SD1.5 checkpoint in Load Checkpoint, then Queue. The edited video lands in \
-ComfyUI/output/fatezero/.
+placeholder), pick your checkpoint in Load Checkpoint (SD1.5 for the authors' settings; SD 2.x and \
+SDXL work at their own size), then Queue. The edited video lands in ComfyUI/output/fatezero/.
 
 FateZero Load Video
-- frame_count 8, width/height 512, resize center crop: the authors' size. Memory and time grow \
+- frame_count 8, width/height 512, resize center crop: the authors' size on SD1.5 (SDXL: 1024, \
+SD 2.x 768 v-prediction: 768, each family's native size). Memory and time grow \
 with frames x pixels; 256x256 or 4 frames are a quick first try.
 - start_frame / every_nth: which frames of the clip (every_nth 2 skips every other frame).
 
