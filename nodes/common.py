@@ -45,7 +45,22 @@ def prompt_words(clip, text: str, node: str, input_name: str) -> tuple[list[str]
                                 "FateZero maps attention by position. Rephrase that word.")
     if len(flatten(tokens)) > MAX_TOKENS - 2:
         raise FateZeroError(too_long(node, input_name, f"has {len(flatten(tokens))} tokens"))
+    if len(toks) > 1:
+        check_encoders_line_up(clip, text, len(flatten(tokens)) + 2, node, input_name)
     return words, tokens
+
+
+def check_encoders_line_up(clip, text: str, span: int, node: str, input_name: str) -> None:
+    """What ComfyUI itself feeds each text encoder (embeddings included) has the same token at
+    every position of the prompt (``span``: BOS, the words' tokens, EOS)."""
+    encoded = clip.tokenize(text)
+    rows = {name: [t[0] if isinstance(t[0], int) else "embedding" for t in batches[0][:span]]
+            for name, batches in encoded.items()}
+    if len({tuple(r) for r in rows.values()}) > 1:
+        raise FateZeroError(f"{node}: '{input_name}' reaches the text encoders ({', '.join(rows)}) with different "
+                            "tokens at the same positions (an embedding with another vector count per encoder, or "
+                            "a custom tokenizer), so their 77 positions do not line up; FateZero maps attention by "
+                            "position. Use an embedding made for this checkpoint, or leave it out.")
 
 
 def too_long(node: str, input_name: str, what: str) -> str:

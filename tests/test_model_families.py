@@ -182,6 +182,21 @@ def test_an_older_store_of_another_family_is_refused(node, loaded, pack, tmp_pat
         Store.load(tmp_path / "old.safetensors")
 
 
+def test_an_embedding_that_shifts_one_encoders_positions_is_refused(node, pack, family_checkpoints, tmp_path):
+    """An SDXL embedding with 3 CLIP-L vectors and 2 CLIP-G vectors: word by word the prompt
+    tokenizes alike, but ComfyUI's encoders would see shifted positions."""
+    import folder_paths
+    from importlib import import_module
+    from safetensors.torch import save_file
+    save_file({"clip_l": torch.randn(3, 768), "clip_g": torch.randn(2, 1280)}, str(tmp_path / "uneven.safetensors"))
+    folder_paths.add_model_folder_path("embeddings", str(tmp_path))
+    clip = node("CheckpointLoaderSimple").load_checkpoint(family_checkpoints["SDXL"])[1]  # sees the embedding
+    common = import_module(pack.__name__ + ".nodes.common")
+    common.prompt_words(clip, SRC, "test", "prompt")  # no embedding: fine
+    with pytest.raises(ValueError, match="'prompt' reaches the text encoders \\(g, l\\) with different tokens"):
+        common.prompt_words(clip, "a embedding:uneven jeep on a road", "test", "prompt")
+
+
 def test_a_store_of_another_family_is_refused(node, loaded):
     model, clip, vae = loaded("SD1")
     source = node("CLIPTextEncode").encode(clip, SRC)[0]
