@@ -252,7 +252,6 @@ class FateZeroPatch:
         self.clip_plan = fusion  # windowed: self.fusion is the plan of the window being sampled
         self.window = window  # a fusion plan's store sets it at install
         self.window_recorders = window_recorders or []
-        self._anchor_owner: int | None = None
         self.batch = VideoBatch()
         self.previous_wrapper = None
         self.keys: list[tuple[str, int, int]] = []
@@ -344,8 +343,6 @@ class FateZeroPatch:
         subs = windows.sub_videos(frames, self.window, self.temporal_mode)
         if len(subs) == 1 and plan is None:
             return executor(noise, latent_image, *args, **kwargs)
-        self._anchor_owner = next((k for k, s in enumerate(subs) if s.anchor_row is not None and not s.borrowed_anchor),
-                                  None)
         try:
             return sample_windows(executor, subs, self.node, self._start_window, self._window_latent,
                                   self._finish_window, noise, latent_image, *args, **kwargs)
@@ -360,8 +357,7 @@ class FateZeroPatch:
             store = plan.store.window_store(k)
             blend = plan.blend
             if blend is not None and plan.store.info.window:
-                start = windows.row_starts(plan.store.sub_videos())[k]
-                blend = blend.rows(slice(start, start + store.info.frames))
+                blend = blend.rows(plan.store.window_rows(k))
             self.fusion = replace(plan, store=store, blend=blend, target_maps=None, target_step=None, source=None,
                                   fused_layers=None)
 
@@ -369,11 +365,12 @@ class FateZeroPatch:
         """Window k starts from its own inverted anchor: the sub-video's, not the owner window's
         (they differ under video-wide GroupNorm), when the sampler starts from the inverted latent."""
         store = self.clip_plan.store if self.clip_plan is not None else None
-        if store is None or store.anchor_latents is None or self._anchor_owner is None:
+        if store is None or store.anchor_latents is None:
             return latent
-        sub = store.sub_videos()[k]
+        subs = store.sub_videos()
+        sub, owner = subs[k], windows.anchor_owner(subs)
         anchors = store.anchor_latents.to(latent)
-        if sub.borrowed_anchor and torch.equal(latent[sub.anchor_row], anchors[self._anchor_owner]):
+        if sub.borrowed_anchor and torch.equal(latent[sub.anchor_row], anchors[owner]):
             latent = latent.clone()
             latent[sub.anchor_row] = anchors[k]
         return latent

@@ -100,18 +100,22 @@ class AttentionStore:
     def has_cache(self) -> bool:
         return self.cache is not None or bool(self.window_caches)
 
+    def window_rows(self, k: int) -> slice:
+        """Sub-video ``k``'s rows among the store's rows."""
+        subs = self.sub_videos()
+        start = windows.row_starts(subs)[k]
+        return slice(start, start + len(subs[k].frames))
+
     def window_store(self, k: int) -> "AttentionStore":
         """Sub-video ``k`` as an ordinary store (the store itself when it is not windowed)."""
         if not self.info.window:
             return self
-        subs = self.sub_videos()
-        start = windows.row_starts(subs)[k]
-        rows = slice(start, start + len(subs[k].frames))
+        rows = self.window_rows(k)
         extra = dict(self.extra)
         controls = extra.pop("window_controls", None)
         if controls is not None:
             extra["source_control"] = controls[k]
-        info = replace(self.info, frames=len(subs[k].frames), window=0)
+        info = replace(self.info, frames=rows.stop - rows.start, window=0)
         conds = {n: v if v.shape[0] == 1 else v[rows] for n, v in self.source_conds.items()}
         return AttentionStore(info, self.sigmas, self.unet_inputs[:, rows], self.source_context,
                               self.cross_maps[:, rows], conds, self.window_caches[k] if self.window_caches else None,

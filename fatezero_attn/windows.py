@@ -87,6 +87,11 @@ def row_starts(subs: list[SubVideo]) -> list[int]:
     return starts
 
 
+def anchor_owner(subs: list[SubVideo]) -> int | None:
+    """The window whose own frames hold the anchor (None in per-frame mode)."""
+    return next((k for k, s in enumerate(subs) if s.anchor_row is not None and not s.borrowed_anchor), None)
+
+
 def clip_rows(subs: list[SubVideo]) -> list[int]:
     """For each clip frame, its output row among the sub-videos laid end to end."""
     out: dict[int, int] = {}

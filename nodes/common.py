@@ -35,14 +35,8 @@ def prompt_words(clip, text: str, node: str, input_name: str) -> tuple[list[str]
     if not words:
         raise FateZeroError(f"{node}: '{input_name}' is empty; type the prompt the video is described (or edited) with.")
     toks = hf_tokenizers(clip, node)
-    per_encoder = {name: [tok(w, add_special_tokens=False)["input_ids"] for w in words] for name, tok in toks.items()}
-    tokens = next(iter(per_encoder.values()))
-    for name, other in per_encoder.items():
-        if other != tokens:
-            word = next(w for w, a, b in zip(words, tokens, other) if a != b)
-            raise FateZeroError(f"{node}: in '{input_name}' the word '{word}' is tokenized differently by "
-                                f"{' and '.join(per_encoder)}, so the text encoders' 77 positions do not line up; "
-                                "FateZero maps attention by position. Rephrase that word.")
+    tok = next(iter(toks.values()))
+    tokens = [tok(w, add_special_tokens=False)["input_ids"] for w in words]
     if len(flatten(tokens)) > MAX_TOKENS - 2:
         raise FateZeroError(too_long(node, input_name, f"has {len(flatten(tokens))} tokens"))
     if len(toks) > 1:
@@ -52,14 +46,15 @@ def prompt_words(clip, text: str, node: str, input_name: str) -> tuple[list[str]
 
 def check_encoders_line_up(clip, text: str, span: int, node: str, input_name: str) -> None:
     """What ComfyUI itself feeds each text encoder (embeddings included) has the same token at
-    every position of the prompt (``span``: BOS, the words' tokens, EOS)."""
+    every position of the prompt (``span``: BOS, the words' tokens, EOS); a word one tokenizer
+    splits otherwise shifts every later position, so this covers word tokens too."""
     encoded = clip.tokenize(text)
     rows = {name: [t[0] if isinstance(t[0], int) else "embedding" for t in batches[0][:span]]
             for name, batches in encoded.items()}
     if len({tuple(r) for r in rows.values()}) > 1:
         raise FateZeroError(f"{node}: '{input_name}' reaches the text encoders ({', '.join(rows)}) with different "
-                            "tokens at the same positions (an embedding with another vector count per encoder, or "
-                            "a custom tokenizer), so their 77 positions do not line up; FateZero maps attention by "
+                            "tokens at the same positions (a word tokenized otherwise, an embedding with another "
+                            "vector count per encoder, or a custom tokenizer), so their 77 positions do not line up; FateZero maps attention by "
                             "position. Use an embedding made for this checkpoint, or leave it out.")
 
 

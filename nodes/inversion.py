@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import torch
 
@@ -9,8 +10,6 @@ import comfy.model_management
 import comfy.samplers
 import comfy.utils
 import latent_preview
-
-from dataclasses import replace
 
 from ..fatezero_attn import defaults, model_family, model_state, source_cache, temporal, windows
 from ..fatezero_attn.layout import attention_layout
