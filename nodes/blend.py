@@ -29,7 +29,7 @@ class FateZeroBlendMask:
             "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP, used to find the words' token positions."}),
             "source_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The source prompt exactly as encoded for the inversion."}),
             "blend_words": ("STRING", {"default": "", "tooltip": "Source words of the object you edit, comma separated (e.g. 'jeep' or 'silver, jeep'). Pick the noun of the object; add its adjective when it is edited too."}),
-            "tau": ("FLOAT", {"default": BLEND_TAU, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Threshold on the normalised attention (the authors: 0.3; 0.2-0.3 in the paper). Lower grows the mask; 1.0 empties it (full self-attention replacement)."}),
+            "tau": ("FLOAT", {"default": BLEND_TAU, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Threshold on the normalised attention (each frame's map over its peak): a pixel is in the mask when its value is strictly greater than tau (>), as in the authors' code (0.3; 0.2-0.3 in the paper). Lower grows the mask; 1.0 empties it (full self-attention replacement)."}),
             "latent_blend": ("BOOLEAN", {"default": False, "tooltip": "Also keep the latent outside the mask equal to the inverted one between 20% and 80% of the steps (for local edits; not for style edits)."}),
             "target_blend_words": ("STRING", {"default": "", "tooltip": "With latent_blend: target words of the new object, comma separated (e.g. 'red, jeep'); their area joins the mask."}),
         }}
