@@ -25,6 +25,7 @@ bench-sd15: host
 SD15_BENCH = --unet sd15 --size 512 --frames 2 --steps 5 --threads 2 --sweep-frames= --sweep-sizes= --verify-size 128 --profile
 
 # Long clips in windows (README, "Long clips"): memory and time from 8 to 64 frames at a window of 4,
-# and the windowed edit's distance from the all-frames edit; about 15 min on 2 CPU cores
+# and the windowed edit's distance from the all-frames edit; about 10 min on 2 CPU cores
+# (the run of commit e505d5c)
 bench-windows: host
 	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_windows.py --threads 2'

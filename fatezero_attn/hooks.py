@@ -27,10 +27,7 @@ Why a separate source call rather than a source row inside ComfyUI's batch: ever
 per-row input ComfyUI computes for its rows (control residuals, ``c_concat``, ``y``, area
 and mask conditioning, patches added after the fusion node) would otherwise have to be
 extended for a row ComfyUI does not know about, and each new input kind would break it
-again. Measured with bench/bench_fatezero.py on the tests' checkpoint (256x256, 2 frames,
-5 steps, CPU, one thread), the separate call stopped after the last fused layer costs
-1.43x plain sampling against 1.48x for the batched row (1.50x against 1.56x with a blend
-mask), at the same peak memory (README, "Memory and time").
+again. The cost of the two is measured in the README ("Memory and time"), with its command.
 """
 from __future__ import annotations
 
@@ -145,6 +142,9 @@ class FusionPlan:
     blend: BlendMask | None = None
     target_blend_positions: list[int] = field(default_factory=list)  # target tokens for latent blending
     max_query: int = FUSE_MAX_QUERY
+    # the target prompt as the fusion node's CLIP encodes it ([tokens, width]); None: not checked
+    target_context: torch.Tensor | None = field(default=None, repr=False)
+    target_prompt: str = ""
     _weights: dict = field(default_factory=dict, repr=False)
     # per run: the edit's own blend-level cross-attention summed over the steps so far
     target_maps: torch.Tensor | None = field(default=None, repr=False)
@@ -153,6 +153,8 @@ class FusionPlan:
     source: SourceAttention | None = field(default=None, repr=False)
     # fused layers in the order a source pass meets them; the pass stops after the last
     fused_layers: list | None = field(default=None, repr=False)
+    # per run: the last edit step at which a positive chunk carried the target prompt
+    target_seen_step: int | None = field(default=None, repr=False)
 
     @property
     def latent_blending(self) -> bool:
@@ -165,6 +167,16 @@ class FusionPlan:
 
     def window(self, attn: str) -> int:
         return self.self_window if attn == "attn1" else self.cross_steps
+
+    def is_target(self, context: torch.Tensor) -> bool:
+        """Whether one row's ``c_crossattn`` ``[tokens, width]`` is the target prompt's (ComfyUI
+        repeats a shorter context to the batch's common length)."""
+        target = self.target_context
+        n = context.shape[0] // target.shape[0]
+        if context.shape[-1] != target.shape[-1] or n * target.shape[0] != context.shape[0]:
+            return False
+        ref = target.to(context).repeat(n, 1)
+        return bool((context - ref).abs().max() <= 1e-3 * max(1.0, float(ref.abs().max())))
 
     def cross_weights(self, k: int):
         if k not in self._weights:
@@ -233,6 +245,51 @@ def _copy_options(value):
     return value
 
 
+class AttentionReplace:
+    """What the pack installs on one attention site: its dispatcher, plus callbacks other packs
+    chain onto it. IP-Adapter plus, InstantID and PuLID install through a helper that calls
+    ``.add(callback, **kwargs)`` on whatever replace a key already holds; as in their own
+    replace, each callback adds ``callback(out, q, k, v, extra_options, **kwargs)`` to the output
+    while the sigma is within its ``sigma_start`` .. ``sigma_end``."""
+
+    def __init__(self, patch: "FateZeroPatch", attn: str, callbacks=(), callback_kwargs=()):
+        self._patch, self._attn = patch, attn
+        self.callbacks, self.callback_kwargs = list(callbacks), list(callback_kwargs)
+
+    def add(self, callback, **kwargs) -> None:
+        self.callbacks.append(callback)
+        self.callback_kwargs.append(kwargs)
+        for name, value in kwargs.items():  # their helper exposes the latest settings as attributes
+            if not name.startswith("_"):
+                setattr(self, name, value)
+
+    def copy(self) -> "AttentionReplace":
+        return AttentionReplace(self._patch, self._attn, self.callbacks, self.callback_kwargs)
+
+    def __deepcopy__(self, memo):
+        # ModelPatcher.clone() in 0.3.75 deep-copies model_options: each clone gets its own callbacks
+        return self.copy()
+
+    def __call__(self, q, k, v, extra_options: dict, **_) -> torch.Tensor:
+        out = self._patch._dispatch(self._attn, q, k, v, extra_options)
+        if self.callbacks:
+            sigma = float(extra_options["sigmas"][0]) if "sigmas" in extra_options else float("inf")
+            for callback, kwargs in zip(self.callbacks, self.callback_kwargs):
+                if kwargs.get("sigma_end", -float("inf")) <= sigma <= kwargs.get("sigma_start", float("inf")):
+                    out = out + callback(out, q, k, v, extra_options, **kwargs)
+        return out.to(q.dtype)
+
+
+def _own_replaces_per_clone(_model_patcher, clone) -> None:
+    """ON_CLONE: the clone gets copies of the pack's replaces, so a later ``.add`` on the clone
+    (IP-Adapter's) stays off the MODEL it was cloned from (0.38's clone shares leaves)."""
+    replace = clone.model_options.get("transformer_options", {}).get("patches_replace", {})
+    for attn, table in replace.items():
+        for key, fn in table.items():
+            if isinstance(fn, AttentionReplace):
+                table[key] = fn.copy()
+
+
 class FateZeroPatch:
     """Spatio-temporal attention, inversion capture and fusion behind one dispatcher."""
 
@@ -263,6 +320,9 @@ class FateZeroPatch:
         self.source_wrappers: dict = {}
         self.weight_state: dict | None = None
         self._inside = False  # inside another node's patch that was called as "earlier"
+        self._reentered = False  # that patch called the pack's replace inside itself
+        self.replaces: dict = {}  # (attn, key) -> the AttentionReplace installed there
+        self._prepared_controls: list = []  # the source row's ControlNets readied this run
         self._checked_weights: object = None  # patches_uuid whose weights were found the fusion node's
 
     def __deepcopy__(self, memo):
@@ -292,16 +352,21 @@ class FateZeroPatch:
                 if existing is None and key[:2] in table:
                     existing = table[key[:2]]
                     self.earlier_from_block_key.add((attn, key))
-                owner = getattr(existing, "__self__", None)
-                if isinstance(owner, FateZeroPatch):
+                site = AttentionReplace(self, attn)
+                if isinstance(existing, AttentionReplace):  # an earlier FateZero patch: take its place
+                    owner = existing._patch
+                    site = AttentionReplace(self, attn, existing.callbacks, existing.callback_kwargs)
                     existing = owner.earlier.get((attn, key))
                     if (attn, key) in owner.earlier_from_block_key:
                         self.earlier_from_block_key.add((attn, key))
                 if existing is not None:
                     self.earlier[(attn, key)] = existing
-        for key in self.keys:
-            model_patcher.set_model_attn1_replace(self.attn1, *key)
-            model_patcher.set_model_attn2_replace(self.attn2, *key)
+                self.replaces[(attn, key)] = site
+                install = model_patcher.set_model_attn1_replace if attn == "attn1" else model_patcher.set_model_attn2_replace
+                install(site, *key)
+        import comfy.patcher_extension as ext
+        model_patcher.remove_callbacks_with_key(ext.CallbacksMP.ON_CLONE, "fatezero_replaces")
+        model_patcher.add_callback_with_key(ext.CallbacksMP.ON_CLONE, "fatezero_replaces", _own_replaces_per_clone)
         self.previous_wrapper = wrapper
         model_patcher.set_model_unet_function_wrapper(self.unet_wrapper)
         if self.fusion is not None:
@@ -359,7 +424,7 @@ class FateZeroPatch:
             if blend is not None and plan.store.info.window:
                 blend = blend.rows(plan.store.window_rows(k))
             self.fusion = replace(plan, store=store, blend=blend, target_maps=None, target_step=None, source=None,
-                                  fused_layers=None)
+                                  fused_layers=None, target_seen_step=None)
 
     def _window_latent(self, k: int, latent: torch.Tensor) -> torch.Tensor:
         """Window k starts from its own inverted anchor: the sub-video's, not the owner window's
@@ -394,7 +459,10 @@ class FateZeroPatch:
                                 "source row per step and supports one device. Sample on one GPU.")
         if plan is not None and "cond" in roles:
             step = self._edit_step(float(t[0]), opts)
-            if step < plan.fused_steps:
+            roles = self._target_roles(c.get("c_crossattn"), roles, chunk, step)
+            if "cond" not in roles:
+                step = None  # no row of this call is the target's: all plain
+            elif step < plan.fused_steps:
                 self._check_edit_rows(x, chunk, apply_model)
                 source = self._source_attention(step, apply_model, args, opts)
             else:
@@ -411,6 +479,26 @@ class FateZeroPatch:
         opts["fatezero"] = call_info(roles, chunk, step, source, earlier, capture, target)
         c["transformer_options"] = opts
         return self._call(apply_model, args, x, t, c, chunk)
+
+    def _target_roles(self, context, roles: list[str], chunk: int, step: int) -> list[str]:
+        """Positive chunks whose prompt is not the fusion node's target prompt (other prompts
+        combined into the positive) become ``other``: plain, as ComfyUI computes them."""
+        plan = self.fusion
+        if plan.target_context is None or context is None:
+            return roles
+        roles = [("cond" if plan.is_target(context[r * chunk]) else "other") if role == "cond" else role
+                 for r, role in enumerate(roles)]
+        if "cond" in roles:
+            plan.target_seen_step = step
+        elif plan.target_seen_step != step:
+            raise FateZeroError(
+                f"{self.node}: the sampler's positive conditioning is not the text in {self.node}'s 'target_prompt' "
+                f"('{plan.target_prompt}'), so the source words would be mapped onto other tokens. Connect a "
+                f"CLIPTextEncode of exactly that text (with the CLIP connected to {self.node}) to the sampler's "
+                f"positive, or type the positive's text into {self.node}'s 'target_prompt'. On the sampler node: "
+                "positive = that CLIPTextEncode (combined with other prompts if you like: only the target's rows "
+                "are fused).")
+        return roles
 
     def _call(self, apply_model, args: dict, x, t, c: dict, chunk: int) -> torch.Tensor:
         self.batch.chunk = chunk if self.video_groupnorm else None
@@ -433,10 +521,10 @@ class FateZeroPatch:
             table = replace.get(attn, {})
             for key in self.keys:
                 fn = table.get(key)
-                if fn is not None and getattr(fn, "__self__", None) is not self:
+                if fn is not None and not (isinstance(fn, AttentionReplace) and fn._patch is self):
                     earlier[(attn, key)] = fn  # set after this patch on the same block: compose it
                     restored = restored or {a: dict(tb) for a, tb in replace.items()}
-                    restored[attn][key] = getattr(self, attn)
+                    restored[attn][key] = self.replaces[(attn, key)]
                 elif (attn, key) in self.earlier_from_block_key or (attn, key) not in self.earlier:
                     block_fn = table.get(key[:2])
                     if block_fn is not None:
@@ -511,15 +599,16 @@ class FateZeroPatch:
         plan.source = source
         return source
 
-    @staticmethod
-    def _source_control(control, apply_model):
-        """The inversion's control, ready as ComfyUI readies a sampler's (its sampling ended with
-        ``cleanup()``, which clears the timestep range): same model sampling, model loaded."""
-        if getattr(control, "timestep_range", None) is None:
+    def _source_control(self, control, apply_model):
+        """The inversion's control, readied once per run as ComfyUI readies a sampler's: model
+        sampling set, its models loaded (they may have been offloaded since the last run), and
+        cleaned up when the run ends."""
+        if not any(c is control for c in self._prepared_controls):
             import comfy.model_management
             model = apply_model.__self__
             control.pre_run(model, lambda percent: model.model_sampling.percent_to_sigma(percent))
             comfy.model_management.load_models_gpu(control.get_models())
+            self._prepared_controls.append(control)
         return control
 
     def _edit_step(self, sigma: float, opts: dict) -> int:
@@ -555,18 +644,23 @@ class FateZeroPatch:
     def _dispatch(self, attn: str, q, k, v, extra: dict) -> torch.Tensor:
         fz = self._call_info(q, extra)
         key = (*extra["block"], extra.get("block_index", 0)) if extra.get("block") else None
-        # A later node's patch that calls ours inside itself is composed as "earlier": when it
-        # calls back in, answer without it (else each would call the other forever).
-        earlier = None if self._inside else fz["earlier"].get((attn, key))
-        if earlier is not None:
-            self._inside = True
-            try:
-                return self._dispatch_rows(attn, q, k, v, extra, fz, key, earlier)
-            finally:
-                self._inside = False
-        return self._dispatch_rows(attn, q, k, v, extra, fz, key, earlier)
+        if self._inside:  # another node's patch (composed below) calls ours inside itself
+            self._reentered = True
+            return self._dispatch_rows(attn, q, k, v, extra, fz, key, None)
+        other = fz["earlier"].get((attn, key))
+        if other is None:
+            return self._dispatch_rows(attn, q, k, v, extra, fz, key, None)
+        self._inside, self._reentered = True, False
+        try:
+            other_out = other(q, k, v, extra)
+        finally:
+            self._inside = False
+        if self._reentered:  # it wraps ours: its output already holds ours, composed as that patch chose
+            return other_out
+        return self._dispatch_rows(attn, q, k, v, extra, fz, key, other_out)
 
     def _dispatch_rows(self, attn: str, q, k, v, extra: dict, fz: dict, key, earlier) -> torch.Tensor:
+        """``earlier``: the output of another node's replace on this site for all rows, or None."""
         heads, chunk, step = extra["n_heads"], fz["chunk"], fz["step"]
         gathered = temporal.gathers(attn, self.temporal_mode, q.shape[-1], self.temporal_min_channels)
         kt = temporal.gather_frames(k, chunk, self.temporal_mode) if gathered else k
@@ -620,6 +714,8 @@ class FateZeroPatch:
                 out[rows] = fuse(rows, None)
             return out
         out = self._unfused(q, k, v, kt, vt, heads, earlier, gathered, extra)
+        if out is earlier:  # the other patch's tensor (PAG returns its v): fused rows go into a copy
+            out = out.clone()
         for r in cond:
             rows = slice(r * chunk, (r + 1) * chunk)
             if earlier is None:
@@ -630,11 +726,12 @@ class FateZeroPatch:
         return out
 
     def _unfused(self, q, k, v, kt, vt, heads, earlier, gathered: bool, extra: dict) -> torch.Tensor:
-        """What the rows get without fusion: the other node's patch as without the pack; with
-        spatio-temporal keys at this layer, that patch's change added to the spatio-temporal output."""
+        """What the rows get without fusion: the other node's patch as without the pack (``earlier``,
+        its output); with spatio-temporal keys at this layer, that patch's change added to the
+        spatio-temporal output."""
         if earlier is None:
             return self._plain(q, kt, vt, heads, extra)
-        out = earlier(q, k, v, extra)
+        out = earlier
         if gathered:
             out = out - self._plain(q, k, v, heads, extra) + self._plain(q, kt, vt, heads, extra)
         return out
@@ -692,7 +789,10 @@ class FateZeroPatch:
 
     def _end_of_run(self, *_) -> None:
         plan = self.fusion
-        plan.source, plan.target_maps, plan.target_step = None, None, None
+        plan.source, plan.target_maps, plan.target_step, plan.target_seen_step = None, None, None, None
+        for control in self._prepared_controls:  # as ComfyUI cleans up a sampler's controls
+            control.cleanup()
+        self._prepared_controls = []
 
     def _blended_prediction(self, executor, x, timestep, model_options={}, seed=None):
         denoised = executor(x, timestep, model_options, seed)

@@ -13,13 +13,14 @@ from typing import Any, Iterable
 
 import torch
 
-# Sampled values per tensor: enough to tell two LoRAs (or two fine-tunes) apart, cheap on 1 GB.
+# Sampled values per tensor: enough to tell two LoRAs (or two fine-tunes) apart, cheap at any size.
 _SAMPLES = 64
 
 
 def _is_fatezero(fn: Any) -> bool:
+    """The pack's own wrapper (a FateZeroPatch method) or attention replace."""
     owner = getattr(fn, "__self__", None)
-    return owner is not None and type(owner).__name__ == "FateZeroPatch"
+    return type(fn).__name__ == "AttentionReplace" or (owner is not None and type(owner).__name__ == "FateZeroPatch")
 
 
 def _setting(value: Any) -> bool:
@@ -114,6 +115,8 @@ def _transformer_patches(transformer_options: dict) -> tuple[str, str]:
         for key, fn in sorted(table.items(), key=lambda kv: str(kv[0])):
             if not _is_fatezero(fn):
                 replaces.append(f"{attn} {key}: {_name(fn)}")
+            else:  # other packs' callbacks chained onto the pack's replace (IP-Adapter's .add)
+                replaces += [f"{attn} {key}: {_name(cb)} (chained)" for cb in getattr(fn, "callbacks", [])]
     return ("; ".join(kinds) or "none"), ("; ".join(replaces) or "none")
 
 

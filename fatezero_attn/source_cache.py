@@ -3,7 +3,7 @@
 The store's two modes (chosen on the inversion node, ``store_mode``):
 - ``recompute``: the store keeps the latent trajectory; each fused edit step runs the source
   row once more (the inversion's call) and reads its queries and keys. Smallest store; an
-  edit costs about 1.2 to 1.4 UNet passes per guidance pass (README, "Memory and time").
+  edit costs more time than plain sampling (the measured ratios: README, "Memory and time").
 - ``cache``: during inversion the same tensors are kept, for every fused layer of the calls
   whose edit step lies inside the cached window: self-attention's queries and the keys of the
   frames the spatio-temporal mode reads (``middle``: the middle frame alone), cross-attention's

@@ -5,10 +5,11 @@ every inversion call (the latent trajectory, ``[steps, frames, 4, h, w]``) and t
 conditioning. At edit step k the pack runs the source row once more through the same
 patched UNet with that input; its attention *is* the inversion attention (same call),
 and the fused kernels consume its q and k directly. Keeping maps instead, as the
-authors' code does, costs ``frames * (hw)^2`` per layer and step: about 100 GB for 8
-frames at 512x512 and 50 steps, against 27 MB for the trajectory. The only maps kept are
-the small blend-level cross-attention maps (mean over heads and layers) the blend mask
-is made from.
+authors' code does, costs ``frames * (hw)^2`` per layer and step, against
+``steps * frames * 4 * h * w`` float32 values for the trajectory (``nbytes()`` counts every
+tensor; ``make bench`` prints both sizes for SD1.5 at 512x512, 8 frames, 50 steps: README,
+"Memory and time", "Store size"). The only maps kept are the small
+blend-level cross-attention maps (mean over heads and layers) the blend mask is made from.
 
 To repeat the inversion's call exactly, the store also keeps that call's per-row
 conditioning as ComfyUI built it (``c_crossattn``, and ``c_concat`` for inpainting

@@ -83,8 +83,11 @@ class FateZeroAttentionFusion:
             raise FateZeroError(f"{NODE}: 'blend_mask' was made from another attention store ({tuple(blend_mask.pooled.shape[:2])} "
                                 f"steps x frames, this store {steps} x {store.rows}); connect FateZero Blend Mask to "
                                 "the same attention_store as this node.")
+        # the sampler's positive rows are checked against this (only the target's rows are fused)
+        target_context = clip.encode_from_tokens(clip.tokenize(target_prompt))[0].detach().float().cpu()
         plan = FusionPlan(store, S, aligned, equalizer, windows, self_window, blend=blend_mask,
-                          target_blend_positions=target_blend, max_query=store.info.fuse_max_query)
+                          target_blend_positions=target_blend, max_query=store.info.fuse_max_query,
+                          target_context=target_context, target_prompt=target_prompt)
         check_store_conditioning(store, NODE, plan.fused_steps)
         patch = FateZeroPatch(store.info.temporal_mode, store.info.temporal_min_channels, store.info.video_groupnorm,
                               fusion=plan, node=NODE)

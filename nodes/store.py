@@ -57,7 +57,7 @@ class FateZeroSaveAttentionStore:
             "filename_prefix": ("STRING", {"default": "fatezero/store", "tooltip": "Name under the output folder; a counter is added, nothing is overwritten. Must stay inside the folder."}),
             "folder": (["output", "temp"], {"default": "output", "tooltip": "output keeps the file; temp is cleared when ComfyUI restarts."}),
         }, "optional": {
-            "source_cache": ("BOOLEAN", {"default": True, "tooltip": "For a store inverted with store_mode cache: also write its source cache (GBs at 512px; the loaded store then edits as fast). Off writes the small recompute store."}),
+            "source_cache": ("BOOLEAN", {"default": True, "tooltip": "For a store inverted with store_mode cache: also write its source cache (its size is logged at inversion; the loaded store then edits as fast). Off writes the small recompute store."}),
         }}
 
     def save(self, attention_store, filename_prefix, folder, source_cache=True):

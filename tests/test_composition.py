@@ -23,7 +23,8 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "comfy_test_nodes"))
-from image_token_attention import image_token_attention  # noqa: E402  (the test server loads it as a node)
+from image_token_attention import (chained_image_tokens, image_token_attention,  # noqa: E402  (the test server
+                                   wrap_attention_replaces)                      # loads them as nodes)
 
 SRC = "a silver jeep driving down a curvy road"
 TGT = "a red jeep driving down a curvy road"
@@ -100,6 +101,12 @@ def build_graph(name: str, node, sd15, graph_files, pack) -> Graph:
         g.after = lambda m: node("SelfAttentionGuidance").execute(model=m, scale=0.5, blur_sigma=2.0).result[0]
     elif name == "ip-adapter-like":
         g.model = image_token_attention(model, 0.6)
+    elif name == "chained-before":  # the IP-Adapter family's install on empty keys: a replace of its own
+        g.model = chained_image_tokens(model, 0.6)
+    elif name == "chained-after":  # on the pack's keys: `.add` onto the pack's replace
+        g.after = lambda m: chained_image_tokens(m, 0.6)
+    elif name == "wrap-after":  # calls the replace it finds inside its own
+        g.after = lambda m: wrap_attention_replaces(m, 0.9)
     elif name == "combine":
         g.positive = node("ConditioningCombine").combine(g.positive, encode(clip, OTHER))[0]
     elif name == "set-mask":
@@ -113,7 +120,7 @@ def build_graph(name: str, node, sd15, graph_files, pack) -> Graph:
 
 
 COMBINATIONS = ["controlnet", "controlnet-inversion", "lora", "inpaint", "sag-before", "sag-after", "pag-after", "freeu-after",
-                "ip-adapter-like", "combine", "set-mask", "cfg1"]
+                "ip-adapter-like", "chained-before", "chained-after", "wrap-after", "combine", "set-mask", "cfg1"]
 
 
 # -- running a graph -----------------------------------------------------------------------
@@ -161,16 +168,18 @@ def sample(node, model, g: Graph, latent):
                                            g.negative, latent, 0, 10000, "disable")[0]["samples"]
 
 
-def reference_call(hooks, plain_model, apply_model, args: dict) -> torch.Tensor:
+def reference_call(hooks, plain_model, apply_model, args: dict, edit_model=None) -> torch.Tensor:
     """The same UNet call (same rows, inputs, controls) as the graph without the pack makes it:
-    the plain model's patches in place of the pack's, per-call patches (PAG's) kept."""
+    the plain model's patches in place of the pack's, per-call patches (PAG's) kept (those
+    of ``edit_model``'s own options are the plain model's already)."""
     c = dict(args["c"])
     opts = {k: v for k, v in c["transformer_options"].items() if k != "fatezero"}
     plain_opts = plain_model.model_options.get("transformer_options", {})
     replace = {attn: dict(table) for attn, table in plain_opts.get("patches_replace", {}).items()}
+    installed = {} if edit_model is None else edit_model.model_options["transformer_options"].get("patches_replace", {})
     for attn, table in opts.get("patches_replace", {}).items():
         for key, fn in table.items():
-            if not isinstance(getattr(fn, "__self__", None), hooks.FateZeroPatch):
+            if not isinstance(fn, hooks.AttentionReplace) and fn is not installed.get(attn, {}).get(key):
                 replace.setdefault(attn, {})[key] = fn
     opts["patches_replace"] = replace
     opts["patches"] = plain_opts.get("patches", {})
@@ -221,8 +230,9 @@ def test_fused_edit_keeps_every_row_and_the_source_row_is_the_inversions(node, c
         if 1 not in rows and g.cfg != 1.0:
             return out  # PAG's extra call of the positive: not the sampler's own
         k = schedule.edit_step(float(args["timestep"][0]), store.sigmas)
-        ref = reference_call(hooks, plain, apply_model, fresh(args))
-        record = {"step": k, "rows": rows, "diff": [rel(a, b) for a, b in zip(chunks(out), chunks(ref))]}
+        ref = reference_call(hooks, plain, apply_model, fresh(args), fused)
+        record = {"step": k, "rows": rows, "diff": [rel(a, b) for a, b in zip(chunks(out), chunks(ref))],
+                  "target": [plan.is_target(row[0]) for row in chunks(args["c"]["c_crossattn"])]}
         if g.control:
             assert args["c"].get("control") is not None, "ComfyUI built no control for this call"
             without = ours(apply_model, {**args, "c": {kk: v for kk, v in args["c"].items() if kk != "control"}})
@@ -243,16 +253,17 @@ def test_fused_edit_keeps_every_row_and_the_source_row_is_the_inversions(node, c
     steps_seen = sorted({c["step"] for c in calls if 0 in c["rows"]})
     assert steps_seen == list(range(STEPS)), calls
     for c in calls:
-        for role, d in zip(c["rows"], c["diff"]):
-            if role == 1:
-                assert d < 1e-5, f"{name}: negative rows differ from the graph without the pack at step {c['step']}: {d}"
+        for role, d, target in zip(c["rows"], c["diff"], c["target"]):
+            if role == 1 or not target:  # a positive of another prompt (ConditioningCombine) is not fused
+                assert d < 1e-5, f"{name}: rows not fused differ from the graph without the pack at step {c['step']}: {d}"
         if "control" in c:
             assert min(c["control"]) > 1e-4, f"{name}: the ControlNet does not reach every row: {c['control']}"
         if "source" in c:
             assert len(c["source"]) == c["layers"] > 0
             worst = max(c["source"].values())
             assert worst < 1e-4, f"{name}: source row differs from the inversion at step {c['step']}: {worst}"
-    fused_pos = [d for c in calls if c["step"] < plan.fused_steps for role, d in zip(c["rows"], c["diff"]) if role == 0]
+    fused_pos = [d for c in calls if c["step"] < plan.fused_steps
+                 for role, d, target in zip(c["rows"], c["diff"], c["target"]) if role == 0 and target]
     assert fused_pos and min(fused_pos) > 1e-4, f"{name}: positive rows not fused: {fused_pos}"
 
 
@@ -385,8 +396,9 @@ def server_graph(name: str, ckpt: str, files: dict) -> dict:
     if name == "sag-before":
         g["sag"] = {"class_type": "SelfAttentionGuidance", "inputs": {"model": model, "scale": 0.5, "blur_sigma": 2.0}}
         model = ["sag", 0]
-    if name == "ip-adapter-like":
-        g["ip"] = {"class_type": "FateZeroTestImageTokenAttention", "inputs": {"model": model, "weight": 0.6}}
+    if name in ("ip-adapter-like", "chained-before"):
+        cls = "FateZeroTestImageTokenAttention" if name == "ip-adapter-like" else "FateZeroTestChainedImageTokens"
+        g["ip"] = {"class_type": cls, "inputs": {"model": model, "weight": 0.6}}
         model = ["ip", 0]
     g.update(src=text(SRC, clip), tgt=text(TGT, clip), neg=text("", clip), other=text(OTHER, clip))
     source, positive, negative, latent = ["src", 0], ["tgt", 0], ["neg", 0], ["latent", 0]
@@ -406,7 +418,9 @@ def server_graph(name: str, ckpt: str, files: dict) -> dict:
     edit_model = ["fuse", 0]
     after = {"sag-after": ("SelfAttentionGuidance", {"scale": 0.5, "blur_sigma": 2.0}),
              "pag-after": ("PerturbedAttentionGuidance", {"scale": 1.0}),
-             "freeu-after": ("FreeU_V2", {"b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2})}
+             "freeu-after": ("FreeU_V2", {"b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}),
+             "chained-after": ("FateZeroTestChainedImageTokens", {"weight": 0.6}),
+             "wrap-after": ("FateZeroTestWrapReplaces", {"scale": 0.9})}
     if name in after:
         cls, inputs = after[name]
         g["after"] = {"class_type": cls, "inputs": {"model": edit_model, **inputs}}
@@ -490,18 +504,44 @@ def test_patch_settings_are_part_of_the_model(node, pack, plain_graph):
 
 
 def test_a_later_patch_that_calls_the_packs_own_is_composed_once(node, pack, plain_graph):
-    """A node after the fusion node that wraps the replace it finds (calls it inside its own)."""
+    """A node after the fusion node that wraps the replace it finds (calls it inside its own):
+    a wrapper that returns its inner output unchanged leaves the edit bit for bit as it was."""
     g, latent, store = plain_graph
-    fused = fuse(node, g, store, 0.8, 0.8).clone()
-    table = fused.model_options["transformer_options"]["patches_replace"]["attn1"]
+    fused = fuse(node, g, store, 0.8, 0.8)
+    alone = sample(node, fused, g, latent)
     calls = []
-    for key, ours in list(table.items()):
-        def wrapping(q, k, v, extra, inner=ours):
-            calls.append(1)
-            return inner(q, k, v, extra) * 1.0
-        fused.set_model_attn1_replace(wrapping, *key)
-    out = sample(node, fused, g, latent)
-    assert torch.isfinite(out).all() and calls
+
+    def counted(model, scale):
+        wrapped = wrap_attention_replaces(model, scale)
+        for attn in ("attn1", "attn2"):
+            table = wrapped.model_options["transformer_options"]["patches_replace"][attn]
+            for key, fn in list(table.items()):
+                table[key] = lambda q, k, v, extra, fn=fn: calls.append(1) or fn(q, k, v, extra)
+        return wrapped
+
+    assert torch.equal(sample(node, counted(fused, 1.0), g, latent), alone) and calls
+    scaled = sample(node, counted(fused, 0.9), g, latent)  # the wrapper's own change does reach the edit
+    assert torch.isfinite(scaled).all() and rel(scaled, alone) > 1e-3
+
+
+def test_ip_adapter_protocol_after_the_fusion_node_chains_onto_the_packs_replace(node, pack, plain_graph):
+    """IP-Adapter's install helper on the pack's keys calls ``.add`` on the pack's replace:
+    the callback joins the edit, and the fusion node's own MODEL does not get it."""
+    g, latent, store = plain_graph
+    hooks = pack.fatezero_attn.hooks
+    fused = fuse(node, g, store, 0.8, 0.8)
+    alone = sample(node, fused, g, latent)
+    chained = chained_image_tokens(fused, 0.6)
+    for attn in ("attn1", "attn2"):
+        for key, fn in fused.model_options["transformer_options"]["patches_replace"][attn].items():
+            theirs = chained.model_options["transformer_options"]["patches_replace"][attn][key]
+            assert isinstance(fn, hooks.AttentionReplace) and not fn.callbacks, "the fusion node's MODEL changed"
+            assert isinstance(theirs, hooks.AttentionReplace) and len(theirs.callbacks) == (attn == "attn2")
+    with_ip = sample(node, chained, g, latent)
+    assert torch.isfinite(with_ip).all() and rel(with_ip, alone) > 1e-3
+    # a zero-weight callback adds exact zeros; the fused MODEL sampled again is unchanged
+    assert torch.equal(sample(node, chained_image_tokens(fused, 0.0), g, latent), alone)
+    assert torch.equal(sample(node, fused, g, latent), alone)
 
 
 def test_a_resolution_patch_after_the_fusion_node_stops_sampling(node, plain_graph):
@@ -513,3 +553,67 @@ def test_a_resolution_patch_after_the_fusion_node_stops_sampling(node, plain_gra
                                                     downscale_method="bicubic", upscale_method="bicubic").result[0]
     expect_error(lambda: sample(node, shrunk, g, latent), "FateZero Attention Fusion", "query positions",
                  "Deep Shrink", "On the sampler node")
+
+
+def test_identity_wrapper_on_the_server_leaves_the_edit_bit_for_bit(graph_server, checkpoint_name, graph_files):
+    import safetensors.torch
+    latents = []
+    for name, scale in (("plain", None), ("wrap-after", 1.0)):
+        graph = server_graph(name, checkpoint_name, graph_files)
+        if scale is not None:
+            graph["after"]["inputs"]["scale"] = scale
+        graph["save"]["inputs"]["filename_prefix"] = f"composition/identity-{name}"
+        item = graph_server.run(graph, timeout=600)["outputs"]["save"]["latents"][0]
+        latents.append(safetensors.torch.load_file(str(graph_server.output_dir / item["subfolder"] / item["filename"])))
+    assert torch.equal(latents[0]["latent_tensor"], latents[1]["latent_tensor"])
+
+
+def test_a_positive_that_is_not_the_target_prompt_stops_sampling(node, plain_graph):
+    g, latent, store = plain_graph
+    other = node("CLIPTextEncode").encode(g.clip, "a blue jeep driving down a curvy road")[0]
+    wrong = Graph(g.model, g.clip, g.source, other, g.negative, g.latent, cfg=g.cfg)
+    expect_error(lambda: sample(node, fuse(node, g, store, 0.8, 0.8), wrong, latent), "FateZero Attention Fusion",
+                 "'target_prompt'", TGT, "On the sampler node")
+
+
+def test_combined_positives_fuse_and_blend_only_the_target_chunk(node, pack, plain_graph):
+    """ConditioningCombine(target, other): the latent blend's target maps come from the target's
+    rows alone. At the first step both runs see the same input, so the maps are the target-only run's."""
+    import comfy.sample
+    g, latent, store = plain_graph
+    blend = node("FateZeroBlendMask").make(store, g.clip, SRC, "jeep", 0.3, True, "red, jeep")[0]
+    fused = node("FateZeroAttentionFusion").patch(g.model, store, g.clip, SRC, TGT, 0.8, 0.8, "auto", "", "",
+                                                  blend)[0]
+    plan = fused.model_options["model_function_wrapper"].__self__.fusion
+    combined = node("ConditioningCombine").combine(g.positive, node("CLIPTextEncode").encode(g.clip, OTHER)[0])[0]
+    first_maps = []
+
+    def run(positive):
+        def keep_first(i, *_):
+            if i == 0:
+                first_maps.append(plan.target_maps.clone())
+        comfy.sample.sample(fused, torch.zeros_like(latent["samples"]), STEPS, 7.5, "ddim", "ddim_uniform", positive,
+                            g.negative, latent["samples"], disable_noise=True, callback=keep_first,
+                            disable_pbar=True, seed=0)
+
+    run(g.positive)
+    run(combined)
+    alone, with_other = first_maps
+    assert alone.shape[0] == with_other.shape[0] == FRAMES
+    torch.testing.assert_close(with_other, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_the_inversions_controlnet_is_readied_and_cleaned_up_at_every_run(node, pack, sd15, graph_files):
+    """Between queue runs ComfyUI may offload a ControlNet: the source row readies the
+    inversion's control at every run (models loaded) and cleans it up after, as ComfyUI does
+    with a sampler's controls, so runs repeat each other."""
+    import comfy.model_management
+    g = build_graph("controlnet-inversion", node, sd15, graph_files, pack)
+    latent, store, _ = invert(node, pack, g)
+    control = store.extra["source_control"]
+    fused = fuse(node, g, store, 0.8, 0.8)
+    first = sample(node, fused, g, latent)
+    assert control.timestep_range is None, "the source row's control was left prepared after the run"
+    comfy.model_management.unload_all_models()
+    assert torch.equal(sample(node, fused, g, latent), first)
+    assert control.timestep_range is None

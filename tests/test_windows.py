@@ -142,7 +142,7 @@ def test_windows_equal_all_frames_with_per_frame_groupnorm(editor, clip_latent, 
     values). At 3 steps the latent blend has no step after the first (its window is [0])."""
     images, latent = blend_clip_latent if blend else clip_latent
     inverted, store0, sigmas = editor.invert(latent, mode=mode, gn=False)
-    tau = editor.partial_tau(store0)
+    tau = editor.partial_tau(store0) if blend else TAU  # without a blend mask tau is not read
     inv0, out0, denoised0, mask0 = inverted["samples"], *editor.edit(inverted, store0, sigmas, blend, tau)
     inv1, store1, out1, denoised1, mask1 = editor.run(latent, blend, tau, mode=mode, gn=False, window=window)
     assert store1.info.window == window and store1.rows == FRAMES + (0 if mode == "per-frame" else FRAMES // window - 1)

@@ -1,4 +1,5 @@
-"""A test-only ComfyUI node: an IP-Adapter-style attn2 replace on every transformer block.
+"""Test-only ComfyUI nodes: IP-Adapter-style attn2 replaces on every transformer block, and a
+wrapper of whatever replace a block holds.
 
 IP-Adapter packs add, in every cross-attention, attention to a few image tokens beside the
 text. This node does the same with four fixed random tokens per width (written for the
@@ -58,3 +59,93 @@ class FateZeroTestImageTokenAttention:
 
 
 NODE_CLASS_MAPPINGS = {"FateZeroTestImageTokenAttention": FateZeroTestImageTokenAttention}
+
+
+# -- the IP-Adapter family's install protocol -------------------------------------------------
+class ChainedReplace:
+    """Stand-in for the replace object IP-Adapter plus, InstantID and PuLID install: plain
+    attention plus each chained callback's output while the sigma is in its range."""
+
+    def __init__(self, callback, **kwargs):
+        self.callbacks, self.kwargs = [callback], [kwargs]
+
+    def add(self, callback, **kwargs):
+        self.callbacks.append(callback)
+        self.kwargs.append(kwargs)
+
+    def __call__(self, q, k, v, extra_options):
+        out = attention.optimized_attention(q, k, v, extra_options["n_heads"])
+        sigma = float(extra_options["sigmas"][0]) if "sigmas" in extra_options else float("inf")
+        for callback, kwargs in zip(self.callbacks, self.kwargs):
+            if kwargs["sigma_end"] <= sigma <= kwargs["sigma_start"]:
+                out = out + callback(out, q, k, v, extra_options, **kwargs)
+        return out.to(q.dtype)
+
+
+def set_chained_replace(model, key, callback, **kwargs) -> None:
+    """Their helper's behaviour: copy the option dicts; a key that holds a replace gets
+    ``.add(callback)`` (on the object itself), an empty key a new ChainedReplace."""
+    to = dict(model.model_options["transformer_options"])
+    to["patches_replace"] = dict(to.get("patches_replace", {}))
+    table = to["patches_replace"]["attn2"] = dict(to["patches_replace"].get("attn2", {}))
+    if key in table:
+        table[key].add(callback, **kwargs)
+    else:
+        table[key] = ChainedReplace(callback, **kwargs)
+        model.model_options["transformer_options"] = to
+
+
+def image_tokens(out, q, k, v, extra_options, weight=1.0, sigma_start=float("inf"), sigma_end=0.0):
+    """``weight`` x attention to four fixed random image tokens (per width)."""
+    g = torch.Generator().manual_seed(q.shape[-1] + 1)
+    k_img, v_img = (torch.randn(1, 4, q.shape[-1], generator=g).to(q).expand(q.shape[0], -1, -1) for _ in range(2))
+    return weight * attention.optimized_attention(q, k_img, v_img, extra_options["n_heads"])
+
+
+def chained_image_tokens(model, weight: float):
+    """A clone of ``model`` with image-token attention installed through the chained protocol
+    on every ``(block, number, index)`` key, as IP-Adapter does on SDXL."""
+    patched = model.clone()
+    for key in transformer_keys(patched.model.diffusion_model):
+        set_chained_replace(patched, key, image_tokens, weight=weight, sigma_start=float("inf"), sigma_end=0.0)
+    return patched
+
+
+def wrap_attention_replaces(model, scale: float):
+    """A clone of ``model`` whose every attention replace is wrapped: the replace found on the
+    key (or plain attention) is called inside, its output scaled (the log/scale/chain pattern)."""
+    patched = model.clone()
+    tables = patched.model_options.get("transformer_options", {}).get("patches_replace", {})
+    for attn in ("attn1", "attn2"):
+        for key in transformer_keys(patched.model.diffusion_model):
+            inner = tables.get(attn, {}).get(key)
+
+            def wrapped(q, k, v, extra_options, inner=inner):
+                if inner is None:
+                    return attention.optimized_attention(q, k, v, extra_options["n_heads"]) * scale
+                return inner(q, k, v, extra_options) * scale
+            install = patched.set_model_attn1_replace if attn == "attn1" else patched.set_model_attn2_replace
+            install(wrapped, *key)
+    return patched
+
+
+class FateZeroTestChainedImageTokens(FateZeroTestImageTokenAttention):
+    def patch(self, model, weight):
+        return (chained_image_tokens(model, weight),)
+
+
+class FateZeroTestWrapReplaces:
+    CATEGORY = "_for_testing"
+    FUNCTION = "patch"
+    RETURN_TYPES = ("MODEL",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0})}}
+
+    def patch(self, model, scale):
+        return (wrap_attention_replaces(model, scale),)
+
+
+NODE_CLASS_MAPPINGS.update(FateZeroTestChainedImageTokens=FateZeroTestChainedImageTokens,
+                           FateZeroTestWrapReplaces=FateZeroTestWrapReplaces)
