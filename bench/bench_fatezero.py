@@ -208,7 +208,7 @@ def original_store(layers: list, frames: int, steps: int, mode: str, min_channel
 
 
 def blend_level_hw(layers: list, latent_hw: tuple[int, int]) -> tuple[int, int]:
-    """The pack captures cross maps where the layer is 1/4 of the latent (hooks._is_blend_level)."""
+    """The pack captures cross maps where the layer is 1/4 of the latent (sd_unet.SDUNet.is_blend_layer)."""
     for l in layers:
         if round(latent_hw[0] / l.h) == 4:
             return l.h, l.w

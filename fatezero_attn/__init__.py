@@ -1,5 +1,8 @@
-"""FateZero's algorithm in plain torch: inversion schedule, attention capture and store,
-token alignment, fusion math, blend masks and spatio-temporal attention.
+"""FateZero's algorithm: inversion schedule, attention capture and store, token alignment,
+fusion math, blend masks and spatio-temporal attention.
 
-No ComfyUI node classes here; ``hooks.py`` is the only module that touches ComfyUI's
-model patcher."""
+No ComfyUI node classes here. The math modules (alignment, fusion, masks, schedule, temporal,
+windows, store) take and return plain tensors. ``hooks.py`` and its role modules (dispatch,
+composition, source_call, capture, latent_blend, video_norm, window_sampling) hook into
+ComfyUI's sampling; ``sd_unet``, ``layout``, ``model_family`` and ``model_state`` read ComfyUI's
+model objects. docs/architecture.md draws the path of one fused step."""

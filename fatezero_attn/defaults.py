@@ -15,7 +15,7 @@ Follows the authors' code (default):
 - Edit step k uses the source attention of inversion call N-1-k (the same timestep).
   ``hooks.FateZeroPatch.unet_wrapper``.
 - Replace windows: cross-attention at k < int(cross_replace_steps * (N + 1)), self-attention
-  at k < int(self_replace_steps * N). ``schedule.replace_windows``.
+  at k < int(self_replace_steps * N). ``schedule.replace_step_counts``.
 - Layers: self- and cross-attention fused where the query length is at most 32x32
   (``FUSE_MAX_QUERY``): 11 of SD1's 16 transformer blocks at 512x512. Carried over to other
   families by its meaning, the levels at 1/2 of the native latent and below
@@ -27,13 +27,13 @@ Follows the authors' code (default):
   attribute configs take keys and values from the middle frame in blocks of >= 640
   channels (``TEMPORAL_MODE``, ``TEMPORAL_MIN_CHANNELS``). ``temporal``.
 - Video-wide GroupNorm in every ResNet block and the output norm, per branch; transformer
-  norms per frame (``VIDEO_GROUPNORM``). ``hooks.video_group_norm``.
+  norms per frame (``VIDEO_GROUPNORM``). ``video_norm.video_group_norm``.
 - Blend mask: the cross-attention of the same step at the blend layers, mean over heads and
   layers, words summed, 3x3 max-pool, nearest resize, per-frame max normalisation, ``> tau``
   with tau 0.3 (``BLEND_TAU``), kept in float32 so no pixel flips on storage rounding. ``masks``.
   The blend layers are defined by their role: the deepest down level that has transformers
   and the up blocks at the same resolution, not the middle block
-  (``hooks.blend_factor``). For SD1.5 that is 1/4 of the latent (16x16 at 512x512): down
+  (``sd_unet.blend_factor``). For SD1.5 that is 1/4 of the latent (16x16 at 512x512): down
   level 2's two transformers (``input_blocks`` 7, 8; diffusers ``down_blocks[2]``) and up
   level 1's three (``output_blocks`` 3, 4, 5; ``up_blocks[1]``), the authors' five 16x16
   layers. For SD2 it is the same levels (24x24 maps at 768x768); for SDXL the deepest level is
@@ -47,7 +47,7 @@ Follows the authors' code (default):
 - Latent blending: after steps int(0.2 N) .. int(0.8 N) - 2 (2..6 of 10), mask = source OR
   target, blended towards the inverted latent of the step's UNet timestep, one step noisier
   than the edited latent (an apparent slip in their code, kept for fidelity)
-  (``LATENT_BLEND_START``, ``LATENT_BLEND_END``). ``hooks.FateZeroPatch.latent_blend``.
+  (``LATENT_BLEND_START``, ``LATENT_BLEND_END``). ``latent_blend.LatentBlend.latent_blend``.
 - Only the positive (conditional) branch is fused; the negative branch is untouched.
 
 Options (inputs of the nodes), off the authors' path:

@@ -33,7 +33,7 @@ def threshold_mask(pooled: torch.Tensor, size: tuple[int, int], tau: float) -> t
     return (resized / peak) > tau
 
 
-def latent_blend_window(steps: int, start: float = LATENT_BLEND_START, end: float = LATENT_BLEND_END) -> range:
+def latent_blend_steps(steps: int, start: float = LATENT_BLEND_START, end: float = LATENT_BLEND_END) -> range:
     """Edit steps after which latents are blended (the authors': steps 2 to 6 of 10)."""
     return range(int(start * steps), int(end * steps) - 1)
 

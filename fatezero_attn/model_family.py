@@ -7,7 +7,7 @@ scale, and the pack keeps that meaning on every family (``defaults.py``):
   SD1.x and SD 2.x at 512, 48x48 for SD 2.x 768 v-prediction, 64x64 for SDXL at 1024 (every
   SDXL transformer: its levels are 1/2 and 1/4 of the latent).
 - blend layers: 1/4 of the latent (SD1.5's 16x16 maps at 512x512): 24x24 for SD 2.x at 768,
-  32x32 for SDXL at 1024 (its deepest level), found by role in ``hooks.blend_factor``.
+  32x32 for SDXL at 1024 (its deepest level), found by role in ``sd_unet.blend_factor``.
 """
 from __future__ import annotations
 

@@ -37,14 +37,14 @@ def edit_step(sigma: float, inv_sigmas: torch.Tensor, rel_tol: float = 1e-4) -> 
     return n - 1 - j
 
 
-def replace_windows(steps: int, cross_replace_steps: float, self_replace_steps: float) -> tuple[int, int]:
-    """Edit steps ``k`` below these bounds are fused (the authors' rounding)."""
-    return int(cross_replace_steps * (steps + 1)), int(self_replace_steps * steps)
+def cross_replace_count(steps: int, cross_replace_steps: float) -> int:
+    """Edit steps ``k`` below this fuse cross-attention (the authors' rounding, over N + 1)."""
+    return int(cross_replace_steps * (steps + 1))
 
 
-def word_windows(steps: int, fractions: dict[str, float]) -> dict[str, int]:
-    """Per-word cross-attention windows, with the same rounding as the global one."""
-    return {w: int(f * (steps + 1)) for w, f in fractions.items()}
+def replace_step_counts(steps: int, cross_replace_steps: float, self_replace_steps: float) -> tuple[int, int]:
+    """Edit steps ``k`` below these counts fuse cross- and self-attention (the authors' rounding)."""
+    return cross_replace_count(steps, cross_replace_steps), int(self_replace_steps * steps)
 
 
 @torch.no_grad()

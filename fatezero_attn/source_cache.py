@@ -119,7 +119,7 @@ class SourceCache:
 
 def cached_steps(steps: int, replace_steps: float) -> int:
     """Edit steps the cache covers: the larger of the cross and self windows at ``replace_steps``
-    (``schedule.replace_windows``), so fusion node fractions up to it never recompute."""
+    (``schedule.replace_step_counts``), so fusion node fractions up to it never recompute."""
     return min(steps, int(replace_steps * (steps + 1)))
 
 

@@ -5,19 +5,22 @@ whole clip; it runs ComfyUI's own sampling once per sub-video, with the sub-vide
 the latent, the noise, the denoise mask and every per-frame conditioning input (ControlNet
 hints, masks, ``c_concat`` sources, ...), and puts each window's own frames back in clip
 order. Progress counts windows times steps; ComfyUI's interrupt is honoured between windows
-(and, as always, between steps).
+(and, as always, between steps). ``WindowGlue`` (mixed into ``FateZeroPatch``) hands each
+window its own store, blend mask or recorder, so everything else sees an ordinary video.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from dataclasses import replace
 from typing import Callable
 
 import torch
 
 import comfy.model_management
 
-from .hooks import FateZeroError
+from . import windows
+from .errors import FateZeroError
 from .windows import SubVideo
 
 
@@ -132,3 +135,49 @@ def sample_windows(executor, subs: list[SubVideo], node: str, start: Callable[[i
     finally:
         guider.conds = conds
     return out
+
+
+class WindowGlue:
+    """The patch's side of window sampling: the OUTER_SAMPLE wrapper and the per-window state."""
+
+    def _windowed_sample(self, executor, noise, latent_image, *args, **kwargs):
+        plan = self.clip_plan
+        frames = plan.store.info.frames if plan is not None else latent_image.shape[0]
+        subs = windows.sub_videos(frames, self.window, self.temporal_mode)
+        if len(subs) == 1 and plan is None:
+            return executor(noise, latent_image, *args, **kwargs)
+        try:
+            return sample_windows(executor, subs, self.node, self._start_window, self._window_latent,
+                                  self._finish_window, noise, latent_image, *args, **kwargs)
+        finally:
+            self.fusion = plan
+
+    def _start_window(self, k: int) -> None:
+        if self.window_recorders:
+            self.recorder = self.window_recorders[k]
+        plan = self.clip_plan
+        if plan is not None:
+            store = plan.store.window_store(k)
+            blend = plan.blend
+            if blend is not None and plan.store.info.window:
+                blend = blend.rows(plan.store.window_rows(k))
+            self.fusion = replace(plan, store=store, blend=blend, target_maps=None, target_step=None, source=None,
+                                  fused_layers=None, target_seen_step=None)
+
+    def _window_latent(self, k: int, latent: torch.Tensor) -> torch.Tensor:
+        """Window k starts from its own inverted anchor: the sub-video's, not the owner window's
+        (they differ under video-wide GroupNorm), when the sampler starts from the inverted latent."""
+        store = self.clip_plan.store if self.clip_plan is not None else None
+        if store is None or store.anchor_latents is None:
+            return latent
+        subs = store.sub_videos()
+        sub, owner = subs[k], windows.anchor_owner(subs)
+        anchors = store.anchor_latents.to(latent)
+        if sub.borrowed_anchor and torch.equal(latent[sub.anchor_row], anchors[owner]):
+            latent = latent.clone()
+            latent[sub.anchor_row] = anchors[k]
+        return latent
+
+    def _finish_window(self, k: int, out: torch.Tensor) -> None:
+        if self.window_recorders:
+            self.window_recorders[k].inverted = out.detach().to("cpu", torch.float32, copy=True)

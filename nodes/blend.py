@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..fatezero_attn import windows
 from ..fatezero_attn.defaults import BLEND_TAU
-from ..fatezero_attn.hooks import FateZeroError
+from ..fatezero_attn.errors import FateZeroError
 from ..fatezero_attn.masks import BlendMask, word_maps
 from . import CATEGORY
 from .common import BLEND_TYPE, STORE_TYPE, check_source_prompt, positions_of, prompt_words

@@ -7,7 +7,7 @@ import torch
 
 from ..fatezero_attn import model_family, model_state
 from ..fatezero_attn.alignment import MAX_TOKENS, flatten, word_positions
-from ..fatezero_attn.hooks import FateZeroError
+from ..fatezero_attn.errors import FateZeroError
 from ..fatezero_attn.store import AttentionStore
 
 STORE_TYPE = "FATEZERO_STORE"

@@ -5,8 +5,10 @@ import torch
 
 from ..fatezero_attn.alignment import MAX_TOKENS, flatten, refine_mapper, replace_mapper
 from ..fatezero_attn.defaults import CROSS_REPLACE_STEPS, SELF_REPLACE_STEPS
-from ..fatezero_attn.hooks import FateZeroError, FateZeroPatch, FusionPlan
-from ..fatezero_attn.schedule import replace_windows
+from ..fatezero_attn.errors import FateZeroError
+from ..fatezero_attn.hooks import FateZeroPatch
+from ..fatezero_attn.plan import FusionPlan
+from ..fatezero_attn.schedule import cross_replace_count, replace_step_counts
 from . import CATEGORY
 from .common import (BLEND_TYPE, STORE_TYPE, check_source_prompt, check_store_conditioning, check_store_model,
                      parse_word_values, positions_of, prompt_words)
@@ -67,10 +69,11 @@ class FateZeroAttentionFusion:
             S, aligned = refine_mapper(src_tokens, tgt_tokens)
 
         steps = store.info.steps
-        cross_window, self_window = replace_windows(steps, cross_replace_steps, self_replace_steps)
-        windows = torch.full((MAX_TOKENS,), float(cross_window))
+        cross_steps, self_steps = replace_step_counts(steps, cross_replace_steps, self_replace_steps)
+        cross_steps_per_token = torch.full((MAX_TOKENS,), float(cross_steps))
         for word, frac in parse_word_values(cross_replace_words, NODE, "cross_replace_words", 0.0, 1.0).items():
-            windows[positions_of(tgt_words, tgt_tokens, word, NODE, "cross_replace_words", "target prompt")] = float(int(frac * (steps + 1)))
+            positions = positions_of(tgt_words, tgt_tokens, word, NODE, "cross_replace_words", "target prompt")
+            cross_steps_per_token[positions] = float(cross_replace_count(steps, frac))
         equalizer = torch.ones(MAX_TOKENS)
         for word, value in parse_word_values(reweight, NODE, "reweight", -100.0, 100.0).items():
             equalizer[positions_of(tgt_words, tgt_tokens, word, NODE, "reweight", "target prompt")] = value
@@ -85,7 +88,7 @@ class FateZeroAttentionFusion:
                                 "the same attention_store as this node.")
         # the sampler's positive rows are checked against this (only the target's rows are fused)
         target_context = clip.encode_from_tokens(clip.tokenize(target_prompt))[0].detach().float().cpu()
-        plan = FusionPlan(store, S, aligned, equalizer, windows, self_window, blend=blend_mask,
+        plan = FusionPlan(store, S, aligned, equalizer, cross_steps_per_token, self_steps, blend=blend_mask,
                           target_blend_positions=target_blend, max_query=store.info.fuse_max_query,
                           target_context=target_context, target_prompt=target_prompt)
         check_store_conditioning(store, NODE, plan.fused_steps)

@@ -13,7 +13,9 @@ import latent_preview
 
 from ..fatezero_attn import defaults, model_family, model_state, source_cache, temporal, windows
 from ..fatezero_attn.layout import attention_layout
-from ..fatezero_attn.hooks import FateZeroError, FateZeroPatch, Recorder
+from ..fatezero_attn.capture import Recorder
+from ..fatezero_attn.errors import FateZeroError
+from ..fatezero_attn.hooks import FateZeroPatch
 from ..fatezero_attn.schedule import inversion_sigmas, sample_ddim_inversion
 from ..fatezero_attn.store import AttentionStore, StoreInfo
 from ..fatezero_attn.window_sampling import slice_control

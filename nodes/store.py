@@ -6,7 +6,7 @@ from pathlib import Path
 
 import folder_paths
 
-from ..fatezero_attn.hooks import FateZeroError
+from ..fatezero_attn.errors import FateZeroError
 from ..fatezero_attn.store import AttentionStore
 from . import CATEGORY
 from .common import STORE_TYPE

@@ -6,8 +6,8 @@ import torch
 import folder_paths
 
 from . import CATEGORY as PACK_CATEGORY  # "FateZero"
-from ..fatezero_attn import video_io
-from ..fatezero_attn.video_io import ClipError
+from ..fatezero_attn import clip_files, video_io
+from ..fatezero_attn.clip_files import ClipError
 
 NODE_NAME = "FateZero Load Video"
 MAX_SIZE = 16384  # ComfyUI's MAX_RESOLUTION
@@ -38,7 +38,7 @@ class FateZeroLoadVideo:
     @classmethod
     def INPUT_TYPES(cls) -> dict:
         return {"required": {
-            "video": (video_io.list_clips(folder_paths.get_input_directory()), {
+            "video": (clip_files.list_clips(folder_paths.get_input_directory()), {
                 "video_upload": True,
                 "tooltip": "A video file, an animated WebP or an image folder (png/jpg frames sorted "
                            "by name) in ComfyUI's input folder. The upload button takes video files "
@@ -69,13 +69,13 @@ class FateZeroLoadVideo:
 
     @classmethod
     def _path(cls, video: str):
-        return video_io.resolve_clip(folder_paths.get_input_directory(), video)
+        return clip_files.resolve_clip(folder_paths.get_input_directory(), video)
 
     @classmethod
     def IS_CHANGED(cls, video: str, **_) -> str:
         # mtime+size instead of hashing: clips can be gigabytes.
         try:
-            return video_io.fingerprint(cls._path(video))
+            return clip_files.fingerprint(cls._path(video))
         except (ClipError, OSError) as e:
             return f"unavailable: {e}"
 

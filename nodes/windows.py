@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..fatezero_attn import temporal, windows
-from ..fatezero_attn.hooks import FateZeroError
+from ..fatezero_attn.errors import FateZeroError
 from . import CATEGORY
 
 WINDOW_TYPE = "FATEZERO_WINDOW"

@@ -168,7 +168,7 @@ def sample(node, model, g: Graph, latent):
                                            g.negative, latent, 0, 10000, "disable")[0]["samples"]
 
 
-def reference_call(hooks, plain_model, apply_model, args: dict, edit_model=None) -> torch.Tensor:
+def reference_call(fz, plain_model, apply_model, args: dict, edit_model=None) -> torch.Tensor:
     """The same UNet call (same rows, inputs, controls) as the graph without the pack makes it:
     the plain model's patches in place of the pack's, per-call patches (PAG's) kept (those
     of ``edit_model``'s own options are the plain model's already)."""
@@ -179,7 +179,7 @@ def reference_call(hooks, plain_model, apply_model, args: dict, edit_model=None)
     installed = {} if edit_model is None else edit_model.model_options["transformer_options"].get("patches_replace", {})
     for attn, table in opts.get("patches_replace", {}).items():
         for key, fn in table.items():
-            if not isinstance(fn, hooks.AttentionReplace) and fn is not installed.get(attn, {}).get(key):
+            if not isinstance(fn, fz.composition.AttentionReplace) and fn is not installed.get(attn, {}).get(key):
                 replace.setdefault(attn, {})[key] = fn
     opts["patches_replace"] = replace
     opts["patches"] = plain_opts.get("patches", {})
@@ -207,7 +207,7 @@ def test_zero_fractions_equal_the_graph_without_the_pack(node, combo):
 
 def test_fused_edit_keeps_every_row_and_the_source_row_is_the_inversions(node, combo, pack):
     name, g, latent, store, seen = combo
-    hooks, schedule = pack.fatezero_attn.hooks, pack.fatezero_attn.schedule
+    schedule = pack.fatezero_attn.schedule
     fused = g.after(fuse(node, g, store, 0.8, 0.8))
     plain = g.after(g.model)
     ours = fused.model_options["model_function_wrapper"]
@@ -230,7 +230,7 @@ def test_fused_edit_keeps_every_row_and_the_source_row_is_the_inversions(node, c
         if 1 not in rows and g.cfg != 1.0:
             return out  # PAG's extra call of the positive: not the sampler's own
         k = schedule.edit_step(float(args["timestep"][0]), store.sigmas)
-        ref = reference_call(hooks, plain, apply_model, fresh(args), fused)
+        ref = reference_call(pack.fatezero_attn, plain, apply_model, fresh(args), fused)
         record = {"step": k, "rows": rows, "diff": [rel(a, b) for a, b in zip(chunks(out), chunks(ref))],
                   "target": [plan.is_target(row[0]) for row in chunks(args["c"]["c_crossattn"])]}
         if g.control:
@@ -362,7 +362,7 @@ def test_other_patch_composes_with_spatio_temporal_keys(pack):
     key = ("output", 1, 0)
     extra = {"n_heads": heads, "block": key[:2], "block_index": 0, "original_shape": [frames, 4, 4, 4],
              "activations_shape": [2 * frames, 8, 4, 4], "cond_or_uncond": [0, 1],
-             "fatezero": hooks.call_info(["cond", "uncond"], frames, earlier={("attn1", key): other})}
+             "fatezero": pack.fatezero_attn.plan.call_info(["cond", "uncond"], frames, other_patches={("attn1", key): other})}
     per_frame = hooks.FateZeroPatch("per-frame").attn1(q, k, v, extra)
     assert torch.equal(per_frame, other(q, k, v, extra))  # exactly as without the pack
     out = hooks.FateZeroPatch("middle").attn1(q, k, v, extra)
@@ -528,15 +528,14 @@ def test_ip_adapter_protocol_after_the_fusion_node_chains_onto_the_packs_replace
     """IP-Adapter's install helper on the pack's keys calls ``.add`` on the pack's replace:
     the callback joins the edit, and the fusion node's own MODEL does not get it."""
     g, latent, store = plain_graph
-    hooks = pack.fatezero_attn.hooks
     fused = fuse(node, g, store, 0.8, 0.8)
     alone = sample(node, fused, g, latent)
     chained = chained_image_tokens(fused, 0.6)
     for attn in ("attn1", "attn2"):
         for key, fn in fused.model_options["transformer_options"]["patches_replace"][attn].items():
             theirs = chained.model_options["transformer_options"]["patches_replace"][attn][key]
-            assert isinstance(fn, hooks.AttentionReplace) and not fn.callbacks, "the fusion node's MODEL changed"
-            assert isinstance(theirs, hooks.AttentionReplace) and len(theirs.callbacks) == (attn == "attn2")
+            assert isinstance(fn, pack.fatezero_attn.composition.AttentionReplace) and not fn.callbacks, "the fusion node's MODEL changed"
+            assert isinstance(theirs, pack.fatezero_attn.composition.AttentionReplace) and len(theirs.callbacks) == (attn == "attn2")
     with_ip = sample(node, chained, g, latent)
     assert torch.isfinite(with_ip).all() and rel(with_ip, alone) > 1e-3
     # a zero-weight callback adds exact zeros; the fused MODEL sampled again is unchanged

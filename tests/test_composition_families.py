@@ -131,13 +131,13 @@ def composition_checks(hooks, checks: list):
         if fz is None or plan is None or "cond" not in fz["roles"] or fz["step"] is None or fz["source"] is None:
             return real(self, attn, q, k, v, extra)  # not an edit call that fuses (inversion, source pass, ...)
         key = (*extra["block"], extra.get("block_index", 0))
-        others = fz["earlier"]  # hooks.call_info: other nodes' replaces per (attn, block)
+        others = fz["other_patches"]  # pack.fatezero_attn.plan.call_info: other nodes' replaces per (attn, block)
         other = others.get((attn, key))
-        if other is None or q.shape[1] > plan.max_query or fz["step"] >= plan.window(attn):
+        if other is None or q.shape[1] > plan.max_query or fz["step"] >= plan.replace_steps(attn):
             return real(self, attn, q, k, v, extra)
         # computed first, on copies: a replace may return (and the pack then write into) its input
         copies = lambda: (q.clone(), k.clone(), v.clone())
-        without_info = {**fz, "earlier": {kk: fn for kk, fn in others.items() if kk != (attn, key)}}
+        without_info = {**fz, "other_patches": {kk: fn for kk, fn in others.items() if kk != (attn, key)}}
         without = real(self, attn, *copies(), {**extra, "fatezero": without_info})
         changed = other(*copies(), extra)
         plain = optimized_attention(*copies(), extra["n_heads"])
@@ -188,7 +188,7 @@ def test_fused_edit_composes_on_the_family(node, pack, families, inversions, fam
         assert conds["y"].shape == (tc.FRAMES, 2816) and conds["y"].abs().max() > 0
     else:
         assert "y" not in conds
-    layers = {(a, b) for a in ("attn1", "attn2") for b in hooks.attention_blocks(g.model.model.diffusion_model)}
+    layers = {(a, b) for a in ("attn1", "attn2") for b in pack.fatezero_attn.sd_unet.attention_blocks(g.model.model.diffusion_model)}
     assert {s[1:] for s in seen if s[0] == 0} == layers  # the inversion saw every layer
     assert min(seen[(0, "attn1", layer[1])][0].shape[1] for layer in layers) > 1  # no 1x1 map
 
@@ -210,7 +210,7 @@ def test_fused_edit_composes_on_the_family(node, pack, families, inversions, fam
         chunks = lambda t: [t[i * chunk:(i + 1) * chunk] for i in range(len(rows))]
         x, sigma = args["input"], args["timestep"]
         k = schedule.edit_step(float(sigma[0]), store.sigmas)
-        ref = tc.reference_call(hooks, plain, apply_model, args, fused)
+        ref = tc.reference_call(pack.fatezero_attn, plain, apply_model, args, fused)
         context = chunks(args["c"]["c_crossattn"])
         record = {"step": k, "rows": rows,
                   "target": [c[0].shape == target.shape and bool(torch.allclose(c[0], target, atol=1e-6))
@@ -265,7 +265,7 @@ def test_fused_edit_composes_on_the_family(node, pack, families, inversions, fam
             f"{label}: the comparison cannot tell the composition from a dropped patch: {cond[:3]}"
     if name == "chained-after":  # chained onto the pack's own replace: nothing else on the layers
         table = fused.model_options["transformer_options"]["patches_replace"]["attn2"]
-        assert all(isinstance(fn, hooks.AttentionReplace) and len(fn.callbacks) == 1 for fn in table.values())
+        assert all(isinstance(fn, pack.fatezero_attn.composition.AttentionReplace) and len(fn.callbacks) == 1 for fn in table.values())
     if name.startswith(("ip-", "chained-before")):  # every attn2 layer of every fused step, with the negative rows
         covered = {(c["step"], ("attn2", c["key"])) for c in cond if c["attn"] == "attn2"}
         assert covered == {(k, layer) for k in range(tc.STEPS) for layer in layers if layer[0] == "attn2"}

@@ -125,12 +125,12 @@ def test_dispatcher_fuses_only_the_positive_rows(fz, pack):
     frames, heads = 2, 2
     q, k, v = [t.float() for t in qkv((3 * frames, 16, 32), (3 * frames, 77, 32), (3 * frames, 77, 32), seed=9)]
     store = type("S", (), {})()
-    plan = fz.hooks.FusionPlan(store=store, mapper=torch.eye(77), aligned=torch.ones(77), equalizer=torch.ones(77),
-                               cross_windows=torch.full((77,), 5.0), self_window=5)
+    plan = fz.plan.FusionPlan(store=store, mapper=torch.eye(77), aligned=torch.ones(77), equalizer=torch.ones(77),
+                               cross_steps_per_token=torch.full((77,), 5.0), self_steps=5)
     patch = fz.hooks.FateZeroPatch(fusion=plan)
     key = ("input", 1, 0)
-    source = fz.hooks.SourceAttention(0, {("attn2", key): (q[:frames], k[:frames])})
-    extra = {"n_heads": heads, "fatezero": fz.hooks.call_info(["cond", "uncond"], frames, 0, source),
+    source = fz.plan.SourceAttention(0, {("attn2", key): (q[:frames], k[:frames])})
+    extra = {"n_heads": heads, "fatezero": fz.plan.call_info(["cond", "uncond"], frames, 0, source),
              "block": key[:2], "block_index": 0,
              "original_shape": [frames, 4, 16, 16], "activations_shape": [frames, 32, 4, 4], "cond_or_uncond": [0, 1]}
     out = patch.attn2(q[frames:], k[frames:], v[frames:], extra)

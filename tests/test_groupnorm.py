@@ -5,13 +5,12 @@ import torch
 
 
 def test_video_group_norm_uses_statistics_of_all_frames(pack):
-    hooks = pack.fatezero_attn.hooks
     norm = torch.nn.GroupNorm(4, 8, eps=1e-6)
     with torch.no_grad():
         norm.weight.uniform_(0.5, 1.5)
         norm.bias.uniform_(-0.5, 0.5)
-    batch = hooks.VideoBatch()
-    video_norm = hooks.video_group_norm(norm, batch)
+    batch = pack.fatezero_attn.video_norm.VideoBatch()
+    video_norm = pack.fatezero_attn.video_norm.video_group_norm(norm, batch)
     assert video_norm.weight is norm.weight  # same parameters, nothing copied
     frames = 3
     x = torch.randn(2 * frames, 8, 5, 5) * torch.arange(1, 2 * frames + 1).view(-1, 1, 1, 1)
@@ -34,7 +33,7 @@ def test_video_group_norm_uses_statistics_of_all_frames(pack):
 def test_resblock_and_output_norms_are_patched_but_not_transformer_norms(pack, tiny_model):
     hooks = pack.fatezero_attn.hooks
     dm = tiny_model.model.diffusion_model
-    names = hooks.group_norm_names(dm)
+    names = pack.fatezero_attn.sd_unet.group_norm_names(dm)
     assert "diffusion_model.out.0" in names
     assert all(n.endswith(("in_layers.0", "out_layers.0")) for n in names[:-1])
     assert not any(".norm" in n.split("diffusion_model.")[1] for n in names)  # SpatialTransformer.norm stays per frame

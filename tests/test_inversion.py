@@ -44,8 +44,8 @@ def rel_err(a, b):
 
 def fused_model(pack, model, store, cross=1.0, self_=1.0):
     hooks = pack.fatezero_attn.hooks
-    cw, sw = pack.fatezero_attn.schedule.replace_windows(store.info.steps, cross, self_)
-    plan = hooks.FusionPlan(store, torch.eye(77), torch.ones(77), torch.ones(77), torch.full((77,), float(cw)), sw)
+    cw, sw = pack.fatezero_attn.schedule.replace_step_counts(store.info.steps, cross, self_)
+    plan = pack.fatezero_attn.plan.FusionPlan(store, torch.eye(77), torch.ones(77), torch.ones(77), torch.full((77,), float(cw)), sw)
     m = model.clone()
     hooks.FateZeroPatch("middle", 0, True, fusion=plan).install(m)
     return m
@@ -139,8 +139,8 @@ def test_editing_with_the_inversion_sigmas_on_sampler_custom(pack, comfy_nodes, 
 
 
 def test_latent_blend_window_is_the_authors(pack):
-    assert list(pack.fatezero_attn.masks.latent_blend_window(10)) == [2, 3, 4, 5, 6]
-    assert list(pack.fatezero_attn.masks.latent_blend_window(50)) == list(range(10, 39))
+    assert list(pack.fatezero_attn.masks.latent_blend_steps(10)) == [2, 3, 4, 5, 6]
+    assert list(pack.fatezero_attn.masks.latent_blend_steps(50)) == list(range(10, 39))
 
 
 def test_latent_blend_step_lands_on_the_blended_latent(pack, inverted):
@@ -151,7 +151,7 @@ def test_latent_blend_step_lands_on_the_blended_latent(pack, inverted):
     pooled = torch.zeros(STEPS, FRAMES, 4, 4)
     pooled[:, :, :2, :] = 1.0  # source mask: top half
     blend = fz.masks.BlendMask(pooled, 0.5, ["jeep"], latent_blend=True, target_words=["car"])
-    plan = fz.hooks.FusionPlan(store, torch.eye(77), torch.ones(77), torch.ones(77), torch.full((77,), 8.0), 8,
+    plan = fz.plan.FusionPlan(store, torch.eye(77), torch.ones(77), torch.ones(77), torch.full((77,), 8.0), 8,
                                blend=blend, target_blend_positions=[5])
     plan.target_maps = torch.zeros(FRAMES, 4, 4, 77)
     plan.target_maps[:, :, 3, 5] = 1.0  # target mask: the right column

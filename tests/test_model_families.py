@@ -74,7 +74,7 @@ def test_checkpoints_load_as_their_family(pack, loaded, name, config, model_type
     family = pack.fatezero_attn.model_family.family_of(model)
     assert family.name == name and family.fuse_max_query == max_query
     # the blend layers sit at 1/4 of the latent in every family (SD1.5's 16x16 maps at 512x512)
-    assert pack.fatezero_attn.hooks.blend_factor(model.model.diffusion_model) == 4
+    assert pack.fatezero_attn.sd_unet.blend_factor(model.model.diffusion_model) == 4
 
 
 @pytest.mark.parametrize("name", FAMILIES + ("SD1",))

@@ -153,7 +153,7 @@ def test_latent_blend_lands_after_a_post_cfg_patch_added_after_the_fusion_node(n
     plan = fused.model_options["model_function_wrapper"].__self__.fusion
     with_pag = node("PerturbedAttentionGuidance").execute(model=fused, scale=3.0).result[0]
     sigmas, steps = store.edit_sigmas.tolist() + [0.0], store.info.steps
-    window = list(fz.masks.latent_blend_window(steps))
+    window = list(fz.masks.latent_blend_steps(steps))
     checked, expected = [], {}
 
     def check(i, x0, x, total):
@@ -183,8 +183,8 @@ def test_blend_layers_are_the_deepest_down_level_and_its_up_blocks_not_the_middl
     """The tiny UNet has transformers at 1, 1/2 and 1/4 of the latent, the middle block at 1/4:
     the blend layers are the 1/4 down transformer and the two up blocks at 1/4 (3 layers)."""
     hooks = pack.fatezero_attn.hooks
-    assert hooks.blend_factor(tiny_model.model.diffusion_model) == 4
-    recorder = hooks.Recorder(torch.tensor([0.03, 1.0, 10.0]))
+    assert pack.fatezero_attn.sd_unet.blend_factor(tiny_model.model.diffusion_model) == 4
+    recorder = pack.fatezero_attn.capture.Recorder(torch.tensor([0.03, 1.0, 10.0]))
     m = tiny_model.clone()
     hooks.FateZeroPatch(recorder=recorder).install(m)
     recorder.record_input(0, latent["samples"])
@@ -200,7 +200,7 @@ def test_two_level_unet_gets_its_own_blend_layers(pack, node, clip, encode):
     """No layer at 1/4 of the latent: the deepest down level (1/2) is the blend level."""
     import sd1_models
     two_level = sd1_models.tiny_model_patcher(seed=2, widths=sd1_models.TWO_LEVEL_UNET)
-    assert pack.fatezero_attn.hooks.blend_factor(two_level.model.diffusion_model) == 2
+    assert pack.fatezero_attn.sd_unet.blend_factor(two_level.model.diffusion_model) == 2
     frames = {"samples": torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(5)) * 4}
     inv, store, _ = node("FateZeroDDIMInversion").invert(two_level, encode(SRC), frames, STEPS, "middle", 0, True,
                                                          "alphas_cumprod[0] (authors)")
