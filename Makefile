@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   set up the host and run the pack's main job
 #   make test   set up the host and run the tests
-.PHONY: host demo test bench bench-sd15 bench-windows
+.PHONY: host demo test bench bench-sd15 bench-windows bench-wan
 
 host:
 	bash scripts/setup_host.sh
@@ -29,3 +29,9 @@ SD15_BENCH = --unet sd15 --size 512 --frames 2 --steps 5 --threads 2 --sweep-fra
 # (the run of commit e505d5c)
 bench-windows: host
 	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_windows.py --threads 2'
+
+# Wan 2.1 (issue 23): a random-weight model of Wan 2.1 1.3B's shape (1.42 B parameters, float32 on a CPU,
+# peak RSS about 11 GB while loading) at 128x128, 9 frames, 10 steps: plain sampling, the inversion, the fused
+# and the blend edit, and the GPU estimate for 480p / 81 frames (`bench/bench_wan.py --estimate-only` alone)
+bench-wan: host
+	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_wan.py --threads 2'

@@ -405,7 +405,7 @@ class Bench:
                              latent=latent, steps=steps, temporal_mode=a.temporal_mode,
                              temporal_min_channels=a.temporal_min_channels, video_groupnorm=not a.no_video_groupnorm,
                              store_mode=store_mode, cache_replace_steps=max(a.cross_replace, a.self_replace))
-        (inverted, store, _), r = self._measure(run)
+        (inverted, store, *_), r = self._measure(run)
         r.update(store_bytes=store.nbytes(), store_bytes_per_frame_step=store.nbytes() / (store.info.frames * store.info.steps))
         return inverted, store, r
 

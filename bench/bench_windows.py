@@ -64,7 +64,7 @@ class WindowBench(bf.Bench):
                                    latent=latent, steps=steps, temporal_mode=a.temporal_mode,
                                    temporal_min_channels=a.temporal_min_channels, video_groupnorm=groupnorm,
                                    store_mode="recompute", window=window)
-        (inverted, store, _), r = self._measure(run)
+        (inverted, store, *_), r = self._measure(run)
         return inverted, store, r
 
 

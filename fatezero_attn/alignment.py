@@ -1,8 +1,9 @@
 """Token alignment between the source and the target prompt (Prompt-to-Prompt's idea).
 
-Prompts are given as lists of words, each word as its CLIP token ids (no BOS/EOS).
-Position 0 of the 77-token sequence is BOS; a prompt's tokens follow; EOS and padding
-fill the rest. A *mapper* says which source columns of the cross-attention map each
+Prompts are given as lists of words, each word as its token ids (no BOS/EOS). A text
+window (``TextWindow``) says where they sit: CLIP's 77 positions start with BOS (the prompt's
+tokens from position 1), umT5's 512 (Wan) have no start token (from position 0); EOS and
+padding fill the rest. A *mapper* says which source columns of the cross-attention map each
 target column takes:
 
 - word swap (``replace``): the prompts have the same number of words; word i of the
@@ -13,20 +14,38 @@ target column takes:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 MAX_TOKENS = 77
+
+
+@dataclass(frozen=True)
+class TextWindow:
+    """Where a text encoder's prompt tokens sit in its context: ``length`` positions, the
+    first word token at ``start`` (1 after CLIP's BOS, 0 for umT5)."""
+    length: int = MAX_TOKENS
+    start: int = 1
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        return self.length - self.start - 1  # room for the end token
+
+
+CLIP_WINDOW = TextWindow()
+UMT5_WINDOW = TextWindow(512, 0)
 
 
 def flatten(words: list[list[int]]) -> list[int]:
     return [t for w in words for t in w]
 
 
-def word_positions(words: list[str], word_tokens: list[list[int]], wanted: str) -> list[int]:
-    """Token positions (in the 77-sequence) of every occurrence of the word(s) ``wanted``."""
+def word_positions(words: list[str], word_tokens: list[list[int]], wanted: str, start: int = 1) -> list[int]:
+    """Token positions (in the context, the first word at ``start``) of every occurrence of the word(s) ``wanted``."""
     wanted_words = wanted.lower().split()
     positions: list[int] = []
-    pos = 1  # after BOS
+    pos = start
     spans = []
     for w, toks in zip(words, word_tokens):
         spans.append((w.lower(), list(range(pos, pos + len(toks)))))
@@ -39,14 +58,16 @@ def word_positions(words: list[str], word_tokens: list[list[int]], wanted: str) 
     return positions
 
 
-def replace_mapper(src: list[list[int]], tgt: list[list[int]], max_len: int = MAX_TOKENS) -> torch.Tensor:
+def replace_mapper(src: list[list[int]], tgt: list[list[int]], max_len: int = MAX_TOKENS,
+                   start: int = 1) -> torch.Tensor:
     """Word-swap mapper ``S`` ``[max_len, max_len]``: fused[:, j] = sum_i src[:, i] * S[i, j]."""
     if len(src) != len(tgt):
         raise ValueError(f"word swap needs the same number of words in both prompts "
                          f"(source {len(src)}, target {len(tgt)})")
     S = torch.zeros(max_len, max_len)
-    S[0, 0] = 1.0
-    i = j = 1
+    for b in range(start):  # BOS maps onto BOS
+        S[b, b] = 1.0
+    i = j = start
     for ws, wt in zip(src, tgt):
         if len(ws) == len(wt):
             for a in range(len(ws)):
@@ -82,12 +103,14 @@ def global_alignment(x: list[int], y: list[int]) -> list[int]:
     return out
 
 
-def refine_mapper(src: list[list[int]], tgt: list[list[int]], max_len: int = MAX_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
+def refine_mapper(src: list[list[int]], tgt: list[list[int]], max_len: int = MAX_TOKENS,
+                  start: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Refine mapper as ``(S [max_len, max_len], aligned [max_len])``."""
-    x = [-1] + flatten(src) + [-2]  # BOS and EOS take part in the alignment
-    y = [-1] + flatten(tgt) + [-2]
+    bos = [-1] * start
+    x = bos + flatten(src) + [-2]  # BOS (if any) and EOS take part in the alignment
+    y = bos + flatten(tgt) + [-2]
     if len(x) > max_len or len(y) > max_len:
-        raise ValueError("prompt longer than the tokenizer's window of 75 tokens")
+        raise ValueError(f"prompt longer than the tokenizer's window of {max_len - start - 1} tokens")
     match = global_alignment(x, y)
     S = torch.zeros(max_len, max_len)
     aligned = torch.zeros(max_len)

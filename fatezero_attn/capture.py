@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import FateZeroError
-from .fusion import attention_probs
+from .fusion import head_mean_probs
 from .source_cache import SourceCache
 
 
@@ -24,6 +24,7 @@ class Recorder:
     had_control: bool = False
     pending: int | None = None        # call j whose UNet input was just recorded
     inverted: torch.Tensor | None = None  # windowed: the sub-video's inverted latent (the sampler's output)
+    columns: int | None = None  # keep the maps' first columns only (Wan: the prompt's, not umT5's 512)
 
     def record_input(self, j: int, x_in: torch.Tensor) -> None:
         self.unet_inputs[j] = x_in.detach().to("cpu", torch.float32, copy=True)
@@ -43,8 +44,8 @@ class Recorder:
 
     def capture(self, j: int, q, k, heads: int, hw: tuple[int, int]) -> None:
         """Add one blend layer's cross-attention of call j (mean over heads) to the layer sum."""
-        maps = attention_probs(q.float(), k.float(), heads).mean(1)  # [frames, h*w, 77]
-        maps = maps.view(q.shape[0], *hw, -1)
+        maps = head_mean_probs(q, k, heads, self.columns)  # [rows, frames*h*w, tokens]
+        maps = maps.view(-1, *hw, maps.shape[-1])  # [frames, h, w, tokens] (a DiT row holds every frame)
         if j in self.cross_sum:
             self.cross_sum[j] += maps
             self.cross_count[j] += 1
@@ -66,7 +67,7 @@ class Capture:
         rec, j = self.recorder, info["capture"]
         first = info["roles"].index("cond") * info["chunk"]  # the first positive chunk
         rows = slice(first, first + info["chunk"])
-        if attn == "attn2" and self.model.is_blend_layer(extra, self.blend_factor):
-            rec.capture(j, q[rows], k[rows], extra["n_heads"], tuple(extra["activations_shape"][2:]))
+        if attn == "attn2" and self.model.is_blend_layer(extra, self.blend_layers):
+            rec.capture(j, q[rows], k[rows], extra["n_heads"], self.model.map_grid(extra))
         if rec.cache is not None and rec.cache.holds(j, q.shape[1]):
             rec.cache.keep(j, attn, key, q[rows], k[rows])

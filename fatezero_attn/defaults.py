@@ -50,6 +50,25 @@ Follows the authors' code (default):
   (``LATENT_BLEND_START``, ``LATENT_BLEND_END``). ``latent_blend.LatentBlend.latent_blend``.
 - Only the positive (conditional) branch is fused; the negative branch is untouched.
 
+Wan 2.1 (``wan_dit.py``, ``flow_inversion.py``; the authors had no such model, so these are the
+pack's choices, each settable on the nodes):
+- Inversion: Euler on ComfyUI's ``simple`` flow schedule (the Wan templates'), refined by one
+  fixed-point iteration per step that starts from the previous step's velocity, so it costs
+  the model calls Euler costs (``WAN_INVERSION``, ``WAN_FIXED_POINT_ITERATIONS``). Measured on
+  the tests' random Wan (``tests/test_wan.py::test_reconstruction_error_against_steps``): at 10
+  / 25 / 50 steps its reconstruction error is 5 to 20 times smaller than Euler's.
+- Fused blocks: the first half of the depth (``WAN_FUSED_BLOCKS``, 0-14 of the 1.3B model's 30).
+  The source pass runs only up to the last fused block, so its cost is that share of a
+  one-row model call per fused step: with CFG (two rows per call) and 0.8 of the steps fused,
+  the first half costs about 0.5 * 0.8 * 0.5 = 0.2 of plain sampling and all blocks 0.4
+  (``make bench-wan`` measures it). Which blocks carry a trained Wan's layout is not
+  measurable here (no trained weights): 'all' is the choice for the most structure kept.
+- Blend blocks: the middle third (``WAN_BLEND_BLOCKS``), where Prompt-to-Prompt on Wan 2.1
+  takes its local-blend maps (blocks 10-19 of 30); the maps keep only the source prompt's
+  columns (its words and end token of umT5's 512), averaged over heads and blocks.
+- Spatio-temporal modes and video GroupNorm: do not apply (one 3D attention over all latent
+  frames); the inversion logs when they are set.
+
 Options (inputs of the nodes), off the authors' path:
 - ``video_groupnorm`` off: per-frame statistics, as plain ComfyUI sampling.
 - ``clean_sigma`` "0 (ComfyUI)": the clean latent at sigma 0.
@@ -67,3 +86,10 @@ VIDEO_GROUPNORM = True
 CROSS_REPLACE_STEPS = 0.8
 SELF_REPLACE_STEPS = 0.8
 CACHE_REPLACE_STEPS = 0.8  # the cache covers fusion fractions up to the authors' largest
+
+# Wan (wan_dit.py): block ranges as percentages of the depth, so the same default means the same
+# part of the 30-block 1.3B and the 40-block 14B models. See the Wan section above for the reasons.
+WAN_FUSED_BLOCKS = "0%-50%"
+WAN_BLEND_BLOCKS = "33%-67%"
+WAN_INVERSION = "fixed-point"  # flow_inversion.py
+WAN_FIXED_POINT_ITERATIONS = 1

@@ -27,7 +27,10 @@ _ATTN_TAKES_OPTIONS = any(p.kind is p.VAR_KEYWORD or p.name == "transformer_opti
 
 
 def plain_attention(q, k, v, heads: int, extra: dict) -> torch.Tensor:
-    """ComfyUI's attention as the layer itself would call it (its precision, the user's backend)."""
+    """ComfyUI's attention as the layer itself would call it (its precision, the user's backend;
+    a DiT's override hands over the function the block called, ``extra["attention_fn"]``)."""
+    if "attention_fn" in extra:
+        return extra["attention_fn"](q, k, v, heads)
     precision = extra.get("attn_precision")
     if _ATTN_TAKES_OPTIONS:
         return comfy_attention.optimized_attention(q, k, v, heads, attn_precision=precision,
@@ -56,13 +59,13 @@ class RowDispatch:
         vt = temporal.gather_frames(v, chunk, self.temporal_mode) if gathered else v
         if info["capture"] is not None:
             self._capture_call(attn, key, q, k, extra, info)
-        if info["target"] and attn == "attn2" and self.model.is_blend_layer(extra, self.blend_factor):
+        if info["target"] and attn == "attn2" and self.model.is_blend_layer(extra, self.blend_layers):
             self._sum_target_maps(q, k, extra, info)
         if info["roles"] == ["source"]:
             return self._source_layer(attn, key, q, k, v, kt, vt, other_out, gathered, extra)
         plan = self.fusion
         fused_rows = [r for r, role in enumerate(info["roles"]) if role == "cond"]
-        if not (plan is not None and step is not None and q.shape[1] <= plan.max_query and fused_rows
+        if not (plan is not None and step is not None and plan.fuses(key, q.shape[1]) and fused_rows
                 and info["source"] is not None and step < plan.replace_steps(attn)):
             return self._unfused(q, k, v, kt, vt, heads, other_out, gathered, extra)
         q_src, k_src = info["source"].qk.get((attn, key), (None, None))
@@ -77,9 +80,9 @@ class RowDispatch:
         attend = lambda q_, k_, v_, h_: self._plain(q_, k_, v_, h_, extra)
         keep_edit = None  # the blend mask: where the edit keeps its own self-attention
         if attn == "attn1":
-            if plan.blend is not None:
-                _, _, h, w = extra["activations_shape"]
-                keep_edit = plan.blend.keep_edit(plan.store.info.steps - 1 - step, (h, w)).to(q.device)
+            if plan.blend is not None:  # [frames, h*w, 1] -> one row's queries [rows, tokens, 1]
+                keep_edit = plan.blend.keep_edit(plan.store.info.steps - 1 - step, self.model.map_grid(extra))
+                keep_edit = keep_edit.to(q.device).reshape(-1, q.shape[1], 1)
             fuse = lambda rows, plain: fused_self_attention(q_src, k_src, vt[rows], heads, plain, keep_edit,
                                                             attn=attend)
         else:

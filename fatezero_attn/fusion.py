@@ -34,6 +34,15 @@ def attention_probs(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tenso
     return (qh @ kh.transpose(-1, -2) * d ** -0.5).softmax(-1)
 
 
+def head_mean_probs(q: torch.Tensor, k: torch.Tensor, heads: int, columns: int | None = None,
+                    chunk: int = 4096) -> torch.Tensor:
+    """The map averaged over heads, ``[B, Nq, columns]`` float32, computed ``chunk`` queries at a
+    time so a video's full map over every head is never held."""
+    q, k = q.float(), k.float()
+    parts = [attention_probs(q[:, i:i + chunk], k, heads).mean(1)[..., :columns] for i in range(0, q.shape[1], chunk)]
+    return torch.cat(parts, 1)
+
+
 def cross_weights(S: torch.Tensor, aligned: torch.Tensor, equalizer: torch.Tensor,
                   active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(R, D)`` of ``P = P_src R + P_edit diag(D)`` at one step.

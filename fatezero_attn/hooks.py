@@ -41,10 +41,11 @@ class FateZeroPatch(RowDispatch, OtherPatches, SourceCall, Capture, LatentBlend,
     def __init__(self, temporal_mode: str = "per-frame", temporal_min_channels: int = 0,
                  video_groupnorm: bool = False, fusion: FusionPlan | None = None,
                  recorder: Recorder | None = None, node: str = "FateZero", window: int = 0,
-                 window_recorders: list[Recorder] | None = None, model=SD_UNET):
+                 window_recorders: list[Recorder] | None = None, model=SD_UNET, blend_choice: str = ""):
         """``window``: frames per window (sampled as sub-videos, ``windows.py``); a fusion plan's
         store sets it. ``window_recorders``: the inversion's recorder per window. ``model``: the
-        model seam (``sd_unet.py``)."""
+        model seam (``sd_unet.py``, ``wan_dit.py``); ``blend_choice``: the inversion's blend layers
+        where the seam lets the user choose them (Wan's block range)."""
         temporal.source_frames(temporal_mode, 1)  # validates the mode
         self.temporal_mode = temporal_mode
         self.temporal_min_channels = temporal_min_channels
@@ -59,7 +60,8 @@ class FateZeroPatch(RowDispatch, OtherPatches, SourceCall, Capture, LatentBlend,
         self.batch = VideoBatch()
         self.previous_wrapper = None
         self.sites: list = []
-        self.blend_factor: int | None = 4  # set from the model at install
+        self.blend_choice = blend_choice
+        self.blend_layers = None  # the seam's blend layers (SD: a size ratio; Wan: block indices), set at install
         self.replaces: dict = {}  # (attn, site) -> the AttentionReplace installed there
         # (attn, site) -> another node's replace that was on the site at install; each call adds
         # those set since (composition.OtherPatches._other_patches_for_call)
@@ -72,6 +74,9 @@ class FateZeroPatch(RowDispatch, OtherPatches, SourceCall, Capture, LatentBlend,
         self.weight_state: dict | None = None
         self._checked_weights: object = None  # patches_uuid whose weights were found the fusion node's
         self._prepared_controls: list = []  # the source row's ControlNets readied this run
+        # the inversion with two experts: (boundary, high-noise expert's ModelPatcher); calls at
+        # sigma >= boundary run that expert's model (ComfyUI loads it as an additional model)
+        self.high_noise_expert: tuple | None = None
 
     def __deepcopy__(self, memo):
         # ModelPatcher.clone() deep-copies model_options in 0.3.75; one patch object per install
@@ -83,7 +88,7 @@ class FateZeroPatch(RowDispatch, OtherPatches, SourceCall, Capture, LatentBlend,
         import comfy.patcher_extension as ext
         dm = model_patcher.model.diffusion_model
         self.sites = self.model.sites(dm)
-        self.blend_factor = self.model.blend_factor(dm)
+        self.blend_layers = self.model.blend_layers(dm, self.blend_choice)
         wrapper = model_patcher.model_options.get("model_function_wrapper")
         if isinstance(getattr(wrapper, "__self__", None), FateZeroPatch):
             under = wrapper.__self__
@@ -93,7 +98,7 @@ class FateZeroPatch(RowDispatch, OtherPatches, SourceCall, Capture, LatentBlend,
                     "spatio-temporal attention with the inversion's settings; connect this node before the "
                     "inversion and fusion nodes, or leave it out.")
             wrapper = under.previous_wrapper  # replace our own earlier patch, keep what was under it
-        self._take_over_sites(model_patcher)
+        self.model.take_over(model_patcher, self)
         model_patcher.remove_callbacks_with_key(ext.CallbacksMP.ON_CLONE, "fatezero_replaces")
         model_patcher.add_callback_with_key(ext.CallbacksMP.ON_CLONE, "fatezero_replaces", own_replaces_per_clone)
         self.previous_wrapper = wrapper
@@ -126,7 +131,7 @@ class FateZeroPatch(RowDispatch, OtherPatches, SourceCall, Capture, LatentBlend,
         chunk = x.shape[0] // len(cond_or_uncond)
         roles = ["cond" if r == 0 else "uncond" for r in cond_or_uncond]
         opts = dict(c.get("transformer_options", {}))
-        other_patches = self._other_patches_for_call(opts)
+        other_patches = self.model.prepare_call(self, opts)
         step, source, capture = None, None, None
         plan, rec = self.fusion, self.recorder
         if "multigpu_thread_device" in opts and (plan is not None or rec is not None):
@@ -151,12 +156,15 @@ class FateZeroPatch(RowDispatch, OtherPatches, SourceCall, Capture, LatentBlend,
             if plan.target_step is None or step < plan.target_step:
                 plan.target_maps = None  # a new run
             plan.target_step = step
-        opts["fatezero"] = call_info(roles, chunk, step, source, other_patches, capture, target)
+        opts["fatezero"] = call_info(roles, chunk, step, source, other_patches, capture, target,
+                                     self.model.call_layout(x, self))
         c["transformer_options"] = opts
         return self._call(apply_model, args, x, t, c, chunk)
 
     def _call(self, apply_model, args: dict, x, t, c: dict, chunk: int) -> torch.Tensor:
         self.batch.chunk = chunk if self.video_groupnorm else None
+        if self.high_noise_expert is not None and float(t[0]) >= self.high_noise_expert[0]:
+            apply_model = self.high_noise_expert[1].model.apply_model
         try:
             if self.previous_wrapper is not None:
                 return self.previous_wrapper(apply_model, {**args, "input": x, "timestep": t, "c": c})

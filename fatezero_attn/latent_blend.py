@@ -15,12 +15,12 @@ class LatentBlend:
     def _sum_target_maps(self, q, k, extra: dict, info: dict) -> None:
         """Add the fused rows' blend-level cross-attention to the run's target maps."""
         chunk, heads = info["chunk"], extra["n_heads"]
-        _, _, h, w = extra["activations_shape"]
+        h, w = self.model.map_grid(extra)
         plan = self.fusion
         for r, role in enumerate(info["roles"]):
             if role == "cond":
                 rows = slice(r * chunk, (r + 1) * chunk)
-                maps = attention_probs(q[rows].float(), k[rows].float(), heads).mean(1).view(chunk, h, w, -1)
+                maps = attention_probs(q[rows].float(), k[rows].float(), heads).mean(1).view(-1, h, w, k.shape[1])
                 plan.target_maps = maps if plan.target_maps is None else plan.target_maps + maps
 
     def _blended_prediction(self, executor, x, timestep, model_options={}, seed=None):

@@ -20,18 +20,35 @@ SD_NATIVE_LATENT = 64  # SD1.x at 512x512: the scale the authors' 32x32 refers t
 
 @dataclass(frozen=True)
 class Family:
-    name: str         # "SD1", "SD2", "SD2-v", "SDXL"
+    name: str         # "SD1", "SD2", "SD2-v", "SDXL", "WAN21"
     native_size: int  # pixels
+    kind: str = "sd"  # "sd": a UNet on a discrete schedule (DDIM); "wan": a video DiT on flow matching
+    vae_scale: int = 8  # pixels per latent pixel of the family's VAE (Wan 2.2 5B's: 16)
 
     @property
     def fuse_max_query(self) -> int:
-        """Query length up to which layers are fused: 32x32 scaled to the native latent."""
+        """Query length up to which layers are fused: 32x32 scaled to the native latent (SD).
+        0 for a DiT, whose fused blocks are chosen by index (``wan_dit.py``)."""
+        if self.kind != "sd":
+            return 0
         side = 32 * (self.native_size // 8) // SD_NATIVE_LATENT
         return side * side
 
+    @property
+    def seam(self):
+        """The model seam (``sd_unet.py`` / ``wan_dit.py``): how the pack reaches this family's attention."""
+        if self.kind == "wan":
+            from .wan_dit import WAN_DIT
+            return WAN_DIT
+        from .sd_unet import SD_UNET
+        return SD_UNET
 
+
+# WAN21: Wan 2.1 text-to-video (1.3B, 14B) and the Wan 2.2 A14B experts, which share its architecture;
+# WAN22-5B: Wan 2.2 TI2V 5B (48-channel latent of its own VAE, 16x spatial compression)
 FAMILIES = {"SD1": Family("SD1", 512), "SD2": Family("SD2", 512), "SD2-v": Family("SD2-v", 768),
-            "SDXL": Family("SDXL", 1024)}
+            "SDXL": Family("SDXL", 1024), "WAN21": Family("WAN21", 832, "wan"),
+            "WAN22-5B": Family("WAN22-5B", 1280, "wan", 16)}
 assert FAMILIES["SD1"].fuse_max_query == FUSE_MAX_QUERY
 
 
@@ -42,6 +59,9 @@ def family_of(model_patcher) -> Family | None:
     v-prediction counts). None for any other model (SVD, upscalers, unCLIP, EDM, flow, ...)."""
     import comfy.model_sampling as sampling
     base = model_patcher.model
+    wan = wan_family(model_patcher)
+    if wan is not None:
+        return wan
     config = getattr(getattr(base, "model_config", None), "unet_config", None) or {}
     if not hasattr(base, "diffusion_model") or not hasattr(base.diffusion_model, "input_blocks"):
         return None
@@ -60,3 +80,20 @@ def family_of(model_patcher) -> Family | None:
     if context == 2048 and adm == 2816:
         return FAMILIES["SDXL"]
     return None
+
+
+def wan_family(model_patcher) -> Family | None:
+    """Wan 2.1 text-to-video (and the 2.2 A14B experts, and the 2.2 5B model by its 48 latent
+    channels): ComfyUI's ``WanModel`` with text cross-attention only, on the flow-matching
+    (``CONST``) schedule. Image-to-video (2.1), VACE, camera and other Wan variants are not taken
+    (their extra attention inputs are not replayed)."""
+    import comfy.model_sampling as sampling
+    from comfy.ldm.wan.model import WanModel
+    base = model_patcher.model
+    dm = getattr(base, "diffusion_model", None)
+    if type(dm) is not WanModel or getattr(dm, "model_type", None) != "t2v" or dm.out_dim not in (16, 48):
+        return None
+    ms = model_patcher.get_model_object("model_sampling")
+    if not isinstance(ms, sampling.CONST):
+        return None
+    return FAMILIES["WAN21" if dm.out_dim == 16 else "WAN22-5B"]

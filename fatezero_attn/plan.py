@@ -32,6 +32,8 @@ class FusionPlan:
     blend: BlendMask | None = None
     target_blend_positions: list[int] = field(default_factory=list)  # target tokens for latent blending
     max_query: int = FUSE_MAX_QUERY
+    fused_sites: frozenset | None = None  # a DiT's fused blocks (wan_dit.py); None: fused by max_query
+    expert: str | None = None  # two-expert store: "high" / "low", the side of the boundary this MODEL edits
     # the target prompt as the fusion node's CLIP encodes it ([tokens, width]); None: not checked
     target_context: torch.Tensor | None = field(default=None, repr=False)
     target_prompt: str = ""
@@ -54,6 +56,10 @@ class FusionPlan:
         # read on every attention call: plain ints, computed once
         self.cross_steps = int(self.cross_steps_per_token.max())  # edit steps k < cross_steps fuse some token
         self.fused_steps = max(self.cross_steps, self.self_steps)  # k < fused_steps need the source row
+
+    def fuses(self, key, queries: int) -> bool:
+        """Whether the site ``key`` (with ``queries`` query positions per row) is fused."""
+        return key in self.fused_sites if self.fused_sites is not None else queries <= self.max_query
 
     def replace_steps(self, attn: str) -> int:
         """Edit steps k < this fuse ``attn``."""
@@ -96,10 +102,12 @@ class FusionPlan:
 
 
 def call_info(roles: list[str], chunk: int, step: int | None = None, source: SourceAttention | None = None,
-              other_patches: dict | None = None, capture: int | None = None, target: bool = False) -> dict:
+              other_patches: dict | None = None, capture: int | None = None, target: bool = False,
+              layout: dict | None = None) -> dict:
     """What the wrapper tells the attention calls of one UNet call (``transformer_options["fatezero"]``):
     row roles (``source`` / ``cond`` (fused) / ``uncond`` / ``other`` chunks of ``chunk`` rows), the
     edit step, the source pass's q and k, other nodes' replaces per ``(attn, site)``, the inversion
-    call to capture (or None) and whether to sum the target words' maps."""
+    call to capture (or None), whether to sum the target words' maps, and the seam's ``layout``
+    of the latent (Wan: its token grid)."""
     return {"roles": roles, "chunk": chunk, "step": step, "source": source, "other_patches": other_patches or {},
-            "capture": capture, "target": target}
+            "capture": capture, "target": target, **(layout or {})}

@@ -3,25 +3,26 @@
 Contract (what a model family implements; the dispatcher, the source call and the capture
 use nothing else that is specific to a model):
 
-- ``sites(diffusion_model) -> list[key]``: every attention site that gets the pack's
-  replace, as hashable keys; ``site_key(extra_options)``: the key of the site an attention
-  call comes from.
-- ``install_replace(model_patcher, attn, key, fn)``: put ``fn(q, k, v, extra_options)`` on a
-  site for ``attn`` ("attn1" self-attention, "attn2" cross-attention); q, k, v arrive
-  projected, ``[batch, tokens, heads * dim_head]``, and ``fn`` returns the attention output
-  before the output projection. ``replace_on_site(table, key)``: what another node set on
-  that site in a ``patches_replace[attn]`` table, and whether it was found under the coarser
-  ``block_key(key)`` (which a later node may change).
-- ``blend_factor(diffusion_model)`` and ``is_blend_layer(extra_options, factor)``: the
-  layers whose cross-attention makes the blend mask (by role, not by size).
+- ``sites(diffusion_model) -> list[key]``: every attention site, as hashable keys;
+  ``site_key(extra)``: the key of the site an attention call comes from.
+- ``take_over(model_patcher, patch)``: route every site's self-attention ("attn1") and
+  cross-attention ("attn2") to ``patch._dispatch(attn, q, k, v, extra)``, composed with what
+  other nodes put there; q, k, v arrive projected, ``[batch, tokens, heads * dim_head]``, and
+  the dispatcher returns the attention output before the output projection. ``extra`` holds
+  ``n_heads``, the call's ``fatezero`` info and, when plain attention is not ComfyUI's
+  ``optimized_attention``, the ``attention_fn`` to use. ``prepare_call(patch, opts)``: per
+  model call, other nodes' patches to compose at each site (``composition.py``);
+  ``call_layout(x, patch)``: what the attention calls need to know about the latent.
+- ``blend_layers(diffusion_model, choice)`` and ``is_blend_layer(extra, layers)``: the layers
+  whose cross-attention makes the blend mask; ``map_grid(extra)``: the ``(h, w)`` of one
+  frame's map at a call. ``fused_sites(diffusion_model, choice)``: the fused sites, or None
+  when layers are fused by query count (``FusionPlan.max_query``).
 - ``group_norm_names(diffusion_model)``: the norms that take statistics over a frame, for
   video-wide GroupNorm.
-- Fused layers are chosen by query count (``FusionPlan.max_query``); the text tokens are
-  ``alignment.MAX_TOKENS`` positions of one CLIP window.
 
-A transformer over video tokens would implement the same calls through its per-block
-replace and an attention override. ``SD_UNET`` is the implementation for SD 1.x/2.x/SDXL
-UNets (ComfyUI's ``openaimodel``), reached through ComfyUI's attention replaces.
+``SD_UNET`` is the implementation for SD 1.x/2.x/SDXL UNets (ComfyUI's ``openaimodel``),
+reached through ComfyUI's attention replaces; ``wan_dit.WAN_DIT`` the one for Wan's DiT,
+reached through its per-block replace and the attention override.
 """
 from __future__ import annotations
 
@@ -52,9 +53,34 @@ def group_norm_names(diffusion_model) -> list[str]:
 
 class SDUNet:
     """The seam for ComfyUI's SD UNets: sites are transformer blocks ``(block, number, index)``."""
+    kind = "sd"
     sites = staticmethod(attention_blocks)
-    blend_factor = staticmethod(blend_factor)
     group_norm_names = staticmethod(group_norm_names)
+
+    @staticmethod
+    def blend_layers(diffusion_model, choice: str = "") -> int | None:
+        """The blend layers' size ratio to the latent (by role: ``blend_factor``)."""
+        return blend_factor(diffusion_model)
+
+    @staticmethod
+    def fused_sites(diffusion_model, choice: str = ""):
+        return None  # by query count
+
+    @staticmethod
+    def map_grid(extra: dict) -> tuple[int, int]:
+        return tuple(extra["activations_shape"][2:])
+
+    @staticmethod
+    def take_over(model_patcher, patch) -> None:
+        patch._take_over_sites(model_patcher)
+
+    @staticmethod
+    def prepare_call(patch, opts: dict) -> dict:
+        return patch._other_patches_for_call(opts)
+
+    @staticmethod
+    def call_layout(x, patch) -> dict:
+        return {}
 
     @staticmethod
     def site_key(extra: dict):

@@ -34,12 +34,15 @@ class SourceCall:
 
     def _check_edit_rows(self, x, chunk: int, apply_model) -> None:
         info = self.fusion.store.info
-        if chunk != info.frames or tuple(x.shape[-2:]) != tuple(info.latent_hw):
+        video = (info.latent_frames,) if info.latent_frames else ()  # a video model's row: [C, T, h, w]
+        if (chunk, *x.shape[2:]) != (info.frames, *video, *info.latent_hw):
+            what = lambda rows, shape: (f"{rows} frames of {tuple(shape[-2:])}" if not video else
+                                        f"{shape[0]} latent frames of {tuple(shape[-2:])}")
             raise FateZeroError(
-                f"{self.node}: the sampler's positive rows have {chunk} frames of {tuple(x.shape[-2:])}, the "
-                f"attention store {info.frames} frames of {tuple(info.latent_hw)}. Edit the same video the store "
-                "was inverted from, and condition the positive on whole frames (ConditioningSetMask with "
-                "set_cond_area 'default', not an area). On the sampler node: use the inverted latent as latent_image.")
+                f"{self.node}: the sampler's positive rows have {what(chunk, tuple(x.shape[2:]))}, the attention store "
+                f"{what(info.frames, (*video, *info.latent_hw))}. Edit the same video the store was inverted from, and "
+                "condition the positive on whole frames (ConditioningSetMask with set_cond_area 'default', not an "
+                "area). On the sampler node: use the inverted latent as latent_image.")
         patcher = getattr(getattr(apply_model, "__self__", None), "current_patcher", None)
         if patcher is not None and self.weight_state is not None:
             if getattr(patcher, "current_hooks", None) is not None:
@@ -111,13 +114,26 @@ class SourceCall:
         return control
 
     def _edit_step(self, sigma: float, opts: dict) -> int:
-        store = self.fusion.store
+        store, expert = self.fusion.store, self.fusion.expert
         k = edit_step(sigma, store.sigmas)
+        if k is not None and expert is not None and (sigma >= store.info.expert_boundary) != (expert == "high"):
+            side = "high" if expert == "low" else "low"
+            raise FateZeroError(
+                f"{self.node}: this step (sigma {sigma:.4g}) is on the {side}-noise expert's side of the boundary "
+                f"{store.info.expert_boundary:g}, and this MODEL is the attention store's {expert}-noise expert. "
+                f"Connect the {side}-noise expert's fused MODEL to this sampler, and split the sigmas at the "
+                "inversion's expert_split_step (SplitSigmas).")
         if k is None:
             summary = lambda s: f"{len(s)} steps, sigma {float(s[0]):.4g} to {float(s[-1]):.4g}"
             sample = opts.get("sample_sigmas")
             got = "" if sample is None else f"; the sampler's: {summary(sample[sample > 0])}"
             steps = store.info.steps_input or store.info.steps
+            if store.info.inversion != "ddim":  # a flow model (Wan)
+                raise FateZeroError(
+                    f"{self.node}: the sampler's sigmas do not match the attention store's (the store's: simple, "
+                    f"{summary(store.edit_sigmas)}{got}). On SamplerCustomAdvanced: sigmas = the inversion's "
+                    f"edit_sigmas, noise = its inverted_noise, sampler euler; the MODEL's shift (ModelSamplingSD3) "
+                    "as at the inversion.")
             raise FateZeroError(
                 f"{self.node}: the sampler's sigmas do not match the attention store's (the store's: ddim_uniform, "
                 f"{summary(store.edit_sigmas)}{got}). On the sampler node: steps {steps} (the "
@@ -128,7 +144,7 @@ class SourceCall:
     def _source_layer(self, attn: str, key, q, k, v, kt, vt, other_out, gathered: bool, extra: dict):
         """The source pass: keep what the fused kernels consume; stop after the last fused layer."""
         fz, plan = extra["fatezero"], self.fusion
-        if q.shape[1] <= plan.max_query:
+        if plan.fuses(key, q.shape[1]):
             fz["source"].qk[(attn, key)] = (q, kt if attn == "attn1" else k)
             if plan.fused_layers and (attn, key) == plan.fused_layers[-1]:
                 raise SourcePassDone

@@ -35,9 +35,9 @@ from . import windows
 from .source_cache import SourceCache
 
 # 2: the inversion call's conditioning and the MODEL's parts; 3: store mode and source cache; 4: windows;
-# 5: model family (SD1, SD2, SD2-v, SDXL) and its fused query limit
-FORMAT_VERSION = 5
-READS_VERSIONS = (2, 3, 4, 5)  # a version 2 file is a recompute-mode store, 2 and 3 are unwindowed, 2 to 4 SD1
+# 5: model family (SD1, SD2, SD2-v, SDXL) and its fused query limit; 6: Wan (latent frames in one row)
+FORMAT_VERSION = 6
+READS_VERSIONS = (2, 3, 4, 5, 6)  # a version 2 file is a recompute-mode store, 2 and 3 are unwindowed, 2 to 4 SD1
 
 
 @dataclass
@@ -59,6 +59,14 @@ class StoreInfo:
     window: int = 0  # frames per window (windows.py); 0: the clip is one video
     model_family: str = "SD1"  # model_family.py; stores before format 4 are all SD1
     fuse_max_query: int = 32 * 32  # fused layers: at most this many queries (model_family.py)
+    # a video model's row holds the whole video: its latent frames (Wan: [1, C, T, h, w]); 0: a row is a frame
+    latent_frames: int = 0
+    inversion: str = "ddim"  # "ddim" (SD), "euler" or "fixed-point" (flow models, flow_inversion.py)
+    # two experts (Wan 2.2 A14B): at sigmas >= expert_boundary the inversion ran the high-noise expert,
+    # described here; below it the MODEL above (model_id, model_parts). 0: one model
+    expert_boundary: float = 0.0
+    high_noise_model_id: str = ""
+    high_noise_model_parts: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
 
@@ -69,7 +77,9 @@ class AttentionStore:
     # rows: the frames, or for a windowed store the sub-videos' rows end to end (``rows``)
     unet_inputs: torch.Tensor     # [steps, rows, C, h, w] x-space input of inversion call j
     source_context: torch.Tensor  # [1, 77, dim] the source prompt's cross-attention context
-    cross_maps: torch.Tensor      # [steps, rows, h/f, w/f, 77] float32 at the blend layers (mean over heads and layers)
+    # [steps, map_frames, h', w', tokens] float32 at the blend layers (mean over heads and layers); SD keeps the
+    # 77 positions, Wan the source prompt's (its words and end token) of 512
+    cross_maps: torch.Tensor
     # per-row tensors of the inversion's UNet call (c_crossattn, c_concat, y, ...): [rows, ...],
     # or [1, ...] when every row is the same (the prompt's context)
     source_conds: dict = field(default_factory=dict)
@@ -96,6 +106,11 @@ class AttentionStore:
     @property
     def rows(self) -> int:
         return windows.row_count(self.info.frames, self.info.window, self.info.temporal_mode)
+
+    @property
+    def map_frames(self) -> int:
+        """Frames of the blend maps: the rows, or a video model's latent frames."""
+        return self.info.latent_frames or self.rows
 
     @property
     def has_cache(self) -> bool:
@@ -194,7 +209,7 @@ class AttentionStore:
         raw = json.loads(meta["fatezero_store"])
         version = raw.get("format_version")
         if version not in READS_VERSIONS:
-            raise ValueError(f"store format version {version}, this pack reads versions 2 to 5 (version 2 "
+            raise ValueError(f"store format version {version}, this pack reads versions 2 to 6 (version 2 "
                              "records the inversion's conditioning and LoRAs, which older files lack); "
                              "run the inversion again with this version of the pack")
         info = StoreInfo(**{**raw, "latent_hw": tuple(raw["latent_hw"]), "format_version": FORMAT_VERSION})
@@ -241,9 +256,12 @@ class AttentionStore:
             raise ValueError(f"latent trajectory has shape {tuple(self.unet_inputs.shape)}, metadata says "
                              f"{i.steps} steps x {self.rows} rows ({i.frames} frames, window {i.window}) at "
                              f"{i.latent_hw}")
+        if i.latent_frames and (self.unet_inputs.dim() != 6 or self.unet_inputs.shape[3] != i.latent_frames):
+            raise ValueError(f"latent trajectory has shape {tuple(self.unet_inputs.shape)}, metadata says "
+                             f"{i.latent_frames} latent frames per row")
         if self.sigmas.shape != (i.steps + 1,) or not bool((self.sigmas[1:] > self.sigmas[:-1]).all()):
             raise ValueError("sigmas do not match the metadata's steps or do not ascend")
-        if tuple(self.cross_maps.shape[:2]) != expect:
+        if tuple(self.cross_maps.shape[:2]) != (i.steps, self.map_frames):
             raise ValueError("cross-attention maps do not match the metadata's steps and frames")
         bad = [k for k, v in self.source_conds.items() if v.shape[0] not in (1, self.rows)]
         if bad:

@@ -4,7 +4,7 @@ from importlib import import_module
 
 CATEGORY = "FateZero"
 
-_FAMILIES = ("video", "inversion", "store", "blend", "fusion", "temporal", "windows")
+_FAMILIES = ("video", "inversion", "store", "blend", "preview", "fusion", "temporal", "windows")
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}

@@ -1,12 +1,13 @@
 """Blend mask from the source cross-attention of the edited words."""
 from __future__ import annotations
 
-from ..fatezero_attn import windows
+from ..fatezero_attn import model_family, windows
 from ..fatezero_attn.defaults import BLEND_TAU
 from ..fatezero_attn.errors import FateZeroError
 from ..fatezero_attn.masks import BlendMask, word_maps
 from . import CATEGORY
-from .common import BLEND_TYPE, STORE_TYPE, check_source_prompt, positions_of, prompt_words
+from ..fatezero_attn.wan_dit import video_frame_latents
+from .common import BLEND_TYPE, CLIP_INPUT, SOURCE_PROMPT_INPUT, STORE_INPUT, check_source_prompt, positions_of, prompt_words, text_window
 
 NODE = "FateZero Blend Mask"
 
@@ -25,9 +26,9 @@ class FateZeroBlendMask:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "attention_store": (STORE_TYPE, {"tooltip": "From FateZero DDIM Inversion or FateZero Load Attention Store."}),
-            "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP, used to find the words' token positions."}),
-            "source_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The source prompt exactly as encoded for the inversion."}),
+            "attention_store": STORE_INPUT,
+            "clip": CLIP_INPUT,
+            "source_prompt": SOURCE_PROMPT_INPUT,
             "blend_words": ("STRING", {"default": "", "tooltip": "Source words of the object you edit, comma separated (e.g. 'jeep' or 'silver, jeep'). Pick the noun of the object; add its adjective when it is edited too."}),
             "tau": ("FLOAT", {"default": BLEND_TAU, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Threshold on the normalised attention (each frame's map over its peak): a pixel is in the mask when its value is strictly greater than tau (>), as in the authors' code (0.3; 0.2-0.3 in the paper). Lower grows the mask; 1.0 empties it (full self-attention replacement)."}),
             "latent_blend": ("BOOLEAN", {"default": False, "tooltip": "Also keep the latent outside the mask equal to the inverted one between 20% and 80% of the steps (for local edits; not for style edits)."}),
@@ -43,7 +44,15 @@ class FateZeroBlendMask:
         chosen = [w.strip() for w in blend_words.split(",") if w.strip()]
         if not chosen:
             raise FateZeroError(f"{NODE}: 'blend_words' is empty; name the source word(s) of the object you edit, e.g. 'jeep'.")
-        positions = sorted({p for w in chosen for p in positions_of(words, tokens, w, NODE, "blend_words", "source prompt")})
+        start = text_window(clip).start
+        positions = sorted({p for w in chosen
+                            for p in positions_of(words, tokens, w, NODE, "blend_words", "source prompt", start)})
+        if store.info.latent_frames and store.cross_maps.shape[2] == 0:
+            raise FateZeroError(f"{NODE}: the attention store holds no cross-attention: its inversion's 'blend_blocks' "
+                                "chose no block. Invert again with blend_blocks 'auto' or a range like '10-19'.")
+        if store.info.latent_frames and latent_blend:
+            raise FateZeroError(f"{NODE}: 'latent_blend' is not available for Wan in this version; the blend mask "
+                                "still keeps the edit's own self-attention inside the object. Turn latent_blend off.")
         if store.cross_maps.shape[2] == 0:
             raise FateZeroError(f"{NODE}: the attention store holds no cross-attention of blend layers (the UNet's "
                                 "deepest down level with transformers, and the up blocks at its resolution): its "
@@ -55,8 +64,11 @@ class FateZeroBlendMask:
                                 "word(s) of the new object (e.g. 'red, jeep') or turn latent_blend off.")
         blend = BlendMask(word_maps(store.cross_maps, positions), tau, chosen, latent_blend, targets)
         h, w = store.info.latent_hw
-        preview = blend.preview((h * 8, w * 8))  # [rows, H, W]: a windowed store's rows -> clip frames
-        return blend, preview[windows.clip_rows(store.sub_videos())] if store.info.window else preview
+        scale = model_family.FAMILIES[store.info.model_family].vae_scale
+        preview = blend.preview((h * scale, w * scale))  # [map frames, H, W]
+        if store.info.latent_frames:  # Wan: latent frames -> the video's 4n+1 frames
+            return blend, preview[video_frame_latents(store.info.latent_frames)]
+        return blend, preview[windows.clip_rows(store.sub_videos())] if store.info.window else preview  # rows -> clip
 
 
 NODE_CLASS_MAPPINGS = {"FateZeroBlendMask": FateZeroBlendMask}

@@ -6,51 +6,78 @@ import hashlib
 import torch
 
 from ..fatezero_attn import model_family, model_state
-from ..fatezero_attn.alignment import MAX_TOKENS, flatten, word_positions
+from ..fatezero_attn.alignment import CLIP_WINDOW, UMT5_WINDOW, TextWindow, flatten, word_positions
 from ..fatezero_attn.errors import FateZeroError
 from ..fatezero_attn.store import AttentionStore
 
 STORE_TYPE = "FATEZERO_STORE"
 BLEND_TYPE = "FATEZERO_BLEND"
+# inputs the store-reading nodes share
+STORE_INPUT = (STORE_TYPE, {"tooltip": "From FateZero DDIM Inversion or FateZero Load Attention Store."})
+CLIP_INPUT = ("CLIP", {"tooltip": "The checkpoint's CLIP (for Wan: CLIPLoader type wan), used to find the words' "
+                                  "token positions."})
+SOURCE_PROMPT_INPUT = ("STRING", {"multiline": True, "default": "",
+                                  "tooltip": "The source prompt exactly as encoded for the inversion."})
 
 
 CLIP_TOKENIZERS = ("clip_l", "clip_g", "clip_h")  # SD1: L; SD2: OpenCLIP-H; SDXL: L and G
 
 
-def hf_tokenizers(clip, node: str) -> dict:
-    """The HuggingFace tokenizers inside ComfyUI's CLIP object, by name (SDXL has two)."""
-    found = {name: getattr(clip.tokenizer, name).tokenizer for name in CLIP_TOKENIZERS
-             if hasattr(getattr(clip.tokenizer, name, None), "tokenizer")}
+def umt5_tokenizer(clip):
+    """ComfyUI's umT5 tokenizer inside a Wan CLIP (``WanT5Tokenizer.clip_umt5xxl``), or None."""
+    return getattr(clip.tokenizer, "clip_umt5xxl", None) or getattr(clip.tokenizer, "umt5xxl", None)
+
+
+def text_window(clip) -> TextWindow:
+    """The text window of the CLIP input's encoder: umT5's 512 positions (Wan) or CLIP's 77."""
+    return UMT5_WINDOW if umt5_tokenizer(clip) is not None else CLIP_WINDOW
+
+
+def word_tokenizer(clip, node: str):
+    """``word -> token ids`` (no start or end token) with the tokenizer ComfyUI uses for this CLIP."""
+    umt5 = umt5_tokenizer(clip)
+    if umt5 is not None:  # SentencePiece; ComfyUI tokenizes word by word, dropping the end token
+        return lambda word: umt5.tokenizer(word)["input_ids"][:-1]
+    found = [getattr(clip.tokenizer, name).tokenizer for name in CLIP_TOKENIZERS
+             if hasattr(getattr(clip.tokenizer, name, None), "tokenizer")]
     if not found:
-        raise FateZeroError(f"{node}: 'clip' has no CLIP-L, OpenCLIP-H or CLIP-G tokenizer "
-                            f"({type(clip.tokenizer).__name__}); FateZero supports SD1.x, SD2.x and SDXL checkpoints. "
-                            "Connect the checkpoint's own CLIP.")
-    return found
+        raise FateZeroError(f"{node}: 'clip' has no CLIP-L, OpenCLIP-H, CLIP-G or umT5 tokenizer "
+                            f"({type(clip.tokenizer).__name__}); FateZero supports SD1.x, SD2.x, SDXL and Wan 2.1 "
+                            "models. Connect the checkpoint's own CLIP (for Wan: CLIPLoader, type wan).")
+    return lambda word: found[0](word, add_special_tokens=False)["input_ids"]
 
 
 def prompt_words(clip, text: str, node: str, input_name: str) -> tuple[list[str], list[list[int]]]:
-    """Words of ``text`` and their token ids (no BOS/EOS), checked against the 75-token window.
-    With several text encoders (SDXL) their tokens must line up, position for position."""
+    """Words of ``text`` and their token ids (no BOS/EOS), checked against the text window.
+    What ComfyUI itself feeds each text encoder must have the same tokens at the same positions."""
     words = text.split()
     if not words:
         raise FateZeroError(f"{node}: '{input_name}' is empty; type the prompt the video is described (or edited) with.")
-    toks = hf_tokenizers(clip, node)
-    tok = next(iter(toks.values()))
-    tokens = [tok(w, add_special_tokens=False)["input_ids"] for w in words]
-    if len(flatten(tokens)) > MAX_TOKENS - 2:
-        raise FateZeroError(too_long(node, input_name, f"has {len(flatten(tokens))} tokens"))
-    if len(toks) > 1:
-        check_encoders_line_up(clip, text, len(flatten(tokens)) + 2, node, input_name)
+    tokenize = word_tokenizer(clip, node)
+    tokens = [tokenize(w) for w in words]
+    window = text_window(clip)
+    if len(flatten(tokens)) > window.max_prompt_tokens:
+        raise FateZeroError(too_long(node, input_name, f"has {len(flatten(tokens))} tokens", window))
+    check_encoders_line_up(clip, text, flatten(tokens), window, node, input_name)
     return words, tokens
 
 
-def check_encoders_line_up(clip, text: str, span: int, node: str, input_name: str) -> None:
+def check_encoders_line_up(clip, text: str, tokens: list[int], window: TextWindow, node: str,
+                           input_name: str) -> None:
     """What ComfyUI itself feeds each text encoder (embeddings included) has the same token at
-    every position of the prompt (``span``: BOS, the words' tokens, EOS); a word one tokenizer
-    splits otherwise shifts every later position, so this covers word tokens too."""
+    every position of the prompt (BOS, the words' tokens, EOS), and the words' tokens where the
+    pack expects them; a word one tokenizer splits otherwise shifts every later position, so this
+    covers word tokens too."""
     encoded = clip.tokenize(text)
+    span = window.start + len(tokens) + 1
     rows = {name: [t[0] if isinstance(t[0], int) else "embedding" for t in batches[0][:span]]
             for name, batches in encoded.items()}
+    if window == UMT5_WINDOW:  # one encoder: the words' tokens must be where the pack maps them
+        if next(iter(rows.values()))[:len(tokens)] != tokens:
+            raise FateZeroError(f"{node}: '{input_name}' reaches umT5 with other tokens than its words one by one "
+                                "(prompt weights like '(word:1.2)', an embedding or a custom tokenizer), so FateZero "
+                                "cannot tell which positions are which word. Write the prompt as plain words.")
+        return
     if len({tuple(r) for r in rows.values()}) > 1:
         raise FateZeroError(f"{node}: '{input_name}' reaches the text encoders ({', '.join(rows)}) with different "
                             "tokens at the same positions (a word tokenized otherwise, an embedding with another "
@@ -58,14 +85,15 @@ def check_encoders_line_up(clip, text: str, span: int, node: str, input_name: st
                             "position. Use an embedding made for this checkpoint, or leave it out.")
 
 
-def too_long(node: str, input_name: str, what: str) -> str:
-    return (f"{node}: '{input_name}' {what}; FateZero maps attention within one CLIP window of {MAX_TOKENS - 2} "
-            "tokens. Shorten the prompt.")
+def too_long(node: str, input_name: str, what: str, window: TextWindow = CLIP_WINDOW) -> str:
+    encoder = "CLIP" if window == CLIP_WINDOW else "umT5"
+    return (f"{node}: '{input_name}' {what}; FateZero maps attention within one {encoder} window of "
+            f"{window.max_prompt_tokens} tokens. Shorten the prompt.")
 
 
 def positions_of(words: list[str], tokens: list[list[int]], wanted: str, node: str, input_name: str,
-                 prompt_name: str) -> list[int]:
-    pos = word_positions(words, tokens, wanted)
+                 prompt_name: str, start: int = 1) -> list[int]:
+    pos = word_positions(words, tokens, wanted, start)
     if not pos:
         raise FateZeroError(f"{node}: '{wanted}' in '{input_name}' is not a word of the {prompt_name} "
                             f"('{' '.join(words)}'); use words exactly as they appear there.")
@@ -102,19 +130,32 @@ def check_source_prompt(clip, text: str, store: AttentionStore, node: str) -> No
                             "with; connect the same text that feeds the inversion's source CLIPTextEncode.")
 
 
-def check_store_model(store: AttentionStore, model, node: str) -> None:
-    """The MODEL must compute the inversion's UNet call as the inversion's MODEL did."""
+def check_store_model(store: AttentionStore, model, node: str) -> str | None:
+    """The MODEL must compute the inversion's UNet call as the inversion's MODEL did. For a store
+    inverted with two experts: which one this MODEL is ("high" / "low"; None when it is both)."""
     family = model_family.family_of(model)
     if family is None or family.name != store.info.model_family:
         raise FateZeroError(
-            f"{node}: 'model' is {'not an SD UNet' if family is None else 'an ' + family.name + ' model'} and the "
-            f"attention store was inverted with an {store.info.model_family} model; attention cannot be fused across "
+            f"{node}: 'model' is {'not of a model family FateZero supports' if family is None else 'of family ' + family.name} and the "
+            f"attention store was inverted with a model of family {store.info.model_family}; attention cannot be fused across "
             "model families. Connect the MODEL of the checkpoint the store was inverted with, or invert again with "
             "this one.")
     parts = model_state.describe(model)
-    if store.info.model_id == model_state.digest(parts):
-        return
-    diffs = model_state.differences(store.info.model_parts, parts)
+    digest, info = model_state.digest(parts), store.info
+    if info.expert_boundary:
+        low, high = digest == info.model_id, digest == info.high_noise_model_id
+        if low or high:
+            return None if low and high else ("low" if low else "high")
+        diffs = [f"the {name}-noise expert in {'; '.join(model_state.differences(ref, parts))}"
+                 for name, ref in (("low", info.model_parts), ("high", info.high_noise_model_parts))]
+        raise FateZeroError(
+            f"{node}: 'model' is neither of the attention store's experts (it differs from {' and from '.join(diffs)}), "
+            "so the source row would not repeat the inversion. Connect the high-noise expert's MODEL (as given to the "
+            "inversion's model_high_noise) to the fusion node of the high-noise sampler, and the low-noise expert's "
+            "(the inversion's model) to the other.")
+    if info.model_id == digest:
+        return None
+    diffs = model_state.differences(info.model_parts, parts)
     what = "another model: its weights differ" if any(d.startswith("weights") for d in diffs) else \
         "its patches differ"
     raise FateZeroError(

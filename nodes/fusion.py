@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import torch
 
-from ..fatezero_attn.alignment import MAX_TOKENS, flatten, refine_mapper, replace_mapper
-from ..fatezero_attn.defaults import CROSS_REPLACE_STEPS, SELF_REPLACE_STEPS
+from ..fatezero_attn import model_family
+from ..fatezero_attn.alignment import flatten, refine_mapper, replace_mapper
+from ..fatezero_attn.defaults import CROSS_REPLACE_STEPS, SELF_REPLACE_STEPS, WAN_FUSED_BLOCKS
 from ..fatezero_attn.errors import FateZeroError
 from ..fatezero_attn.hooks import FateZeroPatch
 from ..fatezero_attn.plan import FusionPlan
 from ..fatezero_attn.schedule import cross_replace_count, replace_step_counts
 from . import CATEGORY
 from .common import (BLEND_TYPE, STORE_TYPE, check_source_prompt, check_store_conditioning, check_store_model,
-                     parse_word_values, positions_of, prompt_words)
+                     parse_word_values, positions_of, prompt_words, text_window)
 
 NODE = "FateZero Attention Fusion"
 MODES = ("auto", "replace", "refine")
@@ -23,7 +24,8 @@ class FateZeroAttentionFusion:
                    "SamplerCustom: sigmas = the inversion's edit_sigmas (ends at alphas_cumprod[0], the authors' "
                    "exact schedule), sampler KSamplerSelect ddim, add_noise off, CFG 7.5. Alternative: "
                    "KSamplerAdvanced with ddim, ddim_uniform, the inversion's steps, add_noise disable, CFG 7.5, "
-                   "which ends at sigma 0 instead.")
+                   "which ends at sigma 0 instead. Wan 2.1: SamplerCustomAdvanced with the inversion's "
+                   "inverted_noise, edit_sigmas and inverted_latent, sampler euler, CFGGuider.")
     CATEGORY = CATEGORY
     FUNCTION = "patch"
     RETURN_TYPES = ("MODEL",)
@@ -45,18 +47,21 @@ class FateZeroAttentionFusion:
             "cross_replace_words": ("STRING", {"default": "", "tooltip": "Per-word cross_replace_steps, 'word:fraction' comma separated (target words); others use the global value."}),
         }, "optional": {
             "blend_mask": (BLEND_TYPE, {"tooltip": "From FateZero Blend Mask: keep the edit's own self-attention inside the edited object."}),
+            "fused_blocks": ("STRING", {"default": "auto", "tooltip": "Wan: transformer blocks whose self- and cross-attention are fused, e.g. '0-14' or '0%-50%' ('all' for every block); 'auto' = " + WAN_FUSED_BLOCKS + " of the depth. SD layers are chosen by size."}),
         }}
 
     def patch(self, model, attention_store, clip, source_prompt, target_prompt, cross_replace_steps,
-              self_replace_steps, mapping, reweight, cross_replace_words, blend_mask=None):
+              self_replace_steps, mapping, reweight, cross_replace_words, blend_mask=None, fused_blocks="auto"):
         store = attention_store
         for name, value in (("cross_replace_steps", cross_replace_steps), ("self_replace_steps", self_replace_steps)):
             if not 0.0 <= value <= 1.0:
                 raise FateZeroError(f"{NODE}: '{name}' is {value}; use a fraction of the steps between 0 and 1.")
-        check_store_model(store, model, NODE)
+        expert = check_store_model(store, model, NODE)
         check_source_prompt(clip, source_prompt, store, NODE)
         src_words, src_tokens = prompt_words(clip, source_prompt, NODE, "source_prompt")
         tgt_words, tgt_tokens = prompt_words(clip, target_prompt, NODE, "target_prompt")
+        window = text_window(clip)
+        n_tokens, start = window.length, window.start
 
         if mapping == "auto":
             mapping = "replace" if len(flatten(src_tokens)) == len(flatten(tgt_tokens)) else "refine"
@@ -64,36 +69,43 @@ class FateZeroAttentionFusion:
             if len(src_words) != len(tgt_words):
                 raise FateZeroError(f"{NODE}: 'mapping' replace swaps words one for one, but the source prompt has "
                                     f"{len(src_words)} words and the target {len(tgt_words)}; choose 'refine' or 'auto'.")
-            S, aligned = replace_mapper(src_tokens, tgt_tokens), torch.ones(MAX_TOKENS)
+            S, aligned = replace_mapper(src_tokens, tgt_tokens, n_tokens, start), torch.ones(n_tokens)
         else:
-            S, aligned = refine_mapper(src_tokens, tgt_tokens)
+            S, aligned = refine_mapper(src_tokens, tgt_tokens, n_tokens, start)
 
         steps = store.info.steps
         cross_steps, self_steps = replace_step_counts(steps, cross_replace_steps, self_replace_steps)
-        cross_steps_per_token = torch.full((MAX_TOKENS,), float(cross_steps))
+        cross_steps_per_token = torch.full((n_tokens,), float(cross_steps))
         for word, frac in parse_word_values(cross_replace_words, NODE, "cross_replace_words", 0.0, 1.0).items():
-            positions = positions_of(tgt_words, tgt_tokens, word, NODE, "cross_replace_words", "target prompt")
+            positions = positions_of(tgt_words, tgt_tokens, word, NODE, "cross_replace_words", "target prompt", start)
             cross_steps_per_token[positions] = float(cross_replace_count(steps, frac))
-        equalizer = torch.ones(MAX_TOKENS)
+        equalizer = torch.ones(n_tokens)
         for word, value in parse_word_values(reweight, NODE, "reweight", -100.0, 100.0).items():
-            equalizer[positions_of(tgt_words, tgt_tokens, word, NODE, "reweight", "target prompt")] = value
+            equalizer[positions_of(tgt_words, tgt_tokens, word, NODE, "reweight", "target prompt", start)] = value
 
         target_blend = []
         if blend_mask is not None and blend_mask.latent_blend:
             target_blend = sorted({p for w in blend_mask.target_words
-                                   for p in positions_of(tgt_words, tgt_tokens, w, NODE, "blend_mask's target_blend_words", "target prompt")})
-        if blend_mask is not None and tuple(blend_mask.pooled.shape[:2]) != (steps, store.rows):
+                                   for p in positions_of(tgt_words, tgt_tokens, w, NODE, "blend_mask's target_blend_words",
+                                                         "target prompt", start)})
+        if blend_mask is not None and tuple(blend_mask.pooled.shape[:2]) != (steps, store.map_frames):
             raise FateZeroError(f"{NODE}: 'blend_mask' was made from another attention store ({tuple(blend_mask.pooled.shape[:2])} "
-                                f"steps x frames, this store {steps} x {store.rows}); connect FateZero Blend Mask to "
+                                f"steps x frames, this store {steps} x {store.map_frames}); connect FateZero Blend Mask to "
                                 "the same attention_store as this node.")
         # the sampler's positive rows are checked against this (only the target's rows are fused)
         target_context = clip.encode_from_tokens(clip.tokenize(target_prompt))[0].detach().float().cpu()
+        seam = model_family.FAMILIES[store.info.model_family].seam
+        try:
+            fused_sites = seam.fused_sites(model.model.diffusion_model, fused_blocks)
+        except ValueError as e:
+            raise FateZeroError(f"{NODE}: 'fused_blocks' {e}; write a range like '0-14', 'all' or 'auto'.") from None
         plan = FusionPlan(store, S, aligned, equalizer, cross_steps_per_token, self_steps, blend=blend_mask,
                           target_blend_positions=target_blend, max_query=store.info.fuse_max_query,
-                          target_context=target_context, target_prompt=target_prompt)
+                          fused_sites=fused_sites, expert=expert, target_context=target_context,
+                          target_prompt=target_prompt)
         check_store_conditioning(store, NODE, plan.fused_steps)
         patch = FateZeroPatch(store.info.temporal_mode, store.info.temporal_min_channels, store.info.video_groupnorm,
-                              fusion=plan, node=NODE)
+                              fusion=plan, node=NODE, model=seam)
         patched = model.clone()
         patch.install(patched)
         return (patched,)

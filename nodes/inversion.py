@@ -1,4 +1,4 @@
-"""DDIM inversion with attention capture."""
+"""DDIM inversion with attention capture (SD); Euler flow inversion on Wan (``inversion_flow.py``)."""
 from __future__ import annotations
 
 import logging
@@ -15,6 +15,7 @@ from ..fatezero_attn import defaults, model_family, model_state, source_cache, t
 from ..fatezero_attn.layout import attention_layout
 from ..fatezero_attn.capture import Recorder
 from ..fatezero_attn.errors import FateZeroError
+from ..fatezero_attn.flow_inversion import METHODS as FLOW_METHODS, InvertedNoise
 from ..fatezero_attn.hooks import FateZeroPatch
 from ..fatezero_attn.schedule import inversion_sigmas, sample_ddim_inversion
 from ..fatezero_attn.store import AttentionStore, StoreInfo
@@ -22,6 +23,7 @@ from ..fatezero_attn.window_sampling import slice_control
 from . import CATEGORY
 from ..fatezero_attn.alignment import MAX_TOKENS
 from .common import STORE_TYPE, context_sha1, too_long
+from .inversion_flow import invert_flow
 
 NODE = "FateZero DDIM Inversion"
 log = logging.getLogger("FateZero")
@@ -29,60 +31,82 @@ CLEAN_SIGMA = ("alphas_cumprod[0] (authors)", "0 (ComfyUI)")
 
 
 class FateZeroDDIMInversion:
-    DESCRIPTION = ("Deterministic DDIM inversion of the video latents with the source prompt (guidance 1), "
-                   "capturing what attention fusion needs. To edit, sample the inverted latent with SamplerCustom: "
-                   "sigmas = edit_sigmas (the steps set here; ends at alphas_cumprod[0] as the authors' "
-                   "schedule), sampler KSamplerSelect ddim, add_noise off. KSamplerAdvanced (ddim, ddim_uniform, "
-                   "the same steps, add_noise disable) also works but ends at sigma 0.")
+    DESCRIPTION = ("Deterministic inversion of the video latents with the source prompt (guidance 1), capturing "
+                   "what attention fusion needs. SD 1.x/2.x/SDXL: DDIM inversion; to edit, sample the inverted "
+                   "latent with SamplerCustom: sigmas = edit_sigmas (the steps set here; ends at alphas_cumprod[0] as "
+                   "the authors' schedule), sampler KSamplerSelect ddim, add_noise off (KSamplerAdvanced with ddim, "
+                   "ddim_uniform, the same steps, add_noise disable also works but ends at sigma 0). Wan 2.1: Euler "
+                   "flow inversion (refined by fixed-point iteration by default) on the 'simple' schedule; to edit, "
+                   "SamplerCustomAdvanced with noise = inverted_noise, sigmas = edit_sigmas, sampler euler, "
+                   "latent_image = inverted_latent.")
     CATEGORY = CATEGORY
     FUNCTION = "invert"
-    RETURN_TYPES = ("LATENT", STORE_TYPE, "SIGMAS")
-    RETURN_NAMES = ("inverted_latent", "attention_store", "edit_sigmas")
+    RETURN_TYPES = ("LATENT", STORE_TYPE, "SIGMAS", "NOISE", "INT")
+    RETURN_NAMES = ("inverted_latent", "attention_store", "edit_sigmas", "inverted_noise", "expert_split_step")
     OUTPUT_TOOLTIPS = ("The noisy latent to start editing from (add_noise disabled).",
                        "The inversion's attention store, for the blend-mask and fusion nodes.",
                        "The editing schedule: this node's steps, ending at clean_sigma (alphas_cumprod[0] by "
-                       "default, where the authors' ends). Connect it to SamplerCustom's sigmas.")
+                       "default, where the authors' ends; 0 for Wan). Connect it to SamplerCustom's sigmas.",
+                       "For SamplerCustomAdvanced's noise: a flow model (Wan) starts at sigma 1 from the noise "
+                       "alone, so the inverted latent comes in here; for SD it is zero (like DisableNoise).",
+                       "With model_high_noise (Wan 2.2 A14B): the step at which the high-noise expert hands over, "
+                       "for SplitSigmas (its high_sigmas go to the high-noise sampler). 0 with one model.")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("MODEL", {"tooltip": "The checkpoint's MODEL (SD1.x, SD2.x or SDXL), with the LoRAs and patches you want in the source row; connect the same MODEL to the fusion node."}),
+            "model": ("MODEL", {"tooltip": "The checkpoint's MODEL (SD1.x, SD2.x, SDXL, or Wan 2.1 text-to-video from Load Diffusion Model), with the LoRAs and patches you want in the source row; connect the same MODEL to the fusion node."}),
             "source_conditioning": ("CONDITIONING", {"tooltip": "CLIPTextEncode of the source prompt, which describes the input video."}),
-            "latent": ("LATENT", {"tooltip": "VAEEncode of the video frames; all frames are one batch."}),
-            "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM steps of the inversion and of the edit (edit_sigmas carries them to SamplerCustom; with KSamplerAdvanced set the same number there). The authors use 50 (10 for a fast style edit)."}),
-            "temporal_mode": (list(temporal.MODES), {"default": defaults.TEMPORAL_MODE, "tooltip": "Spatio-temporal self-attention: where each frame's keys and values come from. 'middle' is the authors' style/attribute setting; 'current+middle' the paper's equation; 'first+previous' Tune-A-Video's."}),
-            "temporal_min_channels": ("INT", {"default": defaults.TEMPORAL_MIN_CHANNELS, "min": 0, "max": 4096, "step": 64, "tooltip": "Only blocks with at least this many channels use spatio-temporal attention (the authors: 640 or 1280); smaller blocks stay per frame."}),
-            "video_groupnorm": ("BOOLEAN", {"default": defaults.VIDEO_GROUPNORM, "tooltip": "ResNet GroupNorms take statistics over all frames, as the authors' video UNet does. Off: per frame, as plain ComfyUI."}),
-            "clean_sigma": (list(CLEAN_SIGMA), {"default": CLEAN_SIGMA[0], "tooltip": "Where the clean latent sits: at alphas_cumprod[0] as in the authors' code, or at sigma 0."}),
+            "latent": ("LATENT", {"tooltip": "VAEEncode of the video frames: for SD all frames are one batch; for Wan one video latent (4n+1 frames)."}),
+            "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Steps of the inversion and of the edit (edit_sigmas carries them to SamplerCustom; with KSamplerAdvanced set the same number there). The authors use 50 (10 for a fast style edit)."}),
+            "temporal_mode": (list(temporal.MODES), {"default": defaults.TEMPORAL_MODE, "tooltip": "SD only (Wan's 3D attention spans the frames itself): spatio-temporal self-attention, where each frame's keys and values come from. 'middle' is the authors' style/attribute setting; 'current+middle' the paper's equation; 'first+previous' Tune-A-Video's."}),
+            "temporal_min_channels": ("INT", {"default": defaults.TEMPORAL_MIN_CHANNELS, "min": 0, "max": 4096, "step": 64, "tooltip": "SD only: only blocks with at least this many channels use spatio-temporal attention (the authors: 640 or 1280); smaller blocks stay per frame."}),
+            "video_groupnorm": ("BOOLEAN", {"default": defaults.VIDEO_GROUPNORM, "tooltip": "SD only: ResNet GroupNorms take statistics over all frames, as the authors' video UNet does. Off: per frame, as plain ComfyUI."}),
+            "clean_sigma": (list(CLEAN_SIGMA), {"default": CLEAN_SIGMA[0], "tooltip": "SD only: where the clean latent sits, at alphas_cumprod[0] as in the authors' code, or at sigma 0 (a flow model's clean latent is at sigma 0)."}),
         }, "optional": {  # optional: graphs saved before these inputs existed still validate
             "store_mode": (list(source_cache.STORE_MODES), {"default": "auto", "tooltip": "'cache' keeps the source row's attention inputs (CPU memory, size logged) so editing costs about what plain sampling costs; 'recompute' keeps only the latent trajectory (smallest) and re-runs the source row at each fused step; 'auto' caches when it takes at most half the free memory. Both give the same edit."}),
             "cache_replace_steps": ("FLOAT", {"default": defaults.CACHE_REPLACE_STEPS, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Cache mode: the largest cross/self_replace_steps you will use on the fusion node; the cache covers those steps (steps beyond are recomputed)."}),
-            "window": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": "Frames per window for long clips: each window runs as its own video (its frames plus the anchor frame the temporal mode reads), so memory depends on the window, not the clip. 0 = all frames at once. The store records it; the edit follows."}),
+            "window": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": "SD: frames per window for long clips: each window runs as its own video (its frames plus the anchor frame the temporal mode reads), so memory depends on the window, not the clip. 0 = all frames at once. The store records it; the edit follows."}),
+            "flow_inversion": (list(FLOW_METHODS), {"default": defaults.WAN_INVERSION, "tooltip": "Wan: 'euler' inverts with one model call per step; 'fixed-point' refines each step so the edit's Euler step lands back on the previous latent (better reconstruction, fixed_point_iterations more calls per step)."}),
+            "fixed_point_iterations": ("INT", {"default": defaults.WAN_FIXED_POINT_ITERATIONS, "min": 1, "max": 10, "tooltip": "Wan, fixed-point: extra model calls per inversion step."}),
+            "blend_blocks": ("STRING", {"default": "auto", "tooltip": "Wan: transformer blocks whose cross-attention makes the blend mask, e.g. '10-19' or '33%-67%'; 'auto' = " + defaults.WAN_BLEND_BLOCKS + " of the depth."}),
+            "model_high_noise": ("MODEL", {"tooltip": "Wan 2.2 A14B: the high-noise expert (model is then the low-noise one). The inversion runs it at sigmas >= expert_boundary; connect it, with the same patches, to the high-noise sampler's fusion node."}),
+            "expert_boundary": ("FLOAT", {"default": 0.875, "min": 0.0, "max": 1.0, "step": 0.005, "tooltip": "Wan 2.2 A14B: the sigma where the high-noise expert hands over to the low-noise one (0.875 text-to-video, 0.9 image-to-video in the released configs)."}),
         }}
 
     def invert(self, model, source_conditioning, latent, steps, temporal_mode, temporal_min_channels,
                video_groupnorm, clean_sigma, store_mode="auto", cache_replace_steps=defaults.CACHE_REPLACE_STEPS,
-               window=0):
+               window=0, flow_inversion=defaults.WAN_INVERSION,
+               fixed_point_iterations=defaults.WAN_FIXED_POINT_ITERATIONS, blend_blocks="auto", model_high_noise=None,
+               expert_boundary=0.875):
         samples = latent["samples"]
         family = model_family.family_of(model)
         if family is None:
             sampling = type(model.get_model_object("model_sampling")).__name__
             raise FateZeroError(f"{NODE}: 'model' ({type(model.model).__name__}, sampling {sampling}) is not an SD1.x, "
-                                "SD2.x or SDXL text-to-image UNet on a discrete eps or v-prediction schedule, which "
-                                "FateZero's DDIM inversion needs. Load such a checkpoint with Load Checkpoint, without "
-                                "a continuous-schedule (EDM) patch.")
-        if samples.dim() != 4 or samples.shape[1] != 4:
-            raise FateZeroError(f"{NODE}: 'latent' has shape {tuple(samples.shape)}; connect VAEEncode of the video "
-                                "with this checkpoint's VAE (frames x 4 x H/8 x W/8).")
+                                "SD2.x or SDXL text-to-image UNet on a discrete eps or v-prediction schedule, nor a "
+                                "Wan 2.1 text-to-video model on its flow schedule. Load an SD checkpoint with Load "
+                                "Checkpoint (without a continuous-schedule (EDM) patch), or a Wan 2.1 T2V model with "
+                                "Load Diffusion Model.")
         if len(source_conditioning) != 1:
             raise FateZeroError(f"{NODE}: 'source_conditioning' holds {len(source_conditioning)} conditionings; "
                                 "connect one CLIPTextEncode of the source prompt.")
-        context = source_conditioning[0][0]
         unsupported = sorted({"hooks", "gligen", "area"} & source_conditioning[0][1].keys())
         if unsupported:
             raise FateZeroError(f"{NODE}: 'source_conditioning' carries {', '.join(unsupported)}, which the edit's "
                                 "source row cannot replay. Connect the plain CLIPTextEncode of the source prompt "
                                 "(ControlNet and InpaintModelConditioning are fine).")
+        if family.kind == "wan":
+            return invert_flow(NODE, family, model, source_conditioning, latent, steps, temporal_mode,
+                               video_groupnorm, store_mode, window, flow_inversion, fixed_point_iterations,
+                               blend_blocks, model_high_noise, expert_boundary)
+        if model_high_noise is not None:
+            raise FateZeroError(f"{NODE}: 'model_high_noise' is for Wan 2.2 A14B's two experts; an {family.name} "
+                                "checkpoint is one model. Leave it unconnected.")
+        if samples.dim() != 4 or samples.shape[1] != 4:
+            raise FateZeroError(f"{NODE}: 'latent' has shape {tuple(samples.shape)}; connect VAEEncode of the video "
+                                "with this checkpoint's VAE (frames x 4 x H/8 x W/8).")
+        context = source_conditioning[0][0]
         if context.dim() == 3 and context.shape[1] > MAX_TOKENS:  # refused now, not after minutes of inversion
             raise FateZeroError(too_long(NODE, "source_conditioning", f"spans {-(-context.shape[1] // MAX_TOKENS)} "
                                          f"CLIP windows ({context.shape[1]} positions): its prompt is too long"))
@@ -164,7 +188,7 @@ class FateZeroDDIMInversion:
         end = sigmas[:1] if clean > 0 else sigmas.new_zeros(1)
         out = latent.copy()
         out["samples"] = inverted
-        return out, store, torch.cat([sigmas[1:].flip(0), end])
+        return out, store, torch.cat([sigmas[1:].flip(0), end]), InvertedNoise(None), 0
 
     @staticmethod
     def _store_mode(model, samples, videos: list[int], steps: int, requested: str, replace_steps: float,

@@ -14,7 +14,10 @@
    none there, that workflow is skipped with a notice (the random ControlNet is shaped for
    the random model's UNet and would not apply to a real one). With the random checkpoint,
    the random ControlNet built for it, with the same notice as the random checkpoint;
-5. prints where the edited videos and the mask previews are, and stops the server by its
+5. runs workflows/api/fatezero_wan21_style_edit_api.json too when the Wan 2.1 T2V 1.3B files
+   are in ComfyUI's model folders under their usual names (diffusion_models, text_encoders,
+   vae: see WAN_FILES); else it says which files to put where (nothing is downloaded);
+6. prints where the edited videos and the mask previews are, and stops the server by its
    process id, whatever happened.
 
 With a real checkpoint the authors' size is kept (512x512, 8 frames, 50 steps) unless
@@ -36,6 +39,7 @@ import host  # noqa: E402  (the test host's server class; nothing test-only is u
 import workflow_files  # noqa: E402
 
 WORKFLOWS = {  # name -> what the result shows
+    "fatezero_wan21_style_edit": "Wan 2.1 style edit, watercolor",
     "fatezero_style_edit": "style edit, watercolor",
     "fatezero_local_edit": "local edit, red jeep",
     "fatezero_controlnet_local_edit": "local edit with ControlNet, red jeep",
@@ -45,6 +49,9 @@ MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pth", ".bin")
 RANDOM_SIZE = dict(size=256, frames=4, steps=10)
 REAL_SIZE = dict(size=512, frames=8, steps=50)
 RANDOM_PREFIX = "fatezero/random-model-demo/"
+WAN_WORKFLOW = "fatezero_wan21_style_edit"
+WAN_GPU_SIZE = dict(width=832, height=480, frames=33, steps=30)  # the shipped graph's
+WAN_CPU_SIZE = dict(width=256, height=256, frames=9, steps=10)
 BANNER = "!" * 78
 
 
@@ -117,6 +124,19 @@ def build_random_models() -> tuple[str, str, Path]:
     ckpt = sd1_models.sd15_checkpoint(cache / "checkpoints")
     cnet = sd1_models.sd15_controlnet(cache / "controlnet")
     return ckpt.name, cnet.name, cache
+
+
+def wan_files(comfy: Path, build) -> tuple[dict, list[str]]:
+    """The Wan 2.1 workflow's files under their usual names: (found {input: name}, missing lines)."""
+    wanted = {"unet_name": ("diffusion_models", build.WAN21_T2V_1_3B), "clip_name": ("text_encoders", build.UMT5),
+              "vae_name": ("vae", build.WAN21_VAE)}
+    found, missing = {}, []
+    for key, (folder, name) in wanted.items():
+        if (comfy / "models" / folder / name).is_file():
+            found[key] = name
+        else:
+            missing.append(f"{comfy / 'models' / folder / name}")
+    return found, missing
 
 
 def want_cpu(force_cpu: bool) -> bool:
@@ -211,7 +231,7 @@ def main(argv=None) -> int:
         else:
             log(f"ControlNet: {cnet}" + ("" if args.controlnet else f" (from {cnet_folder})"))
         size = {**REAL_SIZE}
-    workflows = [name for name in WORKFLOWS if cnet is not None or name != CONTROLNET_WORKFLOW]
+    workflows = [name for name in WORKFLOWS if name != WAN_WORKFLOW and (cnet is not None or name != CONTROLNET_WORKFLOW)]
     for flag in ("size", "frames", "steps"):
         if getattr(args, flag) is not None:
             size[flag] = getattr(args, flag)
@@ -250,6 +270,19 @@ def main(argv=None) -> int:
             log(f"running {name} (workflows/api/{name}_api.json)")
             entry = run_workflow(server, api, name, args.timeout)
             results[name] = (saved_files(server, entry, api, "SaveVideo"), saved_files(server, entry, api, "SaveImage"))
+        found, missing = wan_files(comfy, build)
+        if missing:
+            print(f"\n{BANNER}\n!!  Wan 2.1 edit ({WAN_WORKFLOW}) SKIPPED: its files are not in ComfyUI's model\n"
+                  "!!  folders under their usual names (ComfyUI's Wan templates use them). Put them at:\n"
+                  + "".join(f"!!    {line}\n" for line in missing)
+                  + f"!!  and run `make demo` again (nothing is downloaded).\n{BANNER}\n", flush=True)
+        else:
+            wan_size = WAN_CPU_SIZE if cpu else WAN_GPU_SIZE
+            api = build.resize(build.load_api(WAN_WORKFLOW), video="bikes.mp4", **wan_size)
+            log(f"running {WAN_WORKFLOW} (workflows/api/{WAN_WORKFLOW}_api.json), {wan_size['frames']} frames at "
+                f"{wan_size['width']}x{wan_size['height']}, {wan_size['steps']} steps")
+            entry = run_workflow(server, api, WAN_WORKFLOW, args.timeout)
+            results[WAN_WORKFLOW] = (saved_files(server, entry, api, "SaveVideo"), [])
     except Exception as e:  # noqa: BLE001  (report, then stop the server below)
         log(f"FAILED: {e}")
         log(f"server log: {server.log_path}")

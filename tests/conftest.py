@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import host  # noqa: E402
 import sd1_models  # noqa: E402
+import wan_models  # noqa: E402
 
 host.import_comfy_in_process()
 
@@ -104,3 +105,35 @@ def graph_files(checkpoint_dir) -> dict[str, Path]:
 def sd15(comfy_nodes, graph_files, checkpoint_name):
     """(MODEL, CLIP, VAE) of the test checkpoint through the real CheckpointLoaderSimple."""
     return comfy_nodes.NODE_CLASS_MAPPINGS["CheckpointLoaderSimple"]().load_checkpoint(checkpoint_name)
+
+
+@pytest.fixture(scope="session")
+def wan_files() -> dict[str, str]:
+    """The tiny random Wan parts (``wan_models``) by role -> file name, written into the test
+    models folder's diffusion_models/ and vae/ (the folders the test server reads too) and
+    registered with folder_paths, for UNETLoader and VAELoader: ``"wan21"`` (detected as
+    WAN21_T2V), ``"wan22_5b"`` (48 channels, WAN22_T2V) and ``"vae"`` (the Wan 2.1 VAE).
+    Rebuilt every session (bit-identical, well under a second). There is no text-encoder
+    file: CLIPLoader cannot load a tiny umT5 (see ``wan_models``); use ``wan_clip``."""
+    import folder_paths
+    paths = {
+        "wan21": ("diffusion_models", wan_models.wan21_diffusion_model(CACHE / "diffusion_models")),
+        "wan22_5b": ("diffusion_models", wan_models.wan22_5b_diffusion_model(CACHE / "diffusion_models")),
+        "vae": ("vae", wan_models.wan21_vae(CACHE / "vae")),
+    }
+    for folder, path in paths.values():
+        folder_paths.add_model_folder_path(folder, str(path.parent))
+    return {role: path.name for role, (_, path) in paths.items()}
+
+
+@pytest.fixture(scope="session")
+def wan_spiece() -> bytes:
+    """The test SentencePiece model (umT5's special ids; each word of the test prompts one piece)."""
+    return wan_models.train_spiece()
+
+
+@pytest.fixture(scope="session")
+def wan_clip(wan_spiece):
+    """A CLIP of ComfyUI's Wan text-encoder classes (umT5 path, WanT5Tokenizer) with a tiny
+    random umT5: ``encode_from_tokens`` gives Wan's [1, 512, 4096] context."""
+    return wan_models.wan_text_encoder(wan_spiece)

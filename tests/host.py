@@ -84,7 +84,8 @@ class ComfyServer:
         self.extra_paths = workdir / "extra_model_paths.yaml"
         self.extra_paths.write_text(
             f"fatezero_tests:\n    base_path: {model_dir}\n    checkpoints: checkpoints\n    controlnet: controlnet\n"
-            f"    loras: loras\n    custom_nodes: {TEST_NODES}\n")
+            f"    loras: loras\n    diffusion_models: diffusion_models\n    vae: vae\n"
+            f"    custom_nodes: {TEST_NODES}\n")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "server.log"

@@ -128,6 +128,7 @@ COMBINATIONS = ["controlnet", "controlnet-inversion", "lora", "inpaint", "sag-be
 def spy_on_dispatch(hooks, record):
     """Observe the pack's attention dispatcher (the pack's own code, not ComfyUI's)."""
     real = hooks.FateZeroPatch._dispatch
+    own = "_dispatch" in vars(hooks.FateZeroPatch)  # else inherited: leave no copy behind
 
     def spy(self, attn, q, k, v, extra):
         record(self, attn, q, k, extra)
@@ -137,7 +138,10 @@ def spy_on_dispatch(hooks, record):
     try:
         yield
     finally:
-        hooks.FateZeroPatch._dispatch = real
+        if own:
+            hooks.FateZeroPatch._dispatch = real
+        else:
+            del hooks.FateZeroPatch._dispatch
 
 
 def invert(node, pack, g: Graph):
@@ -153,7 +157,7 @@ def invert(node, pack, g: Graph):
             seen[(fz["capture"], attn, key)] = (q[r * chunk:(r + 1) * chunk].clone(), k[r * chunk:(r + 1) * chunk].clone())
 
     with spy_on_dispatch(pack.fatezero_attn.hooks, record):
-        latent, store, _ = node("FateZeroDDIMInversion").invert(g.model, g.source, g.latent, STEPS, "per-frame", 0,
+        latent, store, _, *_ = node("FateZeroDDIMInversion").invert(g.model, g.source, g.latent, STEPS, "per-frame", 0,
                                                                 False, "alphas_cumprod[0] (authors)", "recompute")
     assert seen, "the spy saw no inversion call"
     return latent, store, seen
@@ -271,7 +275,7 @@ def test_cache_mode_edits_like_the_replayed_source_row(node, combo):
     """The cache holds the inversion call's own q and k, so with whatever the graph adds
     (ControlNet on the inversion, patches before and after the pack) the edit is the same."""
     name, g, latent, store, _ = combo
-    cached_latent, cached, _ = node("FateZeroDDIMInversion").invert(
+    cached_latent, cached, _, *_ = node("FateZeroDDIMInversion").invert(
         g.model, g.source, g.latent, STEPS, "per-frame", 0, False, "alphas_cumprod[0] (authors)", "cache", 0.8)
     assert cached.info.store_mode == "cache" and len(cached.cache.calls) == STEPS
     torch.testing.assert_close(cached_latent["samples"], latent["samples"], rtol=0, atol=0)

@@ -29,7 +29,7 @@ def video_latent():
 @pytest.fixture(scope="module")
 def inverted(comfy_nodes, tiny_model, source_cond, video_latent):
     node = comfy_nodes.NODE_CLASS_MAPPINGS["FateZeroDDIMInversion"]()
-    return node.invert(tiny_model, source_cond, video_latent, STEPS, "middle", 0, True, AUTHORS)
+    return node.invert(tiny_model, source_cond, video_latent, STEPS, "middle", 0, True, AUTHORS)[:3]
 
 
 def ksample(comfy_nodes, model, cond, latent, cfg=1.0, negative=None, add_noise="disable", seed=0):

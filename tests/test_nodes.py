@@ -30,7 +30,7 @@ def latent():
 @pytest.fixture(scope="module")
 def inverted(node, tiny_model, encode, latent):
     return node("FateZeroDDIMInversion").invert(tiny_model, encode(SRC), latent, STEPS, "middle", 0, True,
-                                                "alphas_cumprod[0] (authors)")
+                                                "alphas_cumprod[0] (authors)")[:3]
 
 
 def fuse(node, model, store, clip, src=SRC, tgt=TGT, cross=0.8, self_=0.8, mapping="auto", reweight="watercolor:10",
@@ -113,7 +113,7 @@ def test_edit_latent_must_match_the_store(node, tiny_model, clip, encode, invert
 
 
 def test_steps_advice_is_the_number_to_type_when_ddim_uniform_adds_a_step(node, tiny_model, clip, encode, latent):
-    _, store, _ = node("FateZeroDDIMInversion").invert(tiny_model, encode(SRC), latent, 30, "per-frame", 0, False,
+    _, store, _, *_ = node("FateZeroDDIMInversion").invert(tiny_model, encode(SRC), latent, 30, "per-frame", 0, False,
                                                        "alphas_cumprod[0] (authors)")
     assert store.info.steps == 31 and store.info.steps_input == 30
     fused = fuse(node, tiny_model, store, clip)
@@ -202,7 +202,7 @@ def test_two_level_unet_gets_its_own_blend_layers(pack, node, clip, encode):
     two_level = sd1_models.tiny_model_patcher(seed=2, widths=sd1_models.TWO_LEVEL_UNET)
     assert pack.fatezero_attn.sd_unet.blend_factor(two_level.model.diffusion_model) == 2
     frames = {"samples": torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(5)) * 4}
-    inv, store, _ = node("FateZeroDDIMInversion").invert(two_level, encode(SRC), frames, STEPS, "middle", 0, True,
+    inv, store, _, *_ = node("FateZeroDDIMInversion").invert(two_level, encode(SRC), frames, STEPS, "middle", 0, True,
                                                          "alphas_cumprod[0] (authors)")
     assert store.cross_maps.shape[2:4] == (8, 8)
     blend, preview = node("FateZeroBlendMask").make(store, clip, SRC, "jeep", 0.3)

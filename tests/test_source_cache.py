@@ -45,7 +45,7 @@ def counted_model(tiny_model):
 
 def invert(node, model, encode, latent, mode, store_mode, cache_replace_steps=0.8):
     return node("FateZeroDDIMInversion").invert(model, encode(SRC), latent, STEPS, mode, 0, True, AUTHORS,
-                                                store_mode, cache_replace_steps)
+                                                store_mode, cache_replace_steps)[:3]
 
 
 def edit(node, model, store, sd15, encode, inverted, blend=None):

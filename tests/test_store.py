@@ -67,7 +67,7 @@ def rewrite_metadata(path, change):
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda i: i.update(format_version=6), "format version 6"),
+    (lambda i: i.update(format_version=7), "format version 7"),
     (lambda i: i.update(format_version=1), "format version 1"),
     (lambda i: i.update(format_version=0), "format version 0"),
     (lambda i: i.update(steps=7), "metadata says 7 steps"),

@@ -88,7 +88,7 @@ class Editor:
 
     def invert(self, latent, mode="middle", gn=True, window=0, store_mode="recompute"):
         return self.node("FateZeroDDIMInversion").invert(self.model, self.source, latent, STEPS, mode, 0, gn, AUTHORS,
-                                                         store_mode, 0.8, window)
+                                                         store_mode, 0.8, window)[:3]
 
     def edit(self, inverted, store, sigmas, blend=False, tau=TAU):
         mask = None
@@ -245,7 +245,7 @@ def test_controlnet_on_inversion_and_sampler_is_cut_per_window(node, editor, cli
     model.set_model_unet_function_wrapper(counter)
     results = []
     for window in (0, 8):
-        inverted, store, sigmas = node("FateZeroDDIMInversion").invert(model, source, latent, STEPS, "middle", 0, False,
+        inverted, store, sigmas, *_ = node("FateZeroDDIMInversion").invert(model, source, latent, STEPS, "middle", 0, False,
                                                                        AUTHORS, "recompute", 0.8, window)
         fused = node("FateZeroAttentionFusion").patch(model, store, editor.clip, SRC, TGT, 0.8, 0.8, "auto", "", "")[0]
         (sampler,) = node("KSamplerSelect").get_sampler("ddim")
@@ -271,7 +271,7 @@ def test_blend_mask_of_another_store_is_refused(editor, clip_latent):
 def test_spatio_temporal_windows_before_the_inversion_give_way_to_the_inversions(node, editor, clip_latent):
     _, latent = clip_latent
     (model,) = node("FateZeroSpatioTemporalAttention").patch(editor.model, "middle", 0, False, 4)
-    got, store, _ = node("FateZeroDDIMInversion").invert(model, editor.source, latent, STEPS, "middle", 0, False,
+    got, store, _, *_ = node("FateZeroDDIMInversion").invert(model, editor.source, latent, STEPS, "middle", 0, False,
                                                          AUTHORS, "recompute", 0.8, 0)
     want = editor.invert(latent, gn=False)[0]
     assert store.info.window == 0 and store.rows == FRAMES

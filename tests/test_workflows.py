@@ -65,7 +65,7 @@ def test_authors_settings_are_shipped():
     want["fatezero_controlnet_local_edit"] = want["fatezero_local_edit"]
     want["fatezero_long_clip_edit"] = dict(want["fatezero_style_edit"], size=(512, 288, 48), window=16)
     want["fatezero_sdxl_style_edit"] = dict(want["fatezero_style_edit"], size=(1024, 1024, 8))
-    assert sorted(want) == sorted(wf.NAMES)
+    assert sorted(want) == sorted(wf.SD_NAMES)
     for name, w in want.items():
         api = wf.load(wf.api_path(name))
         by_type = {}
@@ -142,7 +142,7 @@ def _only(api: dict, kind: str) -> str:
     return ids[0]
 
 
-@pytest.mark.parametrize("name", wf.NAMES)
+@pytest.mark.parametrize("name", wf.SD_NAMES)
 def test_workflow_samples_on_the_inversions_edit_sigmas(name):
     """The edit is SamplerCustom on the inversion's edit_sigmas (the authors' schedule, ending at
     alphas_cumprod[0]) with the fused MODEL, the inverted latent, KSamplerSelect ddim, add_noise
@@ -255,7 +255,7 @@ def _video_of(server, api, entry):
     return _video_frames(videos[0])
 
 
-@pytest.mark.parametrize("name", wf.NAMES)
+@pytest.mark.parametrize("name", wf.SD_NAMES)
 def test_workflow_runs_on_the_server(name, server, run):
     api, entry = run(name)
     frames, fps = _video_of(server, api, entry)

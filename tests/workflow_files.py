@@ -18,8 +18,10 @@ from pathlib import Path
 PACK_DIR = Path(__file__).resolve().parents[1]
 WORKFLOW_DIR = PACK_DIR / "workflows"
 API_DIR = WORKFLOW_DIR / "api"
-NAMES = ("fatezero_style_edit", "fatezero_attribute_edit", "fatezero_local_edit",
-         "fatezero_controlnet_local_edit", "fatezero_long_clip_edit", "fatezero_sdxl_style_edit")
+SD_NAMES = ("fatezero_style_edit", "fatezero_attribute_edit", "fatezero_local_edit",
+            "fatezero_controlnet_local_edit", "fatezero_long_clip_edit", "fatezero_sdxl_style_edit")
+WAN_NAMES = ("fatezero_wan21_style_edit", "fatezero_wan22_5b_local_edit", "fatezero_wan22_a14b_two_expert_edit")
+NAMES = SD_NAMES + WAN_NAMES
 
 # Frontend-only nodes: in UI files, never sent to the server.
 VIRTUAL_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
@@ -27,7 +29,10 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # Inputs that name a user's own file: the shipped value is a placeholder the server may not have.
 USER_FILE_INPUTS = {("CheckpointLoaderSimple", "ckpt_name"): (".safetensors", ".ckpt"),
-                    ("ControlNetLoader", "control_net_name"): (".safetensors", ".pth", ".ckpt", ".bin")}
+                    ("ControlNetLoader", "control_net_name"): (".safetensors", ".pth", ".ckpt", ".bin"),
+                    ("UNETLoader", "unet_name"): (".safetensors", ".gguf"),
+                    ("CLIPLoader", "clip_name"): (".safetensors",),
+                    ("VAELoader", "vae_name"): (".safetensors", ".pth")}
 
 
 def build_module():

@@ -80,8 +80,11 @@ TYPES = {
         (("model", "MODEL", R), ("source_conditioning", "CONDITIONING", R), ("latent", "LATENT", R),
          ("steps", "INT", R), ("temporal_mode", "COMBO", R), ("temporal_min_channels", "INT", R),
          ("video_groupnorm", "BOOLEAN", R), ("clean_sigma", "COMBO", R), ("store_mode", "COMBO", O),
-         ("cache_replace_steps", "FLOAT", O), ("window", "INT", O)),
-        (("inverted_latent", "LATENT"), ("attention_store", "FATEZERO_STORE"), ("edit_sigmas", "SIGMAS"))),
+         ("cache_replace_steps", "FLOAT", O), ("window", "INT", O), ("flow_inversion", "COMBO", O),
+         ("fixed_point_iterations", "INT", O), ("blend_blocks", "STRING", O), ("model_high_noise", "MODEL", O),
+         ("expert_boundary", "FLOAT", O)),
+        (("inverted_latent", "LATENT"), ("attention_store", "FATEZERO_STORE"), ("edit_sigmas", "SIGMAS"),
+         ("inverted_noise", "NOISE"), ("expert_split_step", "INT"))),
     "FateZeroBlendMask": NodeType(
         "FateZero Blend Mask",
         (("attention_store", "FATEZERO_STORE", R), ("clip", "CLIP", R), ("source_prompt", "STRING", R),
@@ -93,9 +96,47 @@ TYPES = {
         (("model", "MODEL", R), ("attention_store", "FATEZERO_STORE", R), ("clip", "CLIP", R),
          ("source_prompt", "STRING", R), ("target_prompt", "STRING", R), ("cross_replace_steps", "FLOAT", R),
          ("self_replace_steps", "FLOAT", R), ("mapping", "COMBO", R), ("reweight", "STRING", R),
-         ("cross_replace_words", "STRING", R), ("blend_mask", "FATEZERO_BLEND", O)),
+         ("cross_replace_words", "STRING", R), ("blend_mask", "FATEZERO_BLEND", O), ("fused_blocks", "STRING", O)),
         (("model", "MODEL"),)),
 }
+# Wan (issue 24): core loaders and custom sampling
+TYPES.update({
+    "UNETLoader": NodeType("Load Diffusion Model", (("unet_name", "COMBO", R), ("weight_dtype", "COMBO", R)),
+                           (("MODEL", "MODEL"),)),
+    "CLIPLoader": NodeType("Load CLIP", (("clip_name", "COMBO", R), ("type", "COMBO", R), ("device", "COMBO", O)),
+                           (("CLIP", "CLIP"),)),
+    "VAELoader": NodeType("Load VAE", (("vae_name", "COMBO", R),), (("VAE", "VAE"),)),
+    "ModelSamplingSD3": NodeType("ModelSamplingSD3", (("model", "MODEL", R), ("shift", "FLOAT", R)), (("MODEL", "MODEL"),)),
+    "CFGGuider": NodeType("CFGGuider", (("model", "MODEL", R), ("positive", "CONDITIONING", R),
+                                        ("negative", "CONDITIONING", R), ("cfg", "FLOAT", R)), (("GUIDER", "GUIDER"),)),
+    "SamplerCustomAdvanced": NodeType(
+        "SamplerCustomAdvanced", (("noise", "NOISE", R), ("guider", "GUIDER", R), ("sampler", "SAMPLER", R),
+                                  ("sigmas", "SIGMAS", R), ("latent_image", "LATENT", R)),
+        (("output", "LATENT"), ("denoised_output", "LATENT"))),
+    "SplitSigmas": NodeType("SplitSigmas", (("sigmas", "SIGMAS", R), ("step", "INT", R)),
+                            (("high_sigmas", "SIGMAS"), ("low_sigmas", "SIGMAS"))),
+    "DisableNoise": NodeType("DisableNoise", (), (("NOISE", "NOISE"),)),
+    "PreviewImage": NodeType("Preview Image", (("images", "IMAGE", R),), ()),
+    "FateZeroAttentionPreview": NodeType(
+        "FateZero Attention Preview",
+        (("attention_store", "FATEZERO_STORE", R), ("clip", "CLIP", R), ("source_prompt", "STRING", R),
+         ("words", "STRING", R), ("step", "INT", R), ("tau", "FLOAT", R), ("blend_words", "STRING", R),
+         ("images", "IMAGE", O), ("max_frames", "INT", O)),
+        (("preview", "IMAGE"),)),
+})
+
+
+def attention_preview(clip: tuple, blend: dict, x: int, y: int) -> list:
+    """The attention preview beside the blend mask (node 40, Preview Image 41): each source word's
+    heat map over the loaded frames and the blend mask at its tau outlined, to choose the words."""
+    return [
+        Node(40, "FateZeroAttentionPreview", (x, y), (400, 330),
+             {"source_prompt": JEEP, "words": "", "step": -1, "tau": blend["tau"], "blend_words": blend["words"],
+              "max_frames": 16},
+             {"attention_store": (9, 1), "clip": clip, "source_prompt": (4, 0), "images": (2, 0)},
+             title="FateZero Attention Preview (choose blend words and tau)"),
+        Node(41, "PreviewImage", (x, y + 370), (400, 300), links={"images": (40, 0)}),
+    ]
 UI_ONLY_TYPES = {"Note"}  # frontend-only nodes: in the UI file, never in the API file
 
 
@@ -169,12 +210,14 @@ def edit_graph(*, source: str, target: str, cross: float, self_: float, mapping:
         Node(9, "FateZeroDDIMInversion", (X2 + 20, 80), (400, 294),
              {"steps": 50, "temporal_mode": "middle", "temporal_min_channels": 640, "video_groupnorm": True,
               "clean_sigma": "alphas_cumprod[0] (authors)", "store_mode": "auto", "cache_replace_steps": 0.8,
-              "window": window},
+              "window": window, "flow_inversion": "fixed-point", "fixed_point_iterations": 1, "blend_blocks": "auto",
+              "expert_boundary": 0.875},
              {"model": (1, 0), "source_conditioning": (6, 0), "latent": (3, 0)}),
         # 4. fused editing
         Node(10, "FateZeroAttentionFusion", (X3 + 20, 80), (380, 322),
              {"source_prompt": source, "target_prompt": target, "cross_replace_steps": cross,
-              "self_replace_steps": self_, "mapping": mapping, "reweight": reweight, "cross_replace_words": cross_words},
+              "self_replace_steps": self_, "mapping": mapping, "reweight": reweight, "cross_replace_words": cross_words,
+              "fused_blocks": "auto"},
              {"model": (1, 0), "attention_store": (9, 1), "clip": (1, 1), "source_prompt": (4, 0),
               "target_prompt": (5, 0)}),
         # SamplerCustom, not SamplerCustomAdvanced: one node holds what the edit sets (add_noise off, CFG,
@@ -213,7 +256,8 @@ def edit_graph(*, source: str, target: str, cross: float, self_: float, mapping:
                  {"images": (16, 0)}, title="Save blend mask preview"),
         ]
         n[9].links["blend_mask"] = (15, 0)
-        groups.append(Group("3b. Blend mask", (X2, 390, 440, 780),
+        n += attention_preview((1, 1), blend, X2 + 20, 1200)
+        groups.append(Group("3b. Blend mask and attention preview", (X2, 390, 440, 1500),
                             GROUP_COLORS["blend"]))
     return n, groups
 
@@ -430,7 +474,190 @@ def sdxl_style_edit() -> Workflow:
     return Workflow("fatezero_sdxl_style_edit", "SDXL style edit: watercolor jeep", nodes, groups)
 
 
-WORKFLOWS = (style_edit, attribute_edit, local_edit, controlnet_local_edit, long_clip_edit, sdxl_style_edit)
+# -- Wan (issue 24) ----------------------------------------------------------------------
+# The usual file names of ComfyUI's Wan templates (Comfy-Org's repackaged files); pick yours.
+WAN21_T2V_1_3B = "wan2.1_t2v_1.3B_fp16.safetensors"
+WAN22_TI2V_5B = "wan2.2_ti2v_5B_fp16.safetensors"
+WAN22_T2V_HIGH = "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"
+WAN22_T2V_LOW = "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
+UMT5 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+WAN21_VAE = "wan_2.1_vae.safetensors"
+WAN22_VAE = "wan2.2_vae.safetensors"
+WAN_NEGATIVE = "blurry, low quality, worst quality, static, still picture"
+
+
+def wan_graph(*, unet: str, vae: str, target: str, cross: float, self_: float, mapping: str, reweight: str,
+              prefix: str, frames: int, width: int, height: int, steps: int, cfg: float, shift: float,
+              fps: float, blend: dict | None = None, high_noise_unet: str | None = None,
+              boundary: float = 0.875) -> tuple[list, list]:
+    """The FateZero graph on Wan: core loaders, the inversion's noise and sigmas into
+    SamplerCustomAdvanced; with ``high_noise_unet`` the two experts of Wan 2.2 A14B, split at
+    the inversion's expert_split_step."""
+    n = [
+        Node(1, "UNETLoader", (X0 + 20, 80), (360, 82), {"unet_name": unet, "weight_dtype": "default"},
+             title="Load Diffusion Model (low-noise expert)" if high_noise_unet else None),
+        Node(21, "CLIPLoader", (X0 + 20, 200), (360, 106), {"clip_name": UMT5, "type": "wan", "device": "default"}),
+        Node(22, "VAELoader", (X0 + 20, 340), (360, 58), {"vae_name": vae}),
+        Node(24, "ModelSamplingSD3", (X0 + 20, 430), (360, 58), {"shift": shift}, {"model": (1, 0)}),
+        Node(2, "FateZeroLoadVideo", (X0 + 20, 520), (360, 560),
+             {"video": VIDEO, "frame_count": frames, "start_frame": 0, "every_nth": 1, "width": width,
+              "height": height, "resize": "center crop"}),
+        Node(3, "VAEEncode", (X0 + 20, 1120), (210, 46), links={"pixels": (2, 0), "vae": (22, 0)}),
+        Node(4, "PrimitiveStringMultiline", (X1 + 20, 80), (400, 110), {"value": JEEP},
+             title="Source prompt (describes the video)", color=SOURCE_COLOR),
+        Node(5, "PrimitiveStringMultiline", (X1 + 20, 230), (400, 110), {"value": target},
+             title="Target prompt (the edit)", color=PROMPT_COLOR),
+        Node(6, "CLIPTextEncode", (X1 + 20, 380), (400, 90), {"text": JEEP}, {"text": (4, 0), "clip": (21, 0)},
+             title="Encode source prompt", color=SOURCE_COLOR),
+        Node(7, "CLIPTextEncode", (X1 + 20, 510), (400, 90), {"text": target}, {"text": (5, 0), "clip": (21, 0)},
+             title="Encode target prompt", color=PROMPT_COLOR),
+        Node(8, "CLIPTextEncode", (X1 + 20, 640), (400, 90), {"text": WAN_NEGATIVE}, {"clip": (21, 0)},
+             title="Encode negative prompt"),
+        Node(9, "FateZeroDDIMInversion", (X2 + 20, 80), (400, 400),
+             {"steps": steps, "temporal_mode": "per-frame", "temporal_min_channels": 0, "video_groupnorm": False,
+              "clean_sigma": "0 (ComfyUI)", "store_mode": "recompute", "cache_replace_steps": 0.8, "window": 0,
+              "flow_inversion": "fixed-point", "fixed_point_iterations": 1, "blend_blocks": "auto",
+              "expert_boundary": boundary},
+             {"model": (24, 0), "source_conditioning": (6, 0), "latent": (3, 0)},
+             title="FateZero Inversion (Euler flow, fixed-point)"),
+        Node(10, "FateZeroAttentionFusion", (X3 + 20, 80), (380, 340),
+             {"source_prompt": JEEP, "target_prompt": target, "cross_replace_steps": cross,
+              "self_replace_steps": self_, "mapping": mapping, "reweight": reweight, "cross_replace_words": "",
+              "fused_blocks": "auto"},
+             {"model": (24, 0), "attention_store": (9, 1), "clip": (21, 0), "source_prompt": (4, 0),
+              "target_prompt": (5, 0)}, title="FateZero Attention Fusion (low-noise expert)" if high_noise_unet else None),
+        Node(23, "CFGGuider", (X3 + 20, 470), (380, 98), {"cfg": cfg},
+             {"model": (10, 0), "positive": (7, 0), "negative": (8, 0)}),
+        Node(20, "KSamplerSelect", (X3 + 20, 610), (380, 58), {"sampler_name": "euler"}, title="KSamplerSelect (euler)"),
+        Node(11, "SamplerCustomAdvanced", (X3 + 20, 710), (380, 330), {},
+             {"noise": (9, 3), "guider": (23, 0), "sampler": (20, 0), "sigmas": (9, 2), "latent_image": (9, 0)},
+             title="SamplerCustomAdvanced (edit from the inverted noise)"),
+        Node(12, "VAEDecode", (X4 + 20, 80), (210, 46), links={"samples": (11, 0), "vae": (22, 0)}),
+        Node(13, "CreateVideo", (X4 + 20, 170), (300, 78), {"fps": fps}, {"images": (12, 0), "fps": (2, 1)}),
+        Node(14, "SaveVideo", (X4 + 20, 300), (400, 520),
+             {"filename_prefix": prefix, "format": "auto", "codec": "auto"}, {"video": (13, 0)}),
+    ]
+    groups = [
+        Group("1. Models and video", (X0, 0, 400, 1200), GROUP_COLORS["input"]),
+        Group("2. Prompts", (X1, 0, 440, 770), GROUP_COLORS["prompts"]),
+        Group("3. Invert (capture attention)", (X2, 0, 440, 500), GROUP_COLORS["invert"]),
+        Group("4. Edit (fused attention)", (X3, 0, 420, 1080), GROUP_COLORS["edit"]),
+        Group("5. Decode and save", (X4, 0, 440, 850), GROUP_COLORS["save"]),
+    ]
+    by_id = {node.id: node for node in n}
+    if high_noise_unet:
+        n += [
+            Node(25, "UNETLoader", (X0 - 400, 80), (360, 82), {"unet_name": high_noise_unet, "weight_dtype": "default"},
+                 title="Load Diffusion Model (high-noise expert)"),
+            Node(26, "ModelSamplingSD3", (X0 - 400, 200), (360, 58), {"shift": shift}, {"model": (25, 0)}),
+            Node(27, "FateZeroAttentionFusion", (X3 + 20, 1120), (380, 340),
+                 {"source_prompt": JEEP, "target_prompt": target, "cross_replace_steps": cross,
+                  "self_replace_steps": self_, "mapping": mapping, "reweight": reweight, "cross_replace_words": "",
+                  "fused_blocks": "auto"},
+                 {"model": (26, 0), "attention_store": (9, 1), "clip": (21, 0), "source_prompt": (4, 0),
+                  "target_prompt": (5, 0)}, title="FateZero Attention Fusion (high-noise expert)"),
+            Node(28, "CFGGuider", (X3 + 20, 1500), (380, 98), {"cfg": cfg},
+                 {"model": (27, 0), "positive": (7, 0), "negative": (8, 0)}, title="CFGGuider (high-noise expert)"),
+            Node(29, "SplitSigmas", (X2 + 20, 540), (400, 78), {"step": 0}, {"sigmas": (9, 2), "step": (9, 4)},
+                 title="SplitSigmas (at the inversion's expert_split_step)"),
+            Node(30, "SamplerCustomAdvanced", (X3 + 20, 1640), (380, 330), {},
+                 {"noise": (9, 3), "guider": (28, 0), "sampler": (20, 0), "sigmas": (29, 0), "latent_image": (9, 0)},
+                 title="SamplerCustomAdvanced (high-noise steps)"),
+            Node(31, "DisableNoise", (X3 + 20, 2010), (380, 26)),
+        ]
+        by_id[9].links["model_high_noise"] = (26, 0)
+        by_id[11].links.update({"noise": (31, 0), "sigmas": (29, 1), "latent_image": (30, 0)})
+        by_id[11].title = "SamplerCustomAdvanced (low-noise steps)"
+        by_id[23].title = "CFGGuider (low-noise expert)"
+        groups[0] = Group("1. Models and video", (X0 - 420, 0, 820, 1200), GROUP_COLORS["input"])
+        groups[3] = Group("4. Edit (fused attention), one sampler per expert", (X3, 0, 420, 2060), GROUP_COLORS["edit"])
+    if blend is not None:
+        n += [
+            Node(15, "FateZeroBlendMask", (X2 + 20, 660), (400, 230),
+                 {"source_prompt": JEEP, "blend_words": blend["words"], "tau": blend["tau"], "latent_blend": False,
+                  "target_blend_words": ""},
+                 {"attention_store": (9, 1), "clip": (21, 0), "source_prompt": (4, 0)}),
+            Node(16, "MaskToImage", (X2 + 20, 930), (260, 26), links={"mask": (15, 1)}),
+            Node(17, "SaveImage", (X2 + 20, 1000), (400, 360), {"filename_prefix": prefix + "_mask"},
+                 {"images": (16, 0)}, title="Save blend mask preview"),
+        ]
+        by_id[10].links["blend_mask"] = (15, 0)
+        n += attention_preview((21, 0), blend, X2 + 20, 1400)
+        groups.append(Group("3b. Blend mask and attention preview", (X2, 620, 440, 1500), GROUP_COLORS["blend"]))
+    return n, groups
+
+
+WAN_NOTE = """\
+How to run: put the Wan files in ComfyUI's model folders (diffusion_models, text_encoders, vae: the \
+names below are the usual ones of ComfyUI's Wan templates; pick yours), your clip in ComfyUI/input, \
+pick it in FateZero Load Video (bikes.mp4 is a placeholder), then Queue.
+
+Wan on FateZero's nodes
+- FateZero Load Video: frame_count 4n+1 (the Wan VAE keeps frame 0 alone and packs each 4 following \
+frames into one latent frame). Memory and time grow with frames x pixels.
+- FateZero DDIM Inversion runs Euler flow inversion on Wan ('simple' schedule), refined by one \
+fixed-point iteration per step at no extra model call (fixed_point_iterations: more calls, a closer \
+reconstruction). temporal_mode per-frame, video_groupnorm off, clean_sigma 0: Wan's own 3D attention \
+spans the frames, so the SD spatio-temporal settings do not apply. store_mode recompute: Wan keeps the \
+latent trajectory only (a cache of q and k would be gigabytes per step).
+- The edit: SamplerCustomAdvanced with noise = the inversion's inverted_noise (a flow model starts at \
+sigma 1 from the noise alone), sigmas = edit_sigmas, sampler euler, latent_image = inverted_latent, \
+CFGGuider with the fusion node's MODEL.
+- ModelSamplingSD3 shift: the same MODEL (and shift) feeds the inversion and the fusion node.
+- FateZero Attention Fusion: fused_blocks auto = the first half of the transformer blocks (their \
+self- and cross-attention come from the source at the first replace steps); 'all' keeps more of the \
+source's structure and costs more time."""
+
+
+def wan21_style_edit() -> Workflow:
+    target = "watercolor painting of " + JEEP
+    nodes, groups = wan_graph(unet=WAN21_T2V_1_3B, vae=WAN21_VAE, target=target, cross=0.8, self_=0.8,
+                              mapping="refine", reweight="watercolor:4", prefix="fatezero/wan21_style_watercolor_jeep",
+                              frames=33, width=832, height=480, steps=30, cfg=5.0, shift=8.0, fps=16.0)
+    nodes.append(note(
+        "FateZero on Wan 2.1 T2V 1.3B: a silver jeep -> watercolor painting (style edit).\n\n" + WAN_NOTE
+        + f"\n\nFiles: {WAN21_T2V_1_3B} (diffusion_models), {UMT5} (text_encoders, type wan), {WAN21_VAE} (vae).\n"
+        "Settings: 33 frames at 832x480, 30 steps, CFG 5, shift 8 (Wan 2.1's); cross/self_replace_steps 0.8, "
+        "mapping refine, reweight watercolor:4."))
+    return Workflow("fatezero_wan21_style_edit", "Wan 2.1 style edit: watercolor jeep", nodes, groups)
+
+
+def wan22_5b_local_edit() -> Workflow:
+    nodes, groups = wan_graph(unet=WAN22_TI2V_5B, vae=WAN22_VAE, target=LOCAL_TARGET, cross=0.7, self_=0.7,
+                              mapping="replace", reweight="", prefix="fatezero/wan22_5b_local_red_jeep", frames=49,
+                              width=1280, height=704, steps=30, cfg=5.0, shift=8.0, fps=24.0, blend=LOCAL_BLEND)
+    nodes.append(note(
+        "FateZero on Wan 2.2 TI2V 5B: a silver jeep -> a red jeep with a blend mask (local edit).\n\n" + WAN_NOTE
+        + f"\n\nFiles: {WAN22_TI2V_5B} (diffusion_models), {UMT5} (text_encoders), {WAN22_VAE} (vae: the 5B "
+        "model's own, 48 channels, 16x spatial).\nSettings: 49 frames at 1280x704 (the 5B model's size), 30 steps, "
+        "CFG 5, 24 fps; cross/self_replace_steps 0.7, mapping replace ('silver' -> 'red').\n\n" + BLEND_NOTE))
+    return Workflow("fatezero_wan22_5b_local_edit", "Wan 2.2 5B local edit with a blend mask: red jeep", nodes, groups)
+
+
+def wan22_a14b_two_expert_edit() -> Workflow:
+    target = "watercolor painting of " + JEEP
+    nodes, groups = wan_graph(unet=WAN22_T2V_LOW, vae=WAN21_VAE, target=target, cross=0.8, self_=0.8,
+                              mapping="refine", reweight="watercolor:4", prefix="fatezero/wan22_a14b_watercolor_jeep",
+                              frames=33, width=832, height=480, steps=20, cfg=3.5, shift=8.0, fps=16.0,
+                              high_noise_unet=WAN22_T2V_HIGH, boundary=0.875)
+    nodes.append(note(
+        "FateZero on Wan 2.2 T2V A14B, two experts: a silver jeep -> watercolor painting.\n\n" + WAN_NOTE
+        + "\n\nTwo experts, one inversion, one store\n"
+        "- The inversion takes the low-noise expert as model and the high-noise expert as model_high_noise: it "
+        "runs the low-noise expert below expert_boundary 0.875 (the released T2V switch point; 0.9 for I2V) and "
+        "the high-noise expert above it. The store records both.\n"
+        "- SplitSigmas at the inversion's expert_split_step: its high_sigmas go to the high-noise sampler, "
+        "which starts from inverted_noise; its low_sigmas to the low-noise sampler (DisableNoise), which "
+        "continues from the first sampler's output. Each sampler's CFGGuider takes its own expert's fusion "
+        "node; a fusion node on the wrong side stops with a message.\n"
+        f"Files: {WAN22_T2V_HIGH} and {WAN22_T2V_LOW} (diffusion_models), {UMT5}, {WAN21_VAE} (the A14B model "
+        "uses the Wan 2.1 VAE).\nSettings: 33 frames at 832x480, 20 steps, CFG 3.5, shift 8."))
+    return Workflow("fatezero_wan22_a14b_two_expert_edit", "Wan 2.2 A14B two-expert style edit: watercolor jeep",
+                    nodes, groups)
+
+
+WORKFLOWS = (style_edit, attribute_edit, local_edit, controlnet_local_edit, long_clip_edit, sdxl_style_edit,
+             wan21_style_edit, wan22_5b_local_edit, wan22_a14b_two_expert_edit)
 
 
 # -- writers -----------------------------------------------------------------------------
@@ -567,7 +794,7 @@ def files() -> dict[Path, str]:
 def resize(api: dict, *, ckpt_name: str | None = None, control_net_name: str | None = None,
            width: int | None = None, height: int | None = None, frames: int | None = None,
            steps: int | None = None, video: str | None = None, prefix: str | None = None,
-           window: int | None = None) -> dict:
+           window: int | None = None, unet_name: str | None = None, vae_name: str | None = None) -> dict:
     """A copy of an API-format workflow with its size, steps, model files or output prefix changed.
 
     ``steps`` is set in the inversion only: the sampler (SamplerCustom) takes its steps from the
@@ -580,6 +807,10 @@ def resize(api: dict, *, ckpt_name: str | None = None, control_net_name: str | N
             inputs["ckpt_name"] = ckpt_name
         elif kind == "ControlNetLoader" and control_net_name is not None:
             inputs["control_net_name"] = control_net_name
+        elif kind == "UNETLoader" and unet_name is not None:  # Wan: both experts of A14B get this file
+            inputs["unet_name"] = unet_name
+        elif kind == "VAELoader" and vae_name is not None:
+            inputs["vae_name"] = vae_name
         elif kind == "FateZeroLoadVideo":
             for key, value in (("width", width), ("height", height), ("frame_count", frames), ("video", video)):
                 if value is not None:

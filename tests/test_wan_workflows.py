@@ -1,0 +1,91 @@
+"""The shipped Wan workflows (issue 24) on the real test server.
+
+Each runs through ``/prompt`` at test size (5 frames = 2 latent frames, 64x64, 3 steps) on the
+tests' tiny random Wan files: ``UNETLoader`` and ``VAELoader`` read them from the server's model
+folders; the text encoder (and the 5B model's Wan 2.2 VAE) come from test-only loader nodes in the
+core loaders' place (``tests/comfy_test_nodes/wan_text_encoder.py`` says why). The graphs edit
+with SamplerCustomAdvanced on the inversion's noise, sigmas and latent; the A14B graph splits the
+sigmas at the inversion's expert_split_step between its two experts' samplers.
+"""
+from __future__ import annotations
+
+import pytest
+
+import workflow_files as wf
+from test_workflows import _only, _video_of
+
+WAN_SIZE = dict(width=64, height=64, frames=5, steps=3)
+
+
+@pytest.fixture(scope="module")
+def build():
+    return wf.build_module()
+
+
+@pytest.fixture(scope="module")
+def run_wan(server, wan_files, build):
+    """run(name) -> (test-size API graph, /history entry), each Wan workflow run once."""
+    object_info = server.get("/object_info")
+    done = {}
+
+    def run_once(name):
+        if name not in done:
+            api = build.resize(wf.load(wf.api_path(name)), unet_name=wan_files["wan22_5b" if "5b" in name else "wan21"],
+                               vae_name=wan_files["vae"], prefix=f"fatezero_test_{name}/", **WAN_SIZE)
+            for node in api.values():
+                if node["class_type"] == "CLIPLoader":
+                    node["class_type"] = "FateZeroTestWanCLIPLoader"
+                elif node["class_type"] == "VAELoader" and "5b" in name:
+                    node["class_type"] = "FateZeroTestWan22VAELoader"
+            assert wf.validate_api(api, object_info) == []
+            done[name] = api, server.run(api, timeout=900)
+        return done[name]
+    return run_once
+
+
+@pytest.mark.parametrize("name", wf.WAN_NAMES)
+def test_wan_workflow_runs_on_the_server(name, server, run_wan):
+    api, entry = run_wan(name)
+    frames, fps = _video_of(server, api, entry)
+    assert len(frames) == WAN_SIZE["frames"] and frames[0].shape == (WAN_SIZE["height"], WAN_SIZE["width"], 3)
+    assert fps == pytest.approx(25.0, abs=0.01), "Create Video should take the clip's rate from Load Video"
+    masks = [k for k, n in api.items() if n["class_type"] == "SaveImage"]
+    assert len(masks) == (1 if "local" in name else 0)
+
+
+@pytest.mark.parametrize("name", wf.WAN_NAMES)
+def test_wan_workflow_edits_from_the_inverted_noise(name):
+    """Core loaders only; the decoded latent comes from SamplerCustomAdvanced fed by the inversion
+    (noise, sigmas, latent) with euler and a CFGGuider on a fusion node's MODEL; the frame count is
+    4n+1; the SD-only settings are off."""
+    api = wf.load(wf.api_path(name))
+    kinds = {n["class_type"] for n in api.values()}
+    assert {"UNETLoader", "CLIPLoader", "VAELoader"} <= kinds and "CheckpointLoaderSimple" not in kinds
+    clip = api[_only(api, "CLIPLoader")]["inputs"]
+    assert clip["type"] == "wan"
+    inv = _only(api, "FateZeroDDIMInversion")
+    settings = api[inv]["inputs"]
+    assert (settings["temporal_mode"], settings["video_groupnorm"], settings["window"]) == ("per-frame", False, 0)
+    assert (api[_only(api, "FateZeroLoadVideo")]["inputs"]["frame_count"] - 1) % 4 == 0
+    decode = api[_only(api, "VAEDecode")]["inputs"]["samples"]
+    last = api[decode[0]]
+    assert last["class_type"] == "SamplerCustomAdvanced" and decode[1] == 0
+    samplers = [k for k, n in api.items() if n["class_type"] == "SamplerCustomAdvanced"]
+    first = samplers[0] if len(samplers) == 1 else next(
+        k for k in samplers if api[k]["inputs"]["noise"] == [inv, 3])
+    assert api[first]["inputs"]["noise"] == [inv, 3] and api[first]["inputs"]["latent_image"] == [inv, 0]
+    for k in samplers:
+        select = api[api[k]["inputs"]["sampler"][0]]
+        assert select["inputs"] == {"sampler_name": "euler"}
+        guider = api[api[k]["inputs"]["guider"][0]]
+        assert api[guider["inputs"]["model"][0]]["class_type"] == "FateZeroAttentionFusion"
+    if len(samplers) == 1:
+        assert api[first]["inputs"]["sigmas"] == [inv, 2]
+    else:  # A14B: the high-noise sampler on SplitSigmas' high_sigmas, the low-noise one continues
+        split = _only(api, "SplitSigmas")
+        assert api[split]["inputs"] == {"sigmas": [inv, 2], "step": [inv, 4]}
+        low = next(k for k in samplers if k != first)
+        assert api[first]["inputs"]["sigmas"] == [split, 0] and api[low]["inputs"]["sigmas"] == [split, 1]
+        assert api[low]["inputs"]["latent_image"] == [first, 0]
+        assert api[api[low]["inputs"]["noise"][0]]["class_type"] == "DisableNoise"
+        assert "model_high_noise" in settings
