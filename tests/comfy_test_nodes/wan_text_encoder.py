@@ -20,7 +20,7 @@ import wan_models  # noqa: E402
 
 
 class FateZeroTestWanCLIPLoader:
-    CATEGORY = "FateZero/tests"
+    CATEGORY = "_for_testing"  # ComfyUI's own folder for test nodes, not the pack's library folder
     FUNCTION = "load_clip"
     RETURN_TYPES = ("CLIP",)
     _clip = None  # one encoder per server: its weights and tokenizer are seeded, every build is the same
@@ -37,7 +37,7 @@ class FateZeroTestWanCLIPLoader:
 
 
 class FateZeroTestWan22VAELoader:
-    CATEGORY = "FateZero/tests"
+    CATEGORY = "_for_testing"  # ComfyUI's own folder for test nodes, not the pack's library folder
     FUNCTION = "load_vae"
     RETURN_TYPES = ("VAE",)
     _vae = None
