@@ -14,6 +14,7 @@ inverted in windows of 2), one of the tiny Wan model, and synthetic 48-frame sto
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -172,9 +173,16 @@ class Sheet:
 
 
 def picked_tau(blend, call, quantile=0.6):
-    """A tau inside the call's normalised pooled values (a partial mask on a random model's maps)."""
+    """A tau for a partial mask on a random model's maps, midway in the widest gap between the
+    call's normalised pooled values around their ``quantile``, so that no value sits near it
+    (two computations of the mask must not disagree on a value rounded to either side)."""
     p = blend.pooled[call]
-    return float((p / p.flatten(1).max(1).values[:, None, None]).quantile(quantile))
+    values = (p / p.flatten(1).max(1).values[:, None, None]).flatten().double().unique().sort().values
+    lo, hi = int(len(values) * (quantile - 0.2)), int(len(values) * (quantile + 0.2))
+    gaps = values[lo + 1:hi + 1] - values[lo:hi]
+    i = lo + int(gaps.argmax())
+    assert float(gaps.max()) > 1e-4, "no gap between the maps' values to put tau in"
+    return float((values[i] + values[i + 1]) / 2)
 
 
 # -- tests -------------------------------------------------------------------------------------
@@ -355,3 +363,28 @@ def test_preview_image_shows_it_and_48_frames_at_512x288_are_fast(node, pack, cl
     assert times[0] < 60
     shown = node("PreviewImage").save_images(out)["ui"]["images"]
     assert len(shown) == 2 and all(i["type"] == "temp" for i in shown)
+
+
+def test_preview_picture_for_the_readme(node, clip, sd_store):
+    """The preview sheet the README shows (docs/preview.png), made by the node from the tests'
+    random model, whose heat maps are noise: a banner on the picture says so. Written when
+    FATEZERO_UPDATE_SCREENSHOT is set (as the graph screenshot in test_frontend.py)."""
+    import os
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    page = render(node, sd_store, clip, words="silver, jeep, road", blend="silver, jeep")[0]
+    sheet = Image.fromarray((page.numpy() * 255).round().astype(np.uint8))
+    note = ("Random-weight test model: these heat maps are noise. With a real checkpoint each word's row "
+            "lights up where that word is in the video.")
+    banner = Image.new("RGB", (sheet.width, 28), (150, 25, 25))
+    ImageDraw.Draw(banner).text((8, 8), note, fill=(255, 255, 255))
+    picture = Image.new("RGB", (sheet.width, sheet.height + banner.height))
+    picture.paste(banner, (0, 0))
+    picture.paste(sheet, (0, banner.height))
+    assert picture.width >= 4 * 144 and np.asarray(sheet).std() > 5  # a sheet with tiles, not a blank page
+    if os.environ.get("FATEZERO_UPDATE_SCREENSHOT"):
+        docs = Path(__file__).resolve().parents[1] / "docs" / "preview.png"
+        picture.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(docs, optimize=True)
+        assert docs.stat().st_size < 300_000
