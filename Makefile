@@ -16,7 +16,7 @@ test:
 
 bench: host
 	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_fatezero.py'
-	@echo "SD1.5's real UNet layout at 512x512 (README, 'Memory and time'): make bench-sd15"
+	@echo "SD1.5's real UNet layout at 512x512 (bench/README.md, 'Memory and time'): make bench-sd15"
 
 # SD1.5's exact UNet (random weights) at 512x512, 2 frames, 5 steps, with a profile: about 40 min on 2 CPU cores
 bench-sd15: host

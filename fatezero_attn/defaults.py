@@ -56,7 +56,7 @@ pack's choices, each settable on the nodes):
   fixed-point iteration per step that starts from the previous step's velocity, so it costs
   the model calls Euler costs (``WAN_INVERSION``, ``WAN_FIXED_POINT_ITERATIONS``). Measured on
   the tests' random Wan (``tests/test_wan.py::test_reconstruction_error_against_steps``): at 10
-  / 25 / 50 steps its reconstruction error is 5 to 20 times smaller than Euler's.
+  / 25 / 50 steps its reconstruction error is 3 to 4 times smaller than Euler's.
 - Fused blocks: the first half of the depth (``WAN_FUSED_BLOCKS``, 0-14 of the 1.3B model's 30).
   The source pass runs only up to the last fused block, so its cost is that share of a
   one-row model call per fused step: with CFG (two rows per call) and 0.8 of the steps fused,

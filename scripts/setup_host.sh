@@ -92,8 +92,15 @@ fi
 
 # 3. The pack in custom_nodes/ (a symlink, as a user's git clone would sit there)
 link="$COMFY/custom_nodes/ComfyUI-FateZero"
-if [ "$(readlink "$link" 2>/dev/null)" != "$PACK_DIR" ]; then
-  rm -rf "$link"
+if [ -e "$link" ] && [ ! -L "$link" ] && [ "$(cd "$link" && pwd -P)" = "$(cd "$PACK_DIR" && pwd -P)" ]; then
+  log "the pack is already in $COMFY/custom_nodes (this clone): nothing to link"
+elif [ -e "$link" ] && [ ! -L "$link" ]; then
+  # a real folder (a user's own clone): never deleted; the pack is linked under another name
+  log "$link is a folder of its own: left alone; linking this clone as custom_nodes/ComfyUI-FateZero-dev"
+  link="$COMFY/custom_nodes/ComfyUI-FateZero-dev"
+  [ "$(readlink "$link" 2>/dev/null)" = "$PACK_DIR" ] || { rm -f "$link"; ln -s "$PACK_DIR" "$link"; }
+elif [ "$(readlink "$link" 2>/dev/null)" != "$PACK_DIR" ]; then
+  rm -f "$link"
   ln -s "$PACK_DIR" "$link"
 fi
 

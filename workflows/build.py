@@ -428,11 +428,11 @@ grows linearly with the clip.
 bar counts windows x steps; Cancel stops between steps and windows.
 - Exact where the math allows: with video_groupnorm off, the middle and current+middle modes give \
 the frames of the all-frames run. With video_groupnorm on (the authors' choice), each window takes \
-its GroupNorm statistics over its own frames and the result differs slightly (README, "Long clips").
+its GroupNorm statistics over its own frames and the result differs slightly (docs/long-clips.md).
 - Larger windows are closer to the all-frames run and need more memory; 0 = all frames at once.
 - To spread a clip over several queue jobs or machines: FateZero Window Frames (window, \
 window_index) after Load Video, the inversion's window at 0, and FateZero Window Output before \
-VAE Decode; join the jobs' frames in window order (README, "Long clips")."""
+VAE Decode; join the jobs' frames in window order (docs/long-clips.md)."""
 
 
 def long_clip_edit() -> Workflow:
