@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   set up the host and run the pack's main job
 #   make test   set up the host and run the tests
-.PHONY: host demo test bench bench-sd15 bench-windows bench-wan
+.PHONY: host demo test bench bench-sd15 bench-windows bench-wan bench-preview
 
 host:
 	bash scripts/setup_host.sh
@@ -35,3 +35,7 @@ bench-windows: host
 # and the blend edit, and the GPU estimate for 480p / 81 frames (`bench/bench_wan.py --estimate-only` alone)
 bench-wan: host
 	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_wan.py --threads 2'
+
+# FateZero Attention Preview (issue 25): 48 frames at 512x288, 50 steps, every word and the blend mask; seconds
+bench-preview: host
+	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_preview.py'
