@@ -498,7 +498,8 @@ def wan_graph(*, unet: str, vae: str, target: str, cross: float, self_: float, m
              title="Load Diffusion Model (low-noise expert)" if high_noise_unet else None),
         Node(21, "CLIPLoader", (X0 + 20, 200), (360, 106), {"clip_name": UMT5, "type": "wan", "device": "default"}),
         Node(22, "VAELoader", (X0 + 20, 340), (360, 58), {"vae_name": vae}),
-        Node(24, "ModelSamplingSD3", (X0 + 20, 430), (360, 58), {"shift": shift}, {"model": (1, 0)}),
+        Node(24, "ModelSamplingSD3", (X0 + 20, 430), (360, 58), {"shift": shift}, {"model": (1, 0)},
+             title="ModelSamplingSD3 (Wan's shift)"),
         Node(2, "FateZeroLoadVideo", (X0 + 20, 520), (360, 560),
              {"video": VIDEO, "frame_count": frames, "start_frame": 0, "every_nth": 1, "width": width,
               "height": height, "resize": "center crop"}),
@@ -527,7 +528,7 @@ def wan_graph(*, unet: str, vae: str, target: str, cross: float, self_: float, m
              {"model": (24, 0), "attention_store": (9, 1), "clip": (21, 0), "source_prompt": (4, 0),
               "target_prompt": (5, 0)}, title="FateZero Attention Fusion (low-noise expert)" if high_noise_unet else None),
         Node(23, "CFGGuider", (X3 + 20, 470), (380, 98), {"cfg": cfg},
-             {"model": (10, 0), "positive": (7, 0), "negative": (8, 0)}),
+             {"model": (10, 0), "positive": (7, 0), "negative": (8, 0)}, title="CFGGuider (the fused MODEL)"),
         Node(20, "KSamplerSelect", (X3 + 20, 610), (380, 58), {"sampler_name": "euler"}, title="KSamplerSelect (euler)"),
         Node(11, "SamplerCustomAdvanced", (X3 + 20, 710), (380, 330), {},
              {"noise": (9, 3), "guider": (23, 0), "sampler": (20, 0), "sigmas": (9, 2), "latent_image": (9, 0)},
@@ -549,7 +550,8 @@ def wan_graph(*, unet: str, vae: str, target: str, cross: float, self_: float, m
         n += [
             Node(25, "UNETLoader", (X0 - 400, 80), (360, 82), {"unet_name": high_noise_unet, "weight_dtype": "default"},
                  title="Load Diffusion Model (high-noise expert)"),
-            Node(26, "ModelSamplingSD3", (X0 - 400, 200), (360, 58), {"shift": shift}, {"model": (25, 0)}),
+            Node(26, "ModelSamplingSD3", (X0 - 400, 200), (360, 58), {"shift": shift}, {"model": (25, 0)},
+                 title="ModelSamplingSD3 (high-noise expert)"),
             Node(27, "FateZeroAttentionFusion", (X3 + 20, 1120), (380, 340),
                  {"source_prompt": JEEP, "target_prompt": target, "cross_replace_steps": cross,
                   "self_replace_steps": self_, "mapping": mapping, "reweight": reweight, "cross_replace_words": "",
@@ -563,7 +565,7 @@ def wan_graph(*, unet: str, vae: str, target: str, cross: float, self_: float, m
             Node(30, "SamplerCustomAdvanced", (X3 + 20, 1640), (380, 330), {},
                  {"noise": (9, 3), "guider": (28, 0), "sampler": (20, 0), "sigmas": (29, 0), "latent_image": (9, 0)},
                  title="SamplerCustomAdvanced (high-noise steps)"),
-            Node(31, "DisableNoise", (X3 + 20, 2010), (380, 26)),
+            Node(31, "DisableNoise", (X3 + 20, 2010), (380, 26), title="DisableNoise (continue the high-noise steps)"),
         ]
         by_id[9].links["model_high_noise"] = (26, 0)
         by_id[11].links.update({"noise": (31, 0), "sigmas": (29, 1), "latent_image": (30, 0)})
