@@ -32,7 +32,8 @@ bench-windows: host
 
 # Wan 2.1 (issue 23): a random-weight model of Wan 2.1 1.3B's shape (1.42 B parameters, float32 on a CPU,
 # peak RSS about 11 GB while loading) at 128x128, 9 frames, 10 steps: plain sampling, the inversion, the fused
-# and the blend edit, and the GPU estimate for 480p / 81 frames (`bench/bench_wan.py --estimate-only` alone)
+# and the blend edit, and the GPU estimate for 480p / 81 frames (`bench/bench_wan.py --estimate-only` alone);
+# about 7 min on 2 idle CPU cores (the run of commit a55ac97)
 bench-wan: host
 	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_wan.py --threads 2'
 

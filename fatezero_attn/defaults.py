@@ -60,11 +60,12 @@ pack's choices, each settable on the nodes):
 - Fused blocks: the first half of the depth (``WAN_FUSED_BLOCKS``, 0-14 of the 1.3B model's 30).
   The source pass runs only up to the last fused block, so its cost is that share of a
   one-row model call per fused step: with CFG (two rows per call) and 0.8 of the steps fused,
-  the first half costs about 0.5 * 0.8 * 0.5 = 0.2 of plain sampling and all blocks 0.4
+  the first half costs about 0.5 * 0.8 * 0.5 = 0.2 of plain sampling and all blocks 0.4; a blend
+  mask adds the edit row's own self-attention in each fused block (about 0.34 in all at 480p)
   (``make bench-wan`` measures it). Which blocks carry a trained Wan's layout is not
   measurable here (no trained weights): 'all' is the choice for the most structure kept.
 - Blend blocks: the middle third (``WAN_BLEND_BLOCKS``), where Prompt-to-Prompt on Wan 2.1
-  takes its local-blend maps (blocks 10-19 of 30); the maps keep only the source prompt's
+  takes its local-blend maps (its blocks 10-19 of 30; 33%-67% gives 9-20); the maps keep only the source prompt's
   columns (its words and end token of umT5's 512), averaged over heads and blocks.
 - Spatio-temporal modes and video GroupNorm: do not apply (one 3D attention over all latent
   frames); the inversion logs when they are set.
