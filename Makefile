@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make demo   set up the host and run the pack's main job
 #   make test   set up the host and run the tests
-.PHONY: host demo test bench bench-sd15 bench-windows bench-wan bench-preview
+.PHONY: host demo test bench bench-sd15 bench-windows bench-wan bench-wan-5b bench-preview
 
 host:
 	bash scripts/setup_host.sh
@@ -36,6 +36,10 @@ bench-windows: host
 # about 7 min on 2 idle CPU cores (the run of commit a55ac97)
 bench-wan: host
 	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_wan.py --threads 2'
+
+# Wan 2.2 TI2V 5B's shape (issue 24): 10 GB of bf16 weights, about 21 GB of RAM while loading
+bench-wan-5b: host
+	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_wan.py --model wan22-5b --dtype bf16 --width 256 --height 256 --threads 2'
 
 # FateZero Attention Preview (issue 25): 48 frames at 512x288, 50 steps, every word and the blend mask; seconds
 bench-preview: host

@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -52,13 +53,28 @@ TARGET_PROMPT = "watercolor painting of a silver jeep driving down a curvy road 
 REWEIGHT = "watercolor:10"
 BLEND_WORDS = "silver, jeep"
 
-# Wan 2.1's published shapes (num_heads = dim // 128, as ComfyUI detects them)
+@dataclass(frozen=True)
+class Shape:
+    """A Wan model's published widths (num_heads = dim // 128, as ComfyUI detects them) and its
+    VAE's spatial compression (both VAEs turn 4n+1 frames into n+1 latent frames)."""
+    dim: int
+    ffn: int
+    layers: int
+    channels: int = 16
+    vae_space: int = 8
+
+
+# the published shapes; a Wan 2.2 A14B expert is shaped as Wan 2.1 14B (two of them, one runs per step)
 WAN_SHAPES = {
-    "Wan 2.1 1.3B": {"dim": 1536, "ffn": 8960, "layers": 30},
-    "Wan 2.1 14B": {"dim": 5120, "ffn": 13824, "layers": 40},
+    "Wan 2.1 1.3B": Shape(1536, 8960, 30),
+    "Wan 2.1 14B / 2.2 A14B expert": Shape(5120, 13824, 40),
+    "Wan 2.2 TI2V 5B": Shape(3072, 14336, 30, channels=48, vae_space=16),
 }
-TEXT_LEN, TEXT_DIM, CHANNELS, PATCH, FREQ_DIM, HEAD_DIM = 512, 4096, 16, (1, 2, 2), 256, 128
-VAE_TIME, VAE_SPACE = 4, 8  # Wan 2.1 VAE: 4n+1 frames -> n+1 latent frames, 8x spatial
+PRESETS = {"wan21-1.3b": "Wan 2.1 1.3B", "wan22-5b": "Wan 2.2 TI2V 5B"}  # --model: the measured shapes
+TEXT_LEN, TEXT_DIM, PATCH, FREQ_DIM, HEAD_DIM = 512, 4096, (1, 2, 2), 256, 128
+VAE_TIME = 4  # 4n+1 frames -> n+1 latent frames
+# the GPU estimate's resolutions: Wan 2.1's 480p and 720p (81 frames at 16 fps), the 5B model's 720p (121 at 24 fps)
+ESTIMATE_RESOLUTIONS = ((832, 480, 81), (1280, 720, 81), (1280, 704, 121))
 
 # the issue's targets (ratio to plain Wan sampling)
 TARGETS = {"fused": 1.35, "inversion": 0.55, "memory": 1.25}
@@ -80,9 +96,9 @@ def fatezero_attn():
     return fatezero_attn
 
 
-def latent_grid(frames: int, width: int, height: int) -> tuple[int, int, int]:
-    """``(T, H, W)`` of the Wan 2.1 latent of ``frames`` video frames of ``width x height``."""
-    return (frames - 1) // VAE_TIME + 1, height // VAE_SPACE, width // VAE_SPACE
+def latent_grid(frames: int, width: int, height: int, vae_space: int = 8) -> tuple[int, int, int]:
+    """``(T, H, W)`` of the Wan latent of ``frames`` video frames of ``width x height``."""
+    return (frames - 1) // VAE_TIME + 1, height // vae_space, width // vae_space
 
 
 def token_count(grid: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -90,9 +106,9 @@ def token_count(grid: tuple[int, int, int]) -> tuple[int, int, int]:
     return math.ceil(t / PATCH[0]), math.ceil(h / PATCH[1]), math.ceil(w / PATCH[2])
 
 
-def wan_parameters(dim: int, ffn: int, layers: int) -> int:
+def wan_parameters(dim: int, ffn: int, layers: int, channels: int = 16) -> int:
     """Parameters of ComfyUI's ``WanModel`` (t2v) with these widths."""
-    d, p = dim, math.prod(PATCH) * CHANNELS
+    d, p = dim, math.prod(PATCH) * channels
     block = (4 * (d * d + d) + 2 * d          # self-attention q, k, v, o + q/k RMS norms
              + 4 * (d * d + d) + 2 * d        # text cross-attention
              + 2 * d                          # norm3 (cross_attn_norm, affine LayerNorm)
@@ -120,15 +136,15 @@ def block_macs(dim: int, ffn: int, n: int, part: str = "full") -> int:
     return self_attn + cross_proj + cross_rest + 2 * n * d * ffn
 
 
-def outside_macs(dim: int, n: int) -> tuple[int, int]:
+def outside_macs(dim: int, n: int, channels: int = 16) -> tuple[int, int]:
     """``(embeddings, head)`` MACs of one row: patch, text and time embeddings; the head."""
-    d, p = dim, math.prod(PATCH) * CHANNELS
+    d, p = dim, math.prod(PATCH) * channels
     embed = n * p * d + TEXT_LEN * TEXT_DIM * d + TEXT_LEN * d * d + FREQ_DIM * d + d * d + 6 * d * d
     return embed, n * d * p
 
 
 def compute_model(dim: int, ffn: int, layers: int, n: int, steps: int, replace: float, fused: tuple[int, ...],
-                  blend_blocks: tuple[int, ...], iterations: int = 1, dtype_bytes: int = 2) -> dict:
+                  blend_blocks: tuple[int, ...], iterations: int = 1, dtype_bytes: int = 2, channels: int = 16) -> dict:
     """The extra compute of the pack against plain CFG sampling, from the shapes.
 
     plain step: 2 rows (CFG) through every block; source pass per fused step: 1 row up to the
@@ -140,7 +156,7 @@ def compute_model(dim: int, ffn: int, layers: int, n: int, steps: int, replace: 
     the edit call, per fused block the self-attention's q and k and the cross-attention's q
     ``[1, n, dim]`` and k ``[1, 512, dim]`` in the model's dtype (``source_call.py`` keeps them all)."""
     fz = fatezero_attn()
-    embed, head = outside_macs(dim, n)
+    embed, head = outside_macs(dim, n, channels)
     full = block_macs(dim, ffn, n)
     row = embed + layers * full + head
     plain_step = 2 * row
@@ -169,52 +185,78 @@ def compute_model(dim: int, ffn: int, layers: int, n: int, steps: int, replace: 
     }
 
 
-def store_bytes(grid: tuple[int, int, int], steps: int, columns: int) -> dict:
+def store_bytes(grid: tuple[int, int, int], steps: int, columns: int, channels: int = 16) -> dict:
     """The pack's Wan store (``nodes/inversion_flow.py``): sigmas fp32 [steps+1], the latent
-    trajectory fp32 [steps, 1, 16, T, H, W], the source context fp32 [1, 512, 4096], the
+    trajectory fp32 [steps, 1, channels, T, H, W], the source context fp32 [1, 512, 4096], the
     inversion call's conditioning (c_crossattn, one row, as the CLIP gave it: fp32 here) and the
     blend maps fp32 [steps, T, h, w, columns] on the token grid (the prompt's columns only)."""
     t, h, w = grid
     tt, th, tw = token_count(grid)
     parts = {
         "sigmas": (steps + 1) * 4,
-        "trajectory": steps * CHANNELS * t * h * w * 4,
+        "trajectory": steps * channels * t * h * w * 4,
         "source_context": TEXT_LEN * TEXT_DIM * 4,
         "source_conds": TEXT_LEN * TEXT_DIM * 4,
         "blend_maps": steps * tt * th * tw * columns * 4,
     }
     return {"parts": parts, "bytes": sum(parts.values()),
-            "trajectory_shape": [steps, 1, CHANNELS, t, h, w], "blend_maps_shape": [steps, tt, th, tw, columns]}
+            "trajectory_shape": [steps, 1, channels, t, h, w], "blend_maps_shape": [steps, tt, th, tw, columns]}
 
 
 def gpu_estimate(frames: int = 81, width: int = 832, height: int = 480, steps: int = 50, prompt_tokens: int = 15,
                  replace: float = 0.8, dtype_bytes: int = 2) -> dict:
-    """Wan 2.1 1.3B and 14B at ``width x height``, ``frames`` frames, from the shapes alone (not
-    measured): tokens, the pack's store, one self-attention map if it were materialised (what
-    the pack never does), the source q and k a fused step holds, and the source pass's compute
-    against a plain CFG step for the default fused blocks and for all blocks."""
+    """Every Wan shape at ``width x height``, ``frames`` frames, from the shapes alone (not
+    measured): each model's latent (its VAE) and tokens, the pack's store, one self-attention map
+    if it were materialised (what the pack never does), the source q and k a fused step holds,
+    and the source pass's compute against a plain CFG step for the default fused blocks and for
+    all blocks."""
     fz = fatezero_attn()
-    grid = latent_grid(frames, width, height)
-    tokens = token_count(grid)
-    n = math.prod(tokens)
-    out = {"frames": frames, "width": width, "height": height, "latent": list(grid), "token_grid": list(tokens),
-           "tokens": n, "steps": steps, "prompt_tokens": prompt_tokens, "replace_steps": replace,
-           "dtype_bytes": dtype_bytes, "store": store_bytes(grid, steps, prompt_tokens), "models": {}}
+    out = {"frames": frames, "width": width, "height": height, "steps": steps, "prompt_tokens": prompt_tokens,
+           "replace_steps": replace, "dtype_bytes": dtype_bytes, "models": {}}
     for name, s in WAN_SHAPES.items():
-        d, layers = s["dim"], s["layers"]
+        d, layers = s.dim, s.layers
+        grid = latent_grid(frames, width, height, s.vae_space)
+        tokens = token_count(grid)
+        n = math.prod(tokens)
         heads = d // HEAD_DIM
-        params = wan_parameters(d, s["ffn"], layers)
+        params = wan_parameters(d, s.ffn, layers, s.channels)
         blend = fz.wan_dit.parse_blocks("auto", layers, fz.defaults.WAN_BLEND_BLOCKS)
-        m = {"dim": d, "ffn": s["ffn"], "layers": layers, "heads": heads, "parameters": params,
+        m = {"dim": d, "ffn": s.ffn, "layers": layers, "heads": heads, "channels": s.channels, "vae_space": s.vae_space,
+             "latent": list(grid), "token_grid": list(tokens), "tokens": n,
+             "store": store_bytes(grid, steps, prompt_tokens, s.channels), "parameters": params,
              "weights_bytes": params * dtype_bytes, "blend_blocks": list(blend),
              "self_map_fp32": heads * n * n * 4, "self_map_low": heads * n * n * dtype_bytes, "fused": {}}
         m["self_maps_all_blocks_step_low"] = m["self_map_low"] * layers
         for choice in ("auto", "all"):
             fused = fz.wan_dit.parse_blocks(choice, layers, fz.defaults.WAN_FUSED_BLOCKS)
-            m["fused"][choice] = compute_model(d, s["ffn"], layers, n, steps, replace, fused, blend,
-                                               dtype_bytes=dtype_bytes)
+            m["fused"][choice] = compute_model(d, s.ffn, layers, n, steps, replace, fused, blend,
+                                               dtype_bytes=dtype_bytes, channels=s.channels)
         out["models"][name] = m
     return out
+
+
+def resolution_estimates(steps: int = 50, prompt_tokens: int = 15, replace: float = 0.8,
+                         resolutions=ESTIMATE_RESOLUTIONS) -> list[dict]:
+    """``gpu_estimate`` at each of ``resolutions`` (width, height, frames)."""
+    return [gpu_estimate(f, w, h, steps, prompt_tokens, replace) for w, h, f in resolutions]
+
+
+def format_resolutions(ests: list[dict]) -> str:
+    """One line per model and resolution: what a user sizing a GPU needs."""
+    rows = []
+    for est in ests:
+        for name, m in est["models"].items():
+            auto = m["fused"]["auto"]
+            rows.append([name, f"{est['width']}x{est['height']}, {est['frames']} frames", f"{m['tokens']:,}",
+                         f"{auto['expected_fused']:.2f}x", f"{auto['expected_fused_blend']:.2f}x",
+                         f"{auto['expected_inversion']:.2f}x", fmt_bytes(m["store"]["bytes"]),
+                         fmt_bytes(auto["source_qk_bytes"]), fmt_bytes(m["weights_bytes"])])
+    head = ["model", "video", "tokens", "fused edit", "blend edit", "inversion", "store",
+            "source q, k per fused step", "weights"]
+    e = ests[0]
+    return (f"GPU estimate per resolution, computed from the shapes (not measured): {e['steps']} steps, replace steps "
+            f"{e['replace_steps']}, default fused blocks, {e['prompt_tokens']} prompt tokens, 16-bit weights and "
+            f"activations; times against plain CFG sampling of the same model\n" + bf.table(rows, head))
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -228,22 +270,20 @@ def fmt_flop(macs: float) -> str:
 
 def format_estimate(est: dict) -> str:
     """The estimate as the README quotes it."""
-    st = est["store"]
-    p = st["parts"]
     lines = [
-        f"GPU estimate, computed from the shapes (not measured): {est['width']}x{est['height']}, {est['frames']} frames "
-        f"-> latent {est['latent'][0]} x {est['latent'][1]} x {est['latent'][2]} -> tokens "
-        f"{' x '.join(map(str, est['token_grid']))} = {est['tokens']:,}; {est['steps']} steps, replace steps "
-        f"{est['replace_steps']}, {est['prompt_tokens']} prompt tokens; model dtype {8 * est['dtype_bytes']}-bit",
-        f"pack store (both models): {fmt_bytes(st['bytes'])} = latent trajectory {st['trajectory_shape']} fp32 "
-        f"{fmt_bytes(p['trajectory'])} + blend maps {st['blend_maps_shape']} fp32 {fmt_bytes(p['blend_maps'])} "
-        f"+ source context and conditioning 2 x [1, 512, 4096] fp32 {fmt_bytes(p['source_context'] + p['source_conds'])}"
-        f" + sigmas; {fmt_bytes(st['bytes'] / est['steps'])} per step",
+        f"GPU estimate, computed from the shapes (not measured): {est['width']}x{est['height']}, {est['frames']} frames; "
+        f"{est['steps']} steps, replace steps {est['replace_steps']}, {est['prompt_tokens']} prompt tokens; model dtype "
+        f"{8 * est['dtype_bytes']}-bit. The store: latent trajectory [steps, 1, C, T, H, W] fp32 + blend maps "
+        f"[steps, T, h, w, prompt tokens] fp32 + source context and conditioning 2 x [1, 512, 4096] fp32 + sigmas",
     ]
     names = list(est["models"])
     ms = [est["models"][k] for k in names]
     low = f"{8 * est['dtype_bytes']}-bit"
     rows = [
+        ["VAE scale, latent T x H x W -> tokens",
+         *[f"{m['vae_space']}x, {' x '.join(map(str, m['latent']))} -> {m['tokens']:,}" for m in ms]],
+        ["pack store (per step)",
+         *[f"{fmt_bytes(m['store']['bytes'])} ({fmt_bytes(m['store']['bytes'] / est['steps'])})" for m in ms]],
         ["blocks / heads / dim", *[f"{m['layers']} / {m['heads']} / {m['dim']}" for m in ms]],
         ["parameters, weights " + low, *[f"{m['parameters'] / 1e9:.2f} B, {fmt_bytes(m['weights_bytes'])}" for m in ms]],
         ["one self-attention map [heads, N, N] fp32 / " + low,
@@ -296,12 +336,14 @@ def import_comfy(device: str) -> None:
 def build_model(args):
     """A random-weight ``WanModel`` of the requested widths through ComfyUI's diffusion-model
     loader (state dict -> ``load_diffusion_model_state_dict``, as ``UNETLoader`` does after reading
-    the file). Peak RAM: the float32 state dict plus the loaded copy."""
+    the file). Peak RAM: the state dict plus the loaded copy, both in ``--dtype`` when it is
+    given (bf16: 2 x 10 GB for the 5B shape), else the float32 state dict plus ComfyUI's pick."""
     import torch
     import comfy.sd
     import wan_models
     dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    sd = wan_models.wan_model(seed=0, dim=args.dim, num_layers=args.layers, ffn_dim=args.ffn).state_dict()
+    sd = wan_models.wan_model(seed=0, dim=args.dim, num_layers=args.layers, ffn_dim=args.ffn, channels=args.channels,
+                              dtype=dtype or torch.float32).state_dict()
     params = sum(v.numel() for v in sd.values())
     patcher = comfy.sd.load_diffusion_model_state_dict(sd, {} if dtype is None else {"dtype": dtype})
     del sd  # popped by the loader; the source tensors go with the dict
@@ -310,11 +352,11 @@ def build_model(args):
     return patcher, params
 
 
-def smooth_video(latent_frames: int, h: int, w: int, seed: int = 0):
-    """A video-like latent ``[1, 16, T, h, w]``: low-frequency noise drifting over the frames."""
+def smooth_video(latent_frames: int, h: int, w: int, channels: int = 16, seed: int = 0):
+    """A video-like latent ``[1, channels, T, h, w]``: low-frequency noise drifting over the frames."""
     import torch
     g = torch.Generator().manual_seed(seed)
-    base = torch.randn(1, CHANNELS, 1, max(h // 4, 2), max(w // 4, 2) + latent_frames, generator=g)
+    base = torch.randn(1, channels, 1, max(h // 4, 2), max(w // 4, 2) + latent_frames, generator=g)
     base = torch.nn.functional.interpolate(base, size=(1, h, w + 2 * latent_frames), mode="trilinear")
     return {"samples": torch.cat([base[..., 2 * t:2 * t + w] for t in range(latent_frames)], 2).contiguous()}
 
@@ -406,10 +448,13 @@ def machine() -> dict:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = p.add_argument_group("model (default: Wan 2.1 1.3B's widths and depth, random weights)")
-    g.add_argument("--dim", type=int, default=1536, help="model width (a multiple of 128: heads = dim // 128)")
-    g.add_argument("--layers", type=int, default=30, help="transformer blocks")
-    g.add_argument("--ffn", type=int, default=8960, help="feed-forward width")
+    g = p.add_argument_group("model (random weights; the preset's widths unless given)")
+    g.add_argument("--model", choices=sorted(PRESETS), default="wan21-1.3b",
+                   help="published widths, depth, latent channels and VAE scale: " + "; ".join(
+                       f"{k}: {PRESETS[k]}" for k in sorted(PRESETS)))
+    g.add_argument("--dim", type=int, help="model width (a multiple of 128: heads = dim // 128)")
+    g.add_argument("--layers", type=int, help="transformer blocks")
+    g.add_argument("--ffn", type=int, help="feed-forward width")
     g.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto",
                    help="auto: ComfyUI's choice for the device (float32 on a CPU)")
     g = p.add_argument_group("case")
@@ -444,12 +489,16 @@ def parse_args(argv=None):
     g.add_argument("--estimate-steps", type=int, default=50)
     g.add_argument("--estimate-prompt-tokens", type=int, default=15)
     args = p.parse_args(argv)
+    preset = WAN_SHAPES[PRESETS[args.model]]
+    args.dim, args.ffn, args.layers = args.dim or preset.dim, args.ffn or preset.ffn, args.layers or preset.layers
+    args.channels, args.vae_space = preset.channels, preset.vae_space
     if args.dim % HEAD_DIM:
         p.error("--dim must be a multiple of 128 (ComfyUI detects num_heads = dim // 128)")
     if (args.frames - 1) % VAE_TIME:
         p.error("--frames must be 4n+1 (the Wan VAE's frame counts)")
-    if args.width % 16 or args.height % 16:
-        p.error("--width and --height must be multiples of 16 (8x VAE, 2x2 patches)")
+    if args.width % (2 * args.vae_space) or args.height % (2 * args.vae_space):
+        p.error(f"--width and --height must be multiples of {2 * args.vae_space} "
+                f"({args.vae_space}x VAE, 2x2 patches)")
     return args
 
 
@@ -461,8 +510,11 @@ def estimate_args(args) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     est = gpu_estimate(**estimate_args(args))
+    per_resolution = resolution_estimates(args.estimate_steps, args.estimate_prompt_tokens, args.replace)
     if args.estimate_only:
         print(format_estimate(est))
+        print()
+        print(format_resolutions(per_resolution))
         return 0
     if args.allocator == "fixed-mmap" and os.environ.get("MALLOC_MMAP_THRESHOLD_") != MMAP_THRESHOLD:
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD}  # glibc reads it at start-up
@@ -485,7 +537,7 @@ def main(argv=None) -> int:
 
     pack, nodes = host.load_pack_in_process()
     bf.log(f"building the random WanModel (dim {args.dim}, ffn {args.ffn}, {args.layers} blocks, "
-           f"{args.dim // HEAD_DIM} heads) and loading it with comfy.sd.load_diffusion_model_state_dict ...")
+           f"{args.dim // HEAD_DIM} heads, {args.channels} channels) and loading it with comfy.sd.load_diffusion_model_state_dict ...")
     with bf.Meter(mm.get_torch_device()) as load_meter:
         model, params = build_model(args)
     config = type(model.model.model_config).__name__
@@ -493,20 +545,21 @@ def main(argv=None) -> int:
     bf.log(f"  {params / 1e9:.3f} B parameters, detected as {config}, {dtype}; {load_meter.result['seconds']:.0f}s, "
            f"peak RSS {fmt_bytes(load_meter.result['peak_rss'])}")
     clip = wan_models.wan_text_encoder(wan_models.train_spiece())
-    desc = (f"WanModel dim {args.dim}, ffn {args.ffn}, {args.layers} blocks, {args.dim // HEAD_DIM} heads "
+    desc = (f"WanModel dim {args.dim}, ffn {args.ffn}, {args.layers} blocks, {args.dim // HEAD_DIM} heads, "
+            f"{args.channels} channels "
             f"(random weights, {params / 1e9:.3f} B parameters, {config}), tiny umT5 CLIP")
     env = bf.Env(pack, nodes, model, clip, mm.get_torch_device(), desc)
     bench = WanBench(env, args)
 
-    grid = latent_grid(args.frames, args.width, args.height)
-    latent = smooth_video(*grid)
+    grid = latent_grid(args.frames, args.width, args.height, args.vae_space)
+    latent = smooth_video(*grid, channels=args.channels)
     tokens = token_count(grid)
     fz = fatezero_attn()
     fused = fz.wan_dit.parse_blocks(args.fused_blocks, args.layers, fz.defaults.WAN_FUSED_BLOCKS)
     blend_blocks = fz.wan_dit.parse_blocks(args.blend_blocks, args.layers, fz.defaults.WAN_BLEND_BLOCKS)
     shape = compute_model(args.dim, args.ffn, args.layers, math.prod(tokens), args.steps, args.replace, fused,
                           blend_blocks, args.iterations if args.inversion == "fixed-point" else 0,
-                          dtype.itemsize)
+                          (model.model.manual_cast_dtype or dtype).itemsize, args.channels)  # activations' dtype
 
     bf.log(f"warm-up: one plain CFG step at {args.width}x{args.height}, {args.frames} frames "
            f"(latent {list(latent['samples'].shape)}, {math.prod(tokens)} tokens) ...")
@@ -537,7 +590,7 @@ def main(argv=None) -> int:
     base = phases["plain"]
 
     # the store against the formula of the estimate
-    formula = store_bytes(grid, store.info.steps, store.cross_maps.shape[-1])
+    formula = store_bytes(grid, store.info.steps, store.cross_maps.shape[-1], args.channels)
     check = {"formula_bytes": formula["bytes"], "measured_bytes": store.nbytes(),
              "match": formula["bytes"] == store.nbytes(),
              "unet_inputs": list(store.unet_inputs.shape), "cross_maps": list(store.cross_maps.shape),
@@ -583,16 +636,19 @@ def main(argv=None) -> int:
         tree = {}
     report = {
         "command": command, "working_tree": tree, "args": vars(args), "environment": bf.environment(env), "machine": machine(),
-        "model": {"parameters": params, "config": config, "dtype": str(dtype), "dim": args.dim, "ffn": args.ffn,
+        "model": {"preset": args.model, "parameters": params, "config": config, "dtype": str(dtype),
+                  "compute_dtype": str(model.model.manual_cast_dtype or dtype), "channels": args.channels,
+                  "vae_space": args.vae_space, "dim": args.dim, "ffn": args.ffn,
                   "layers": args.layers, "heads": args.dim // HEAD_DIM,
-                  "parameters_formula": wan_parameters(args.dim, args.ffn, args.layers), "load": load_meter.result},
+                  "parameters_formula": wan_parameters(args.dim, args.ffn, args.layers, args.channels),
+                  "load": load_meter.result},
         "case": {"frames": args.frames, "width": args.width, "height": args.height, "latent": list(latent["samples"].shape),
                  "tokens": math.prod(tokens), "steps": args.steps, "cfg": args.cfg, "source": args.source,
                  "target": args.target, "reweight": args.reweight, "blend_words": args.blend_words,
                  "fused_blocks": list(fused), "blend_blocks": list(blend_blocks), "replace": args.replace},
         "busy": sorted(set(busy)), "warm_up": warm, "phases": {k: {"median": phases[k], "runs": v} for k, v in runs.items()},
         "ratios": ratios, "targets": targets, "shape_model": shape, "store_check": check, "finite": finite,
-        "gpu_estimate": est,
+        "gpu_estimate": est, "gpu_estimate_per_resolution": per_resolution,
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(report, indent=1, default=str))
@@ -637,7 +693,7 @@ def print_report(rep: dict, args, out_path: Path) -> None:
           "last fused block); dRSS: peak RSS growth over the phase (the model's weights are in every phase's start)")
     c = rep["store_check"]
     sh = rep["shape_model"]
-    print(f"source q, k held per fused step ({len(case['fused_blocks'])} blocks, {m['dtype']}), from the shapes: "
+    print(f"source q, k held per fused step ({len(case['fused_blocks'])} blocks, {m['compute_dtype']}), from the shapes: "
           f"{fmt_bytes(sh['source_qk_bytes'])}; measured peak RSS growth, fused edit minus plain: "
           f"{fmt_bytes(ph['fused']['peak_rss_delta'] - base['peak_rss_delta'])}")
     print(f"store: {fmt_bytes(c['measured_bytes'])} (trajectory {c['unet_inputs']}, blend maps {c['cross_maps']}); "
@@ -657,6 +713,8 @@ def print_report(rep: dict, args, out_path: Path) -> None:
           "RSS (weights included); shape model: the estimate's formula at this case's shapes (matmul FLOPs only)")
     print()
     print(format_estimate(rep["gpu_estimate"]))
+    print()
+    print(format_resolutions(rep["gpu_estimate_per_resolution"]))
     print(f"\nJSON: {out_path}")
 
 
