@@ -7,8 +7,8 @@ patched UNet with that input; its attention *is* the inversion attention (same c
 and the fused kernels consume its q and k directly. Keeping maps instead, as the
 authors' code does, costs ``frames * (hw)^2`` per layer and step, against
 ``steps * frames * 4 * h * w`` float32 values for the trajectory (``nbytes()`` counts every
-tensor; ``make bench`` prints both sizes for SD1.5 at 512x512, 8 frames, 50 steps: README,
-"Memory and time", "Store size"). The only maps kept are the small
+tensor; ``make bench`` prints both sizes for SD1.5 at 512x512, 8 frames, 50 steps:
+bench/README.md, "Memory and time"). Files: ``store_file.py``. The only maps kept are the small
 blend-level cross-attention maps (mean over heads and layers) the blend mask is made from.
 
 To repeat the inversion's call exactly, the store also keeps that call's per-row
@@ -25,8 +25,7 @@ sub-video's anchor row; ``window_store(k)`` is sub-video k as an ordinary store.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -178,76 +177,22 @@ class AttentionStore:
         return replace(self, info=replace(self.info, store_mode="recompute", cache_steps=0), cache=None,
                        window_caches=[], extra=dict(self.extra))
 
-    def _cache_tensors(self) -> dict[str, torch.Tensor]:
+    def cache_tensors(self) -> dict[str, torch.Tensor]:
+        """The source cache's tensors by file key (``window.<k>.`` prefixed in a windowed store)."""
         if self.cache is not None:
             return self.cache.tensors()
         return {f"window.{k}.{name}": t for k, c in enumerate(self.window_caches) for name, t in c.tensors().items()}
 
-    # -- files ----------------------------------------------------------------------------
+    # -- files (store_file.py) ---------------------------------------------------------------
     def save(self, path: Path) -> None:
-        from safetensors.torch import save_file
-        meta = {"fatezero_store": json.dumps(asdict(self.info))}
-        tensors = {"sigmas": self.sigmas, "unet_inputs": self.unet_inputs,
-                   "source_context": self.source_context, "cross_maps": self.cross_maps,
-                   **{f"cond.{k}": v for k, v in self.source_conds.items()},
-                   **({"anchor_latents": self.anchor_latents} if self.anchor_latents is not None else {}),
-                   **self._cache_tensors()}
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
+        from .store_file import save_store
+        save_store(self, path)
 
     @classmethod
     def load(cls, path: Path) -> "AttentionStore":
         """Load and check a store file; ``ValueError`` says what is wrong with it."""
-        from safetensors import safe_open
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # safetensors raises its own error types for bad headers
-            raise ValueError(f"not a readable safetensors file ({e})") from None
-        if "fatezero_store" not in meta:
-            raise ValueError("this safetensors file is not a FateZero attention store")
-        raw = json.loads(meta["fatezero_store"])
-        version = raw.get("format_version")
-        if version not in READS_VERSIONS:
-            raise ValueError(f"store format version {version}, this pack reads versions 2 to 6 (version 2 "
-                             "records the inversion's conditioning and LoRAs, which older files lack); "
-                             "run the inversion again with this version of the pack")
-        info = StoreInfo(**{**raw, "latent_hw": tuple(raw["latent_hw"]), "format_version": FORMAT_VERSION})
-        missing = {"sigmas", "unet_inputs", "source_context", "cross_maps"} - tensors.keys()
-        if missing:
-            raise ValueError(f"the file lacks {sorted(missing)}")
-        from .model_family import FAMILIES
-        family = FAMILIES.get(info.model_family)
-        if family is None or family.fuse_max_query != info.fuse_max_query:
-            raise ValueError(f"model family {info.model_family!r} with fused query limit {info.fuse_max_query}")
-        if version < 5 and tensors["source_context"].shape[-1] != 768:
-            raise ValueError(f"a store of format {version} from a model with {tensors['source_context'].shape[-1]}-wide "
-                             "text context: older versions of the pack recorded no model family, and only SD1 "
-                             "stores load from them; run the inversion again with this version of the pack")
-        conds = {k[len("cond."):]: v for k, v in tensors.items() if k.startswith("cond.")}
-        if "c_crossattn" not in conds:
-            raise ValueError("the file lacks the inversion's conditioning (cond.c_crossattn)")
-        subs = windows.sub_videos(info.frames, info.window, info.temporal_mode) if info.window else []
-        if subs and subs[0].anchor_row is not None and "anchor_latents" not in tensors:
-            raise ValueError("a windowed store without its sub-videos' anchor latents")
-        caches = []
-        cache_tensors = [k for k in tensors if k.startswith(("cache.", "window."))]
-        if info.store_mode not in ("recompute", "cache") or bool(cache_tensors) != (info.store_mode == "cache"):
-            raise ValueError(f"store mode {info.store_mode!r} with {len(cache_tensors)} source cache tensors")
-        if info.store_mode == "cache":
-            for k, frames in enumerate([len(s.frames) for s in subs] or [info.frames]):
-                prefix = f"window.{k}." if subs else ""
-                cache = SourceCache(frames, info.temporal_mode, info.temporal_min_channels, info.cache_steps,
-                                    max_query=info.fuse_max_query)
-                cache.load_tensors({n[len(prefix):]: v for n, v in tensors.items() if n.startswith(prefix + "cache.")})
-                caches.append(cache)
-            if sum(len(c.tensors()) for c in caches) != len(cache_tensors):
-                raise ValueError("source cache tensors that belong to no sub-video of the store")
-        store = cls(info, tensors["sigmas"], tensors["unet_inputs"], tensors["source_context"], tensors["cross_maps"],
-                    conds, None if subs or not caches else caches[0], window_caches=caches if subs else [],
-                    anchor_latents=tensors.get("anchor_latents"))
-        store.check_consistent()
-        return store
+        from .store_file import load_store
+        return load_store(path)
 
     def check_consistent(self) -> None:
         i = self.info
