@@ -36,7 +36,9 @@ def text_window(clip) -> TextWindow:
 def word_tokenizer(clip, node: str):
     """``word -> token ids`` (no start or end token) with the tokenizer ComfyUI uses for this CLIP."""
     umt5 = umt5_tokenizer(clip)
-    if umt5 is not None:  # SentencePiece; ComfyUI tokenizes word by word, dropping the end token
+    # Word by word: ComfyUI tokenizes the whole prompt, but neither SentencePiece nor CLIP's BPE
+    # joins tokens across a space, so the tokens are the same (check_encoders_line_up verifies it).
+    if umt5 is not None:  # SentencePiece; drop its end token
         return lambda word: umt5.tokenizer(word)["input_ids"][:-1]
     found = [getattr(clip.tokenizer, name).tokenizer for name in CLIP_TOKENIZERS
              if hasattr(getattr(clip.tokenizer, name, None), "tokenizer")]
@@ -54,7 +56,8 @@ def prompt_words(clip, text: str, node: str, input_name: str) -> tuple[list[str]
     if not words:
         raise FateZeroError(f"{node}: '{input_name}' is empty; type the prompt the video is described (or edited) with.")
     tokenize = word_tokenizer(clip, node)
-    tokens = [tokenize(w) for w in words]
+    # ComfyUI reads \( and \) as literal brackets (plain ones are weights)
+    tokens = [tokenize(w.replace("\\(", "(").replace("\\)", ")")) for w in words]
     window = text_window(clip)
     if len(flatten(tokens)) > window.max_prompt_tokens:
         raise FateZeroError(too_long(node, input_name, f"has {len(flatten(tokens))} tokens", window))
@@ -64,25 +67,19 @@ def prompt_words(clip, text: str, node: str, input_name: str) -> tuple[list[str]
 
 def check_encoders_line_up(clip, text: str, tokens: list[int], window: TextWindow, node: str,
                            input_name: str) -> None:
-    """What ComfyUI itself feeds each text encoder (embeddings included) has the same token at
-    every position of the prompt (BOS, the words' tokens, EOS), and the words' tokens where the
-    pack expects them; a word one tokenizer splits otherwise shifts every later position, so this
-    covers word tokens too."""
-    encoded = clip.tokenize(text)
-    span = window.start + len(tokens) + 1
-    rows = {name: [t[0] if isinstance(t[0], int) else "embedding" for t in batches[0][:span]]
-            for name, batches in encoded.items()}
-    if window == UMT5_WINDOW:  # one encoder: the words' tokens must be where the pack maps them
-        if next(iter(rows.values()))[:len(tokens)] != tokens:
-            raise FateZeroError(f"{node}: '{input_name}' reaches umT5 with other tokens than its words one by one "
-                                "(prompt weights like '(word:1.2)', an embedding or a custom tokenizer), so FateZero "
-                                "cannot tell which positions are which word. Write the prompt as plain words.")
-        return
-    if len({tuple(r) for r in rows.values()}) > 1:
-        raise FateZeroError(f"{node}: '{input_name}' reaches the text encoders ({', '.join(rows)}) with different "
-                            "tokens at the same positions (a word tokenized otherwise, an embedding with another "
-                            "vector count per encoder, or a custom tokenizer), so their 77 positions do not line up; FateZero maps attention by "
-                            "position. Use an embedding made for this checkpoint, or leave it out.")
+    """What ComfyUI itself feeds each text encoder has the words' tokens, one by one, where the
+    pack maps them: prompt weights (ComfyUI strips their brackets), embeddings (vectors, not
+    tokens, and their count may differ per encoder) and a word one tokenizer splits otherwise
+    would shift every later word."""
+    end = window.start + len(tokens)
+    off = [name for name, batches in clip.tokenize(text).items()
+           if [t[0] if isinstance(t[0], int) else None for t in batches[0][window.start:end]] != tokens]
+    if off:
+        encoder = "umT5" if window == UMT5_WINDOW else "CLIP"
+        raise FateZeroError(f"{node}: '{input_name}' reaches {encoder} with other tokens than its words one by one "
+                            f"(encoder {', '.join(off)}: prompt weights like '(word:1.2)', an embedding or a custom "
+                            "tokenizer), so FateZero cannot tell which positions are which word. Write the prompt "
+                            "as plain words.")
 
 
 def too_long(node: str, input_name: str, what: str, window: TextWindow = CLIP_WINDOW) -> str:

@@ -194,8 +194,30 @@ def test_an_embedding_that_shifts_one_encoders_positions_is_refused(node, pack, 
     clip = node("CheckpointLoaderSimple").load_checkpoint(family_checkpoints["SDXL"])[1]  # sees the embedding
     common = import_module(pack.__name__ + ".nodes.common")
     common.prompt_words(clip, SRC, "test", "prompt")  # no embedding: fine
-    with pytest.raises(ValueError, match="'prompt' reaches the text encoders \\(g, l\\) with different tokens"):
+    with pytest.raises(ValueError, match="'prompt' reaches CLIP with other tokens .* \\(encoder g, l: "):
         common.prompt_words(clip, "a embedding:uneven jeep on a road", "test", "prompt")
+
+
+@pytest.mark.parametrize("family", ["SD1", "SDXL"])
+@pytest.mark.parametrize("prompt", ["a (silver:1.2) jeep driving down a curvy road", "a silver jeep (driving) down a road",
+                                    "a embedding:even jeep on a road"])
+def test_prompt_weights_and_embeddings_are_refused_on_clip(prompt, family, node, pack, family_checkpoints, tmp_path):
+    """ComfyUI strips the weight syntax and puts an embedding's vectors in a word's place, so the
+    words would land on other positions than FateZero maps; every encoder sees the same shift, so
+    only the check of the words' tokens one by one catches it. Plain punctuation and ComfyUI's escaped
+    brackets pass."""
+    import folder_paths
+    from importlib import import_module
+    from safetensors.torch import save_file
+    save_file({"clip_l": torch.randn(2, 768), "clip_g": torch.randn(2, 1280)}, str(tmp_path / "even.safetensors"))
+    folder_paths.add_model_folder_path("embeddings", str(tmp_path))
+    clip = node("CheckpointLoaderSimple").load_checkpoint(family_checkpoints[family])[1]  # sees the embedding
+    assert any(not isinstance(t[0], int) for t in clip.tokenize("a embedding:even jeep")[next(iter(clip.tokenize("a")))][0])
+    common = import_module(pack.__name__ + ".nodes.common")
+    common.prompt_words(clip, "a silver jeep, driving down a curvy road.", "test", "prompt")
+    common.prompt_words(clip, r"a silver jeep \(driving\) down a road", "test", "prompt")  # escaped: literal brackets
+    with pytest.raises(ValueError, match="test: 'prompt' reaches CLIP with other tokens than its words one by one"):
+        common.prompt_words(clip, prompt, "test", "prompt")
 
 
 def test_a_store_of_another_family_is_refused(node, loaded):

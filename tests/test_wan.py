@@ -219,6 +219,15 @@ def test_word_mappings_on_umt5_positions(pack, wan_clip):
     assert S[n, n + 3] == 1  # the end token
 
 
+@pytest.mark.parametrize("prompt", ["a (silver:1.2) jeep driving down a curvy road", "a silver jeep (driving) down"])
+def test_prompt_weights_are_refused_on_umt5(prompt, pack, wan_clip):
+    from importlib import import_module
+    common = import_module(pack.__name__ + ".nodes.common")
+    common.prompt_words(wan_clip, "a silver jeep, driving down a curvy road.", "test", "prompt")
+    with pytest.raises(ValueError, match="test: 'prompt' reaches umT5 with other tokens than its words one by one"):
+        common.prompt_words(wan_clip, prompt, "test", "prompt")
+
+
 def test_blend_mask_follows_a_word_made_to_match_a_region(node, pack, monkeypatch, wan_clip, encode):
     """One word's key at the blend block is set (a rank-one change of that block's key projection)
     to the difference of the mean queries inside and outside a region of the video, which the
