@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""FateZero on Wan 2.1 (issue 23): time and memory of the pack against plain Wan sampling, on a
-Wan 2.1 1.3B-shaped model with random weights, and a GPU estimate for 480p computed from the shapes.
+"""FateZero on Wan (issues 23, 24): time and memory of the pack against plain Wan sampling, on a
+random-weight model of Wan 2.1 1.3B's shape (``--model wan22-5b``: Wan 2.2 TI2V 5B's, 48 channels,
+16x VAE, built in bfloat16), and a GPU estimate per model and resolution computed from the shapes.
 
 Measured (one process, the same model, video, sigmas and CFG):
 
@@ -11,8 +12,8 @@ Measured (one process, the same model, video, sigmas and CFG):
 4. the blend edit: ``FateZeroBlendMask`` + the fusion + 1.
 
 The model is ComfyUI's ``WanModel`` built by ``tests/wan_models.wan_model`` (seeded random weights)
-with Wan 2.1 1.3B's widths and depth (dim 1536, ffn 8960, 12 heads, 30 blocks, 16 channels,
-text_dim 4096, patch 1x2x2), loaded through ``comfy.sd.load_diffusion_model_state_dict`` (what
+with the preset's widths and depth (``WAN_SHAPES``; 1.3B: dim 1536, ffn 8960, 12 heads, 30 blocks,
+16 channels, text_dim 4096, patch 1x2x2), loaded through ``comfy.sd.load_diffusion_model_state_dict`` (what
 ``UNETLoader`` calls): ComfyUI detects it as WAN21_T2V and picks its dtype (float32 on a CPU;
 ``--dtype bf16`` forces bfloat16). The prompts go through core ``CLIPTextEncode`` with the tests'
 tiny umT5 (``wan_models.wan_text_encoder``): a real ``[1, 512, 4096]`` Wan context; the fusion
