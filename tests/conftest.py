@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import host  # noqa: E402
 import sd1_models  # noqa: E402
 import wan_models  # noqa: E402
+import workflow_files  # noqa: E402
 
 host.import_comfy_in_process()
 
@@ -69,7 +69,7 @@ def server(tmp_path_factory, checkpoint_dir):
     """A real ComfyUI server on 127.0.0.1 with the pack, stopped by its pid at the end."""
     srv = host.ComfyServer(tmp_path_factory.mktemp("comfy-server"), checkpoint_dir)
     srv.start()
-    shutil.copy(host.test_clip("bikes.mp4"), srv.input_dir / "bikes.mp4")
+    workflow_files.copy_sample_clips(srv.input_dir)  # the clips the shipped workflows name (bikes.mp4 too)
     try:
         yield srv
     finally:

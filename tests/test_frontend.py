@@ -134,10 +134,18 @@ def test_missing_node_is_detected(server, tmp_path):
 
 
 def test_screenshot_for_the_readme(report):
-    shot = Path(_result(report, "fatezero_style_edit")["screenshot"])
+    """The style workflow cropped to its graph: the box of its nodes and groups on the page, inside
+    the 1920x1080 window, taking most of the window's width once the view is fitted."""
+    r = _result(report, "fatezero_style_edit")
+    box, graph = r["graphBox"], r["graphBox"]["graph"]
+    assert graph["left"] >= 0 and graph["top"] >= 0 and graph["right"] <= 1920 and graph["bottom"] <= 1080, \
+        f"after Fit View the whole graph should be on the page: {graph}"
+    assert box["width"] > 1920 // 2, "Fit View should spread the graph over the window"
     from PIL import Image
-    with Image.open(shot) as im:
-        assert im.size == (1920, 1080)
+    with Image.open(r["screenshot"]) as full:
+        assert full.size == (1920, 1080)
+    with Image.open(r["graphShot"]) as im:
+        assert im.size == (box["width"], box["height"])
         if os.environ.get("FATEZERO_UPDATE_SCREENSHOT"):
             docs = PACK_DIR / "docs" / "screenshot.png"
             docs.parent.mkdir(exist_ok=True)

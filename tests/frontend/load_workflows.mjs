@@ -131,6 +131,29 @@ try {
     await page.waitForTimeout(800);
     result.screenshot = path.join(opts.shots, name.replace(/\.json$/, '.png'));
     await page.screenshot({ path: result.screenshot });
+    // The graph alone (nodes and groups, a small margin), for the README: its box on the page
+    // from the canvas transform (page = canvas rect + (graph + offset) * scale).
+    result.graphBox = await page.evaluate(() => {
+      const canvas = window.app.canvas;
+      const title = window.LiteGraph.NODE_TITLE_HEIGHT;
+      const boxes = canvas.graph.nodes.map((n) => [n.pos[0], n.pos[1] - title, n.size[0], n.size[1] + title]);
+      for (const g of canvas.graph.groups ?? canvas.graph._groups ?? []) boxes.push([...(g.boundingRect ?? g._bounding)]);
+      const x0 = Math.min(...boxes.map((b) => b[0])), y0 = Math.min(...boxes.map((b) => b[1]));
+      const x1 = Math.max(...boxes.map((b) => b[0] + b[2])), y1 = Math.max(...boxes.map((b) => b[1] + b[3]));
+      const rect = canvas.canvas.getBoundingClientRect();
+      const { scale, offset } = canvas.ds;
+      const margin = 12;
+      const graph = { left: rect.left + (x0 + offset[0]) * scale - margin, top: rect.top + (y0 + offset[1]) * scale - margin,
+                      right: rect.left + (x1 + offset[0]) * scale + margin, bottom: rect.top + (y1 + offset[1]) * scale + margin };
+      // the page clip, inside the window (the test checks the unclipped box fits it)
+      const left = Math.max(0, graph.left), top = Math.max(0, graph.top);
+      const right = Math.min(window.innerWidth, graph.right), bottom = Math.min(window.innerHeight, graph.bottom);
+      return { x: Math.round(left), y: Math.round(top), width: Math.round(right - left), height: Math.round(bottom - top),
+               graph };
+    });
+    result.graphShot = path.join(opts.shots, name.replace(/\.json$/, '.graph.png'));
+    const { graph, ...clip } = result.graphBox;
+    await page.screenshot({ path: result.graphShot, clip });
     report.workflows.push(result);
   }
 } finally {
