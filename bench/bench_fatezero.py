@@ -219,7 +219,8 @@ def pack_store(layers: list, frames: int, latent_hw: tuple[int, int], steps: int
                context_tokens: int = CONTEXT_TOKENS) -> dict:
     """The pack's store (fatezero_attn/store.py): sigmas fp32 [steps+1], trajectory fp32
     [steps, frames, 4, h, w], source context fp32 [1, 77, dim], the inversion call's conditioning
-    (a text-only prompt: one row, fp32 [1, 77, dim]), cross maps fp32 [steps, frames, h/4, w/4, 77]."""
+    (a text-only prompt: one row, fp32 [1, 77, dim]), cross maps fp32 [steps, frames, h/4, w/4, 77] and
+    the inverted latent fp32 [frames, 4, h, w] (Load Attention Store's latent output)."""
     h, w = latent_hw
     bh, bw = blend_level_hw(layers, latent_hw)
     dim = layers[0].context_dim
@@ -229,6 +230,7 @@ def pack_store(layers: list, frames: int, latent_hw: tuple[int, int], steps: int
         "source_context": context_tokens * dim * 4,
         "source_conds": context_tokens * dim * 4,
         "cross_maps": steps * frames * bh * bw * context_tokens * 4,
+        "inverted_latent": frames * LATENT_CHANNELS * h * w * 4,
     }
     total = sum(parts.values())
     return {"frames": frames, "steps": steps, "latent_hw": [h, w], "parts": parts, "bytes": total,

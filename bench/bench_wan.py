@@ -189,8 +189,9 @@ def compute_model(dim: int, ffn: int, layers: int, n: int, steps: int, replace: 
 def store_bytes(grid: tuple[int, int, int], steps: int, columns: int, channels: int = 16) -> dict:
     """The pack's Wan store (``nodes/inversion_flow.py``): sigmas fp32 [steps+1], the latent
     trajectory fp32 [steps, 1, channels, T, H, W], the source context fp32 [1, 512, 4096], the
-    inversion call's conditioning (c_crossattn, one row, as the CLIP gave it: fp32 here) and the
-    blend maps fp32 [steps, T, h, w, columns] on the token grid (the prompt's columns only)."""
+    inversion call's conditioning (c_crossattn, one row, as the CLIP gave it: fp32 here), the
+    blend maps fp32 [steps, T, h, w, columns] on the token grid (the prompt's columns only), and the
+    inverted latent and noise fp32 [1, channels, T, H, W] each (Load Attention Store's outputs)."""
     t, h, w = grid
     tt, th, tw = token_count(grid)
     parts = {
@@ -199,6 +200,7 @@ def store_bytes(grid: tuple[int, int, int], steps: int, columns: int, channels: 
         "source_context": TEXT_LEN * TEXT_DIM * 4,
         "source_conds": TEXT_LEN * TEXT_DIM * 4,
         "blend_maps": steps * tt * th * tw * columns * 4,
+        "inverted_latent_and_noise": 2 * channels * t * h * w * 4,
     }
     return {"parts": parts, "bytes": sum(parts.values()),
             "trajectory_shape": [steps, 1, channels, t, h, w], "blend_maps_shape": [steps, tt, th, tw, columns]}

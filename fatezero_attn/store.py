@@ -88,6 +88,11 @@ class AttentionStore:
     # latent [windows, C, h, w] as the inversion's LATENT output holds latents
     window_caches: list = field(default_factory=list)
     anchor_latents: torch.Tensor | None = None
+    # the inversion's outputs, so that a store loaded from a file can start the edit: its LATENT's
+    # samples and, for a flow model, the sampler-space latent its inverted_noise holds (None in
+    # files of older versions, and in a windowed store's sub-video stores)
+    inverted_latent: torch.Tensor | None = None
+    inverted_noise: torch.Tensor | None = None
 
     def __post_init__(self):
         if not self.source_conds:  # a store built by hand (tests): the prompt is the only conditioning
@@ -161,10 +166,19 @@ class AttentionStore:
         """The descending sigmas an edit visits (without its end point)."""
         return self.sigmas[1:].flip(0)
 
+    def sampler_sigmas(self) -> torch.Tensor:
+        """The inversion's edit_sigmas output: the edit's steps, then its end point ``s_0`` (the clean
+        latent's sigma: 0, or SD's alphas_cumprod[0])."""
+        return self.sigmas.flip(0)
+
+    def expert_split_step(self) -> int:
+        """Wan 2.2 A14B: how many edit steps start at sigma >= the expert boundary (SplitSigmas' step:
+        the high-noise expert's); 0 for a store of one model."""
+        return int((self.sigmas[1:] >= self.info.expert_boundary).sum()) if self.info.expert_boundary else 0
+
     def nbytes(self) -> int:
         tensors = [self.sigmas, self.unet_inputs, self.source_context, self.cross_maps, *self.source_conds.values()]
-        if self.anchor_latents is not None:
-            tensors.append(self.anchor_latents)
+        tensors += [t for t in (self.anchor_latents, self.inverted_latent, self.inverted_noise) if t is not None]
         caches = [self.cache] if self.cache else self.window_caches
         return sum(t.numel() * t.element_size() for t in tensors) + sum(c.nbytes() for c in caches)
 
@@ -221,5 +235,9 @@ class AttentionStore:
                 raise ValueError("the source caches do not match the store's windows")
         for cache in [self.cache] if self.cache else self.window_caches:
             cache.check(i.steps)
+        for name in ("inverted_latent", "inverted_noise"):
+            t = getattr(self, name)
+            if t is not None and tuple(t.shape[-2:]) != tuple(i.latent_hw):
+                raise ValueError(f"{name} has shape {tuple(t.shape)}, metadata says {i.latent_hw}")
         if not bool(torch.isfinite(self.unet_inputs).all()):
             raise ValueError("the latent trajectory holds non-finite values")

@@ -185,10 +185,10 @@ class FateZeroDDIMInversion:
         if mode == "cache":
             log.info("FateZero: source cache of %.1f MB for %d of %d steps",
                      sum(r.cache.nbytes() for r in recorders) / 2 ** 20, cached, n)
-        end = sigmas[:1] if clean > 0 else sigmas.new_zeros(1)
         out = latent.copy()
         out["samples"] = inverted
-        return out, store, torch.cat([sigmas[1:].flip(0), end]), InvertedNoise(None), 0
+        store.inverted_latent = inverted.detach().cpu().clone()  # the store's own: the output may be changed downstream
+        return out, store, store.sampler_sigmas(), InvertedNoise(None), 0  # ends at clean_sigma (s_0)
 
     @staticmethod
     def _store_mode(model, samples, videos: list[int], steps: int, requested: str, replace_steps: float,

@@ -108,10 +108,10 @@ def invert_flow(node: str, family, model, source_conditioning, latent: dict, ste
                            context.detach().cpu().float(), cross.float().cpu(), rec.conds)
     out = latent.copy()
     out["samples"] = model.model.process_latent_out(inverted.cpu().float())
-    edit_sigmas = torch.cat([sigmas[1:].flip(0), sigmas.new_zeros(1)])
-    # the high-noise sampler edits the steps that start at sigma >= boundary (SplitSigmas' step)
-    split = int((edit_sigmas[:-1] >= boundary).sum()) if high_noise_model is not None else 0
-    return out, store, edit_sigmas, InvertedNoise(inverted.cpu().float()), split
+    store.inverted_latent, store.inverted_noise = out["samples"].clone(), inverted.cpu().float()
+    # the sampler's schedule ends at sigma 0; the high-noise sampler edits the steps that start at
+    # sigma >= boundary (SplitSigmas' step)
+    return out, store, store.sampler_sigmas(), InvertedNoise(store.inverted_noise), store.expert_split_step()
 
 
 def check_experts(node: str, family, model, high_noise_model, boundary: float) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import folder_paths
 
 from ..fatezero_attn.errors import FateZeroError
+from ..fatezero_attn.flow_inversion import InvertedNoise
 from ..fatezero_attn.store import AttentionStore
 from . import CATEGORY
 from .common import STORE_TYPE
@@ -80,9 +81,14 @@ class FateZeroLoadAttentionStore:
     DESCRIPTION = "Reads an attention store saved by FateZero Save Attention Store; checks its format and contents."
     CATEGORY = CATEGORY
     FUNCTION = "load"
-    RETURN_TYPES = (STORE_TYPE,)
-    RETURN_NAMES = ("attention_store",)
-    OUTPUT_TOOLTIPS = ("Connect to FateZero Blend Mask and FateZero Attention Fusion (with the same MODEL).",)
+    RETURN_TYPES = (STORE_TYPE, "LATENT", "SIGMAS", "NOISE", "INT")
+    RETURN_NAMES = ("attention_store", "inverted_latent", "edit_sigmas", "inverted_noise", "expert_split_step")
+    OUTPUT_TOOLTIPS = (
+        "Connect to FateZero Blend Mask and FateZero Attention Fusion (with the same MODEL).",
+        "The inversion's inverted_latent, kept in the file: the sampler's latent_image.",
+        "The inversion's edit_sigmas: the sampler's sigmas.",
+        "The inversion's inverted_noise (Wan: SamplerCustomAdvanced's noise; SD: zero noise).",
+        "The inversion's expert_split_step (Wan 2.2 A14B: SplitSigmas' step; 0 otherwise).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -108,9 +114,18 @@ class FateZeroLoadAttentionStore:
         if not path.is_file():
             raise FateZeroError(f"{node}: 'store_file' {store_file} does not exist; save a store first or pick one from the list.")
         try:
-            return (AttentionStore.load(path),)
+            store = AttentionStore.load(path)
         except ValueError as e:
             raise FateZeroError(f"{node}: 'store_file' {store_file} cannot be used: {e}.") from None
+        if store.inverted_latent is None:  # saved by an older version: only the store itself can be used
+            from comfy_execution.graph import ExecutionBlocker
+            latent = noise = ExecutionBlocker(
+                f"{node}: {store_file} was saved by an older version of the pack and holds no inverted latent. Use "
+                "the latent you kept with Save Latent, or run FateZero DDIM Inversion again and save its store.")
+        else:
+            latent = {"samples": store.inverted_latent.clone()}
+            noise = InvertedNoise(store.inverted_noise)
+        return store, latent, store.sampler_sigmas(), noise, store.expert_split_step()
 
 
 NODE_CLASS_MAPPINGS = {"FateZeroSaveAttentionStore": FateZeroSaveAttentionStore,

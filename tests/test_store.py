@@ -9,12 +9,18 @@ import torch
 
 
 @pytest.fixture(scope="module")
-def store(comfy_nodes, tiny_model):
+def inverted(comfy_nodes, tiny_model):
+    """The inversion's outputs: (inverted_latent, attention_store, edit_sigmas, inverted_noise, expert_split_step)."""
     g = torch.Generator().manual_seed(1)
     cond = [[torch.randn(1, 77, 768, generator=g), {}]]
     latent = {"samples": torch.randn(2, 4, 16, 16, generator=g) * 5}
     node = comfy_nodes.NODE_CLASS_MAPPINGS["FateZeroDDIMInversion"]()
-    return node.invert(tiny_model, cond, latent, 3, "middle", 0, True, "alphas_cumprod[0] (authors)")[1]
+    return node.invert(tiny_model, cond, latent, 3, "middle", 0, True, "alphas_cumprod[0] (authors)")
+
+
+@pytest.fixture(scope="module")
+def store(inverted):
+    return inverted[1]
 
 
 @pytest.fixture
@@ -52,6 +58,31 @@ def test_round_trip_and_listing(comfy_nodes, store, folders):
     assert loaded.info.model_parts["weight patches"] == "none"
     temp_name = save(comfy_nodes, store, folder="temp")
     assert temp_name.startswith("temp/fatezero/") and load(comfy_nodes, temp_name).info == store.info
+
+
+def test_a_loaded_store_gives_the_inversions_outputs(comfy_nodes, inverted, folders):
+    """Load Attention Store's other outputs are the inversion's, so a saved store starts the edit
+    after a restart with the sampler wired as from the inversion."""
+    latent, store, sigmas, noise, split = inverted
+    got = comfy_nodes.NODE_CLASS_MAPPINGS["FateZeroLoadAttentionStore"]().load(save(comfy_nodes, store))
+    assert torch.equal(got[1]["samples"], latent["samples"])
+    assert torch.equal(got[2], sigmas) and got[4] == split == 0
+    assert float(sigmas[-1]) == float(store.sigmas[0]) > 0, "the edit ends at alphas_cumprod[0], as the inversion's"
+    assert torch.equal(got[3].generate_noise(latent), noise.generate_noise(latent))
+
+
+def test_a_file_without_the_inverted_latent_blocks_only_the_latent_outputs(comfy_nodes, store, folders):
+    """A file of an older version (no inverted latent): the store and sigmas load; a node fed the
+    LATENT or NOISE output stops with a message saying what to do."""
+    from dataclasses import replace
+
+    from comfy_execution.graph import ExecutionBlocker
+    got = comfy_nodes.NODE_CLASS_MAPPINGS["FateZeroLoadAttentionStore"]().load(
+        save(comfy_nodes, replace(store, inverted_latent=None)))
+    assert got[0].info == store.info and torch.equal(got[2], store.sampler_sigmas())
+    for blocked in (got[1], got[3]):
+        assert isinstance(blocked, ExecutionBlocker)
+        assert "FateZero Load Attention Store" in blocked.message and "Save Latent" in blocked.message
 
 
 def rewrite_metadata(path, change):

@@ -279,11 +279,12 @@ def test_blend_mask_follows_a_word_made_to_match_a_region(node, pack, monkeypatc
 
 def test_saved_store_edits_as_the_one_in_memory(node, wan, wan_clip, encode, inverted):
     name = node("FateZeroSaveAttentionStore").save(inverted[1], "fatezero/test-wan", "temp")["result"][0]
-    (loaded,) = node("FateZeroLoadAttentionStore").load(name)
-    assert loaded.info == inverted[1].info
+    store, latent, sigmas, noise, split = node("FateZeroLoadAttentionStore").load(name)
+    assert store.info == inverted[1].info and split == 0
     target, negative = encode(SWAP), encode("")
     want = sample(node, fuse(node, wan, inverted[1], wan_clip, SWAP), target, negative, inverted)
-    got = sample(node, fuse(node, wan, loaded, wan_clip, SWAP), target, negative, inverted)
+    # the whole edit from the file: its store, inverted latent, edit sigmas and inverted noise
+    got = sample(node, fuse(node, wan, store, wan_clip, SWAP), target, negative, (latent, store, sigmas, noise))
     assert torch.equal(got, want)
 
 
