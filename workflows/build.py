@@ -202,6 +202,46 @@ def load_video(clip: Clip, pos: tuple, frames: int, start: int, nth: int, width:
                  "height": height, "resize": "center crop"})
 
 
+def prompt_nodes(source: str, target: str, clip: tuple, negative: str, negative_title: str) -> list:
+    """Nodes 4-8: one text node per prompt feeds the encoder and the FateZero nodes alike."""
+    return [
+        Node(4, "PrimitiveStringMultiline", (X1 + 20, 80), (400, 110), {"value": source},
+             title="Source prompt (describes the video)", color=SOURCE_COLOR),
+        Node(5, "PrimitiveStringMultiline", (X1 + 20, 230), (400, 110), {"value": target},
+             title="Target prompt (the edit)", color=PROMPT_COLOR),
+        Node(6, "CLIPTextEncode", (X1 + 20, 380), (400, 90), {"text": source}, {"text": (4, 0), "clip": clip},
+             title="Encode source prompt", color=SOURCE_COLOR),
+        Node(7, "CLIPTextEncode", (X1 + 20, 510), (400, 90), {"text": target}, {"text": (5, 0), "clip": clip},
+             title="Encode target prompt", color=PROMPT_COLOR),
+        Node(8, "CLIPTextEncode", (X1 + 20, 640), (400, 90), {"text": negative}, {"clip": clip}, title=negative_title),
+    ]
+
+
+def fusion_node(node_id: int, pos: tuple, size: tuple, model: tuple, clip: tuple, *, source: str, target: str,
+                cross: float, self_: float, mapping: str, reweight: str, cross_words: str = "",
+                title: str | None = None) -> Node:
+    return Node(node_id, "FateZeroAttentionFusion", pos, size,
+                {"source_prompt": source, "target_prompt": target, "cross_replace_steps": cross,
+                 "self_replace_steps": self_, "mapping": mapping, "reweight": reweight,
+                 "cross_replace_words": cross_words, "fused_blocks": "auto"},
+                {"model": model, "attention_store": (9, 1), "clip": clip, "source_prompt": (4, 0),
+                 "target_prompt": (5, 0)}, title=title)
+
+
+def blend_nodes(source: str, blend: dict, clip: tuple, prefix: str, y: int) -> list:
+    """Nodes 15-17 and the attention preview from ``y`` down: the blend mask and its pictures."""
+    return [
+        Node(15, "FateZeroBlendMask", (X2 + 20, y), (400, 230),
+             {"source_prompt": source, "blend_words": blend["words"], "tau": blend["tau"],
+              "latent_blend": blend["latent_blend"], "target_blend_words": blend["target_words"]},
+             {"attention_store": (9, 1), "clip": clip, "source_prompt": (4, 0)}),
+        Node(16, "MaskToImage", (X2 + 20, y + 270), (260, 26), links={"mask": (15, 1)}),
+        Node(17, "SaveImage", (X2 + 20, y + 340), (400, 360), {"filename_prefix": prefix + "_mask"},
+             {"images": (16, 0)}, title="Save blend mask preview"),
+        *attention_preview(clip, source, blend, X2 + 20, y + 740),
+    ]
+
+
 def edit_graph(*, clip: Clip, target: str, cross: float, self_: float, mapping: str, reweight: str,
                cross_words: str, prefix: str, blend: dict | None, frames: int = 8, start: int = 40, nth: int = 4,
                width: int = 512, height: int = 512, window: int = 0,
@@ -213,17 +253,8 @@ def edit_graph(*, clip: Clip, target: str, cross: float, self_: float, mapping: 
         Node(1, "CheckpointLoaderSimple", (X0 + 20, 80), (360, 98), {"ckpt_name": checkpoint}),
         load_video(clip, (X0 + 20, 230), frames, start, nth, width, height),
         Node(3, "VAEEncode", (X0 + 20, 830), (210, 46), links={"pixels": (2, 0), "vae": (1, 2)}),
-        # 2. prompts: one text node per prompt feeds the encoder and the FateZero nodes alike
-        Node(4, "PrimitiveStringMultiline", (X1 + 20, 80), (400, 110), {"value": source},
-             title="Source prompt (describes the video)", color=SOURCE_COLOR),
-        Node(5, "PrimitiveStringMultiline", (X1 + 20, 230), (400, 110), {"value": target},
-             title="Target prompt (the edit)", color=PROMPT_COLOR),
-        Node(6, "CLIPTextEncode", (X1 + 20, 380), (400, 90), {"text": source}, {"text": (4, 0), "clip": (1, 1)},
-             title="Encode source prompt", color=SOURCE_COLOR),
-        Node(7, "CLIPTextEncode", (X1 + 20, 510), (400, 90), {"text": target}, {"text": (5, 0), "clip": (1, 1)},
-             title="Encode target prompt", color=PROMPT_COLOR),
-        Node(8, "CLIPTextEncode", (X1 + 20, 640), (400, 90), {"text": ""}, {"clip": (1, 1)},
-             title="Encode negative prompt (empty)"),
+        # 2. prompts
+        *prompt_nodes(source, target, (1, 1), "", "Encode negative prompt (empty)"),
         # 3. inversion
         Node(9, "FateZeroDDIMInversion", (X2 + 20, 80), (400, 294),
              {"steps": 50, "temporal_mode": "middle", "temporal_min_channels": 640, "video_groupnorm": True,
@@ -232,12 +263,8 @@ def edit_graph(*, clip: Clip, target: str, cross: float, self_: float, mapping: 
               "expert_boundary": 0.875},
              {"model": (1, 0), "source_conditioning": (6, 0), "latent": (3, 0)}),
         # 4. fused editing
-        Node(10, "FateZeroAttentionFusion", (X3 + 20, 80), (380, 322),
-             {"source_prompt": source, "target_prompt": target, "cross_replace_steps": cross,
-              "self_replace_steps": self_, "mapping": mapping, "reweight": reweight, "cross_replace_words": cross_words,
-              "fused_blocks": "auto"},
-             {"model": (1, 0), "attention_store": (9, 1), "clip": (1, 1), "source_prompt": (4, 0),
-              "target_prompt": (5, 0)}),
+        fusion_node(10, (X3 + 20, 80), (380, 322), (1, 0), (1, 1), source=source, target=target, cross=cross,
+                    self_=self_, mapping=mapping, reweight=reweight, cross_words=cross_words),
         # SamplerCustom, not SamplerCustomAdvanced: one node holds what the edit sets (add_noise off, CFG,
         # prompts, the fused MODEL, the inverted latent, the inversion's sigmas) and a KSamplerSelect picks
         # ddim; SamplerCustomAdvanced would need DisableNoise and CFGGuider nodes too, four nodes for the
@@ -264,17 +291,8 @@ def edit_graph(*, clip: Clip, target: str, cross: float, self_: float, mapping: 
         Group("5. Decode and save", (X4, 0, 440, 850), GROUP_COLORS["save"]),
     ]
     if blend is not None:
-        n += [
-            Node(15, "FateZeroBlendMask", (X2 + 20, 460), (400, 230),
-                 {"source_prompt": source, "blend_words": blend["words"], "tau": blend["tau"],
-                  "latent_blend": blend["latent_blend"], "target_blend_words": blend["target_words"]},
-                 {"attention_store": (9, 1), "clip": (1, 1), "source_prompt": (4, 0)}),
-            Node(16, "MaskToImage", (X2 + 20, 730), (260, 26), links={"mask": (15, 1)}),
-            Node(17, "SaveImage", (X2 + 20, 800), (400, 360), {"filename_prefix": prefix + "_mask"},
-                 {"images": (16, 0)}, title="Save blend mask preview"),
-        ]
+        n += blend_nodes(source, blend, (1, 1), prefix, 460)
         n[9].links["blend_mask"] = (15, 0)
-        n += attention_preview((1, 1), source, blend, X2 + 20, 1200)
         groups.append(Group("3b. Blend mask and attention preview", (X2, 390, 440, 1500),
                             GROUP_COLORS["blend"]))
     return n, groups
@@ -311,9 +329,9 @@ BLEND_LINE = ("- Blend Mask: blend_words = the SOURCE words of the object you ed
 STYLE_TARGET = "watercolor painting of "
 
 
-def sd_style(name: str, title: str, prefix: str, headline: str, *extra: str, **size) -> Workflow:
-    """The style edit (the authors' watercolor settings) on ``size``'s clip and frames, with its Note."""
-    clip = size.pop("clip", RABBIT)
+def sd_style(name: str, title: str, prefix: str, headline: str, *extra: str, clip: Clip = RABBIT,
+             **size) -> Workflow:
+    """The style edit (the authors' watercolor settings) on ``clip`` at ``size``, with its Note."""
     nodes, groups = edit_graph(clip=clip, target=STYLE_TARGET + clip.source, cross=0.8, self_=0.8, mapping="refine",
                                reweight="watercolor:10", cross_words="", prefix=prefix, blend=None, **size)
     nodes.append(note(headline, clip_line(nodes), *SD_RUN, STYLE_LINE, *extra, MORE))
@@ -418,6 +436,7 @@ def wan_graph(*, unet: str, vae: str, clip: Clip, start: int, nth: int, target: 
     SamplerCustomAdvanced; with ``high_noise_unet`` the two experts of Wan 2.2 A14B, split at
     the inversion's expert_split_step."""
     source = clip.source
+    fusion = dict(source=source, target=target, cross=cross, self_=self_, mapping=mapping, reweight=reweight)
     n = [
         Node(1, "UNETLoader", (X0 + 20, 80), (360, 82), {"unet_name": unet, "weight_dtype": "default"},
              title="Load Diffusion Model (low-noise expert)" if high_noise_unet else None),
@@ -427,16 +446,7 @@ def wan_graph(*, unet: str, vae: str, clip: Clip, start: int, nth: int, target: 
              title="ModelSamplingSD3 (Wan's shift)"),
         load_video(clip, (X0 + 20, 520), frames, start, nth, width, height),
         Node(3, "VAEEncode", (X0 + 20, 1120), (210, 46), links={"pixels": (2, 0), "vae": (22, 0)}),
-        Node(4, "PrimitiveStringMultiline", (X1 + 20, 80), (400, 110), {"value": source},
-             title="Source prompt (describes the video)", color=SOURCE_COLOR),
-        Node(5, "PrimitiveStringMultiline", (X1 + 20, 230), (400, 110), {"value": target},
-             title="Target prompt (the edit)", color=PROMPT_COLOR),
-        Node(6, "CLIPTextEncode", (X1 + 20, 380), (400, 90), {"text": source}, {"text": (4, 0), "clip": (21, 0)},
-             title="Encode source prompt", color=SOURCE_COLOR),
-        Node(7, "CLIPTextEncode", (X1 + 20, 510), (400, 90), {"text": target}, {"text": (5, 0), "clip": (21, 0)},
-             title="Encode target prompt", color=PROMPT_COLOR),
-        Node(8, "CLIPTextEncode", (X1 + 20, 640), (400, 90), {"text": WAN_NEGATIVE}, {"clip": (21, 0)},
-             title="Encode negative prompt"),
+        *prompt_nodes(source, target, (21, 0), WAN_NEGATIVE, "Encode negative prompt"),
         Node(9, "FateZeroDDIMInversion", (X2 + 20, 80), (400, 400),
              {"steps": steps, "temporal_mode": "per-frame", "temporal_min_channels": 0, "video_groupnorm": False,
               "clean_sigma": "0 (ComfyUI)", "store_mode": "recompute", "cache_replace_steps": 0.8, "window": 0,
@@ -444,12 +454,8 @@ def wan_graph(*, unet: str, vae: str, clip: Clip, start: int, nth: int, target: 
               "expert_boundary": boundary},
              {"model": (24, 0), "source_conditioning": (6, 0), "latent": (3, 0)},
              title="FateZero Inversion (Euler flow, fixed-point)"),
-        Node(10, "FateZeroAttentionFusion", (X3 + 20, 80), (380, 340),
-             {"source_prompt": source, "target_prompt": target, "cross_replace_steps": cross,
-              "self_replace_steps": self_, "mapping": mapping, "reweight": reweight, "cross_replace_words": "",
-              "fused_blocks": "auto"},
-             {"model": (24, 0), "attention_store": (9, 1), "clip": (21, 0), "source_prompt": (4, 0),
-              "target_prompt": (5, 0)}, title="FateZero Attention Fusion (low-noise expert)" if high_noise_unet else None),
+        fusion_node(10, (X3 + 20, 80), (380, 340), (24, 0), (21, 0), **fusion,
+                    title="FateZero Attention Fusion (low-noise expert)" if high_noise_unet else None),
         Node(23, "CFGGuider", (X3 + 20, 470), (380, 98), {"cfg": cfg},
              {"model": (10, 0), "positive": (7, 0), "negative": (8, 0)}, title="CFGGuider (the fused MODEL)"),
         Node(20, "KSamplerSelect", (X3 + 20, 610), (380, 58), {"sampler_name": "euler"}, title="KSamplerSelect (euler)"),
@@ -475,12 +481,8 @@ def wan_graph(*, unet: str, vae: str, clip: Clip, start: int, nth: int, target: 
                  title="Load Diffusion Model (high-noise expert)"),
             Node(26, "ModelSamplingSD3", (X0 - 400, 200), (360, 58), {"shift": shift}, {"model": (25, 0)},
                  title="ModelSamplingSD3 (high-noise expert)"),
-            Node(27, "FateZeroAttentionFusion", (X3 + 20, 1120), (380, 340),
-                 {"source_prompt": source, "target_prompt": target, "cross_replace_steps": cross,
-                  "self_replace_steps": self_, "mapping": mapping, "reweight": reweight, "cross_replace_words": "",
-                  "fused_blocks": "auto"},
-                 {"model": (26, 0), "attention_store": (9, 1), "clip": (21, 0), "source_prompt": (4, 0),
-                  "target_prompt": (5, 0)}, title="FateZero Attention Fusion (high-noise expert)"),
+            fusion_node(27, (X3 + 20, 1120), (380, 340), (26, 0), (21, 0), **fusion,
+                        title="FateZero Attention Fusion (high-noise expert)"),
             Node(28, "CFGGuider", (X3 + 20, 1500), (380, 98), {"cfg": cfg},
                  {"model": (27, 0), "positive": (7, 0), "negative": (8, 0)}, title="CFGGuider (high-noise expert)"),
             Node(29, "SplitSigmas", (X2 + 20, 540), (400, 78), {"step": 0}, {"sigmas": (9, 2), "step": (9, 4)},
@@ -497,17 +499,8 @@ def wan_graph(*, unet: str, vae: str, clip: Clip, start: int, nth: int, target: 
         groups[0] = Group("1. Models and video", (X0 - 420, 0, 820, 1200), GROUP_COLORS["input"])
         groups[3] = Group("4. Edit (fused attention), one sampler per expert", (X3, 0, 420, 2060), GROUP_COLORS["edit"])
     if blend is not None:
-        n += [
-            Node(15, "FateZeroBlendMask", (X2 + 20, 660), (400, 230),
-                 {"source_prompt": source, "blend_words": blend["words"], "tau": blend["tau"], "latent_blend": False,
-                  "target_blend_words": ""},
-                 {"attention_store": (9, 1), "clip": (21, 0), "source_prompt": (4, 0)}),
-            Node(16, "MaskToImage", (X2 + 20, 930), (260, 26), links={"mask": (15, 1)}),
-            Node(17, "SaveImage", (X2 + 20, 1000), (400, 360), {"filename_prefix": prefix + "_mask"},
-                 {"images": (16, 0)}, title="Save blend mask preview"),
-        ]
+        n += blend_nodes(source, blend, (21, 0), prefix, 660)
         by_id[10].links["blend_mask"] = (15, 0)
-        n += attention_preview((21, 0), source, blend, X2 + 20, 1400)
         groups.append(Group("3b. Blend mask and attention preview", (X2, 620, 440, 1500), GROUP_COLORS["blend"]))
     return n, groups
 
