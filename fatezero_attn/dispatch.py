@@ -81,8 +81,8 @@ class RowDispatch:
         keep_edit = None  # the blend mask: where the edit keeps its own self-attention
         if attn == "attn1":
             if plan.blend is not None:  # [frames, h*w, 1] -> one row's queries [rows, tokens, 1]
-                keep_edit = plan.blend.keep_edit(plan.store.info.steps - 1 - step, self.model.map_grid(extra))
-                keep_edit = keep_edit.to(q.device).reshape(-1, q.shape[1], 1)
+                keep_edit = plan.blend.keep_edit(plan.store.info.steps - 1 - step, self.model.map_grid(extra),
+                                                 q.device).reshape(-1, q.shape[1], 1)
             fuse = lambda rows, plain: fused_self_attention(q_src, k_src, vt[rows], heads, plain, keep_edit,
                                                             attn=attend)
         else:

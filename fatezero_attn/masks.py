@@ -56,12 +56,13 @@ class BlendMask:
     target_words: list[str] = field(default_factory=list)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def keep_edit(self, j: int, size: tuple[int, int]) -> torch.Tensor:
-        """Mask ``[frames, H*W, 1]`` (1 = keep the edit's own self-attention) for call j."""
-        key = (j, size)
+    def keep_edit(self, j: int, size: tuple[int, int], device: torch.device | str = "cpu") -> torch.Tensor:
+        """Mask ``[frames, H*W, 1]`` (1 = keep the edit's own self-attention) for call j, on
+        ``device``; kept, as every fused self-attention call of the step asks for it again."""
+        key = (j, size, str(device))
         if key not in self._cache:
             m = threshold_mask(self.pooled[j], size, self.tau)
-            self._cache[key] = m.flatten(1)[..., None].float()
+            self._cache[key] = m.flatten(1)[..., None].float().to(device)
         return self._cache[key]
 
     def rows(self, rows: slice) -> "BlendMask":

@@ -88,7 +88,7 @@ def invert_flow(node: str, family, model, source_conditioning, latent: dict, ste
                       disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0)
     except (torch.OutOfMemoryError, MemoryError) as e:
         _, _, t, h, w = samples.shape
-        raise FateZeroError(f"{node}: out of memory inverting {t} latent frames of {w * 8}x{h * 8} ({e}). Load "
+        raise FateZeroError(f"{node}: out of memory inverting {t} latent frames of {w * family.vae_scale}x{h * family.vae_scale} ({e}). Load "
                             "fewer frames (frame_count) or a smaller width/height, then queue again.") from e
     inverted = kept["x"]  # the sampler's space; its return value passed 1 / (1 - sigma) at sigma 1
 
