@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import windows
+from . import defaults, model_family, windows
 from .masks import threshold_mask, word_maps
 from .schedule import replace_step_counts
 from .wan_dit import video_frame_latents
@@ -31,7 +31,7 @@ OUTSIDE = 0.35      # mask panel: brightness of the frame outside the mask
 OUTLINE = (0.0, 1.0, 1.0)  # mask panel: the outline colour (cyan, absent from the dimmed frames)
 TILE, COLUMNS, GAP, HEADER = 256, 8, 4, 26  # tile's longer side, frames per page, gap and header pixels
 BACKGROUND, TEXT = 0.12, 0.92
-DEFAULT_FRACTION = 0.8  # the fusion's default replace fraction
+DEFAULT_FRACTION = defaults.SELF_REPLACE_STEPS  # the fusion's default replace fraction
 
 
 def colormap(v: torch.Tensor) -> torch.Tensor:
@@ -56,6 +56,13 @@ def video_rows(latent_frames: int, frames: int, window: int, mode: str) -> list[
     if latent_frames:
         return video_frame_latents(latent_frames)
     return windows.clip_rows(windows.sub_videos(frames, window, mode)) if window else list(range(frames))
+
+
+def video_size(info) -> tuple[int, int]:
+    """``(H, W)`` in pixels of the video a store (``StoreInfo``) was inverted from: its latent grid
+    times the family's VAE scale."""
+    scale = model_family.FAMILIES[info.model_family].vae_scale
+    return info.latent_hw[0] * scale, info.latent_hw[1] * scale
 
 
 def pick_frames(count: int, max_frames: int) -> list[int]:

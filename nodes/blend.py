@@ -1,13 +1,13 @@
 """Blend mask from the source cross-attention of the edited words."""
 from __future__ import annotations
 
-from ..fatezero_attn import model_family, windows
+from ..fatezero_attn import preview as sheet
 from ..fatezero_attn.defaults import BLEND_TAU
 from ..fatezero_attn.errors import FateZeroError
 from ..fatezero_attn.masks import BlendMask, word_maps
 from . import CATEGORY
-from ..fatezero_attn.wan_dit import video_frame_latents
-from .common import BLEND_TYPE, CLIP_INPUT, SOURCE_PROMPT_INPUT, STORE_INPUT, check_source_prompt, positions_of, prompt_words, text_window
+from .common import (BLEND_TYPE, CLIP_INPUT, SOURCE_PROMPT_INPUT, STORE_INPUT, check_source_prompt, check_tau,
+                     positions_of, prompt_words, text_window, word_list)
 
 NODE = "FateZero Blend Mask"
 
@@ -36,12 +36,11 @@ class FateZeroBlendMask:
         }}
 
     def make(self, attention_store, clip, source_prompt, blend_words, tau, latent_blend=False, target_blend_words=""):
-        if not 0.0 <= tau <= 1.0:
-            raise FateZeroError(f"{NODE}: 'tau' is {tau}; use a threshold between 0 and 1 (the authors use 0.3).")
+        check_tau(tau, NODE)
         store = attention_store
         check_source_prompt(clip, source_prompt, store, NODE)
         words, tokens = prompt_words(clip, source_prompt, NODE, "source_prompt")
-        chosen = [w.strip() for w in blend_words.split(",") if w.strip()]
+        chosen = word_list(blend_words)
         if not chosen:
             raise FateZeroError(f"{NODE}: 'blend_words' is empty; name the source word(s) of the object you edit, e.g. 'jeep'.")
         start = text_window(clip).start
@@ -58,17 +57,15 @@ class FateZeroBlendMask:
                                 "deepest down level with transformers, and the up blocks at its resolution): its "
                                 "UNet has no such layers, so this model cannot make a blend mask. Leave blend_mask "
                                 "unconnected on the fusion node (full self-attention replacement).")
-        targets = [w.strip() for w in target_blend_words.split(",") if w.strip()]
+        targets = word_list(target_blend_words)
         if latent_blend and not targets:
             raise FateZeroError(f"{NODE}: 'latent_blend' is on but 'target_blend_words' is empty; name the target "
                                 "word(s) of the new object (e.g. 'red, jeep') or turn latent_blend off.")
         blend = BlendMask(word_maps(store.cross_maps, positions), tau, chosen, latent_blend, targets)
-        h, w = store.info.latent_hw
-        scale = model_family.FAMILIES[store.info.model_family].vae_scale
-        preview = blend.preview((h * scale, w * scale))  # [map frames, H, W]
-        if store.info.latent_frames:  # Wan: latent frames -> the video's 4n+1 frames
-            return blend, preview[video_frame_latents(store.info.latent_frames)]
-        return blend, preview[windows.clip_rows(store.sub_videos())] if store.info.window else preview  # rows -> clip
+        info = store.info
+        preview = blend.preview(sheet.video_size(info))  # [map frames, H, W]
+        # map frames -> the video's frames (Wan: latent frames -> 4n+1; a windowed store: rows -> clip)
+        return blend, preview[sheet.video_rows(info.latent_frames, info.frames, info.window, info.temporal_mode)]
 
 
 NODE_CLASS_MAPPINGS = {"FateZeroBlendMask": FateZeroBlendMask}

@@ -97,6 +97,16 @@ def positions_of(words: list[str], tokens: list[list[int]], wanted: str, node: s
     return pos
 
 
+def word_list(text: str) -> list[str]:
+    """``"silver, jeep"`` -> ``["silver", "jeep"]`` (empty items dropped)."""
+    return [w.strip() for w in text.split(",") if w.strip()]
+
+
+def check_tau(tau: float, node: str) -> None:
+    if not 0.0 <= tau <= 1.0:
+        raise FateZeroError(f"{node}: 'tau' is {tau}; use a threshold between 0 and 1 (the authors use 0.3).")
+
+
 def parse_word_values(text: str, node: str, input_name: str, lo: float, hi: float) -> dict[str, float]:
     """``"watercolor:10, van gogh:5"`` -> ``{"watercolor": 10.0, "van gogh": 5.0}``."""
     out: dict[str, float] = {}

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import weakref
 
-from ..fatezero_attn import model_family, preview
+from ..fatezero_attn import preview
 from ..fatezero_attn.defaults import BLEND_TAU
 from ..fatezero_attn.errors import FateZeroError
 from . import CATEGORY
-from .common import CLIP_INPUT, SOURCE_PROMPT_INPUT, STORE_INPUT, check_source_prompt, positions_of, prompt_words, text_window
+from .common import (CLIP_INPUT, SOURCE_PROMPT_INPUT, STORE_INPUT, check_source_prompt, check_tau, positions_of,
+                     prompt_words, text_window, word_list)
 
 NODE = "FateZero Attention Preview"
 _CHECKED: list = []  # weak (clip, store) and prompt that passed check_source_prompt, newest first
-
-
-def split_words(text: str) -> list[str]:
-    return [w.strip() for w in text.split(",") if w.strip()]
 
 
 class FateZeroAttentionPreview:
@@ -49,8 +46,7 @@ class FateZeroAttentionPreview:
 
     def render(self, attention_store, clip, source_prompt, words, step, tau, blend_words, images=None, max_frames=16):
         store, info = attention_store, attention_store.info
-        if not 0.0 <= tau <= 1.0:
-            raise FateZeroError(f"{NODE}: 'tau' is {tau}; use a threshold between 0 and 1 (the authors use 0.3).")
+        check_tau(tau, NODE)
         if not -1 <= step < info.steps:
             raise FateZeroError(f"{NODE}: 'step' is {step}, but the attention store has {info.steps} steps; use -1 "
                                 f"(the mean over the fused steps) or an edit step from 0 to {info.steps - 1}.")
@@ -61,16 +57,15 @@ class FateZeroAttentionPreview:
         self._check_prompt(clip, source_prompt, store)
         prompt, tokens = prompt_words(clip, source_prompt, NODE, "source_prompt")
         start = text_window(clip).start
-        shown = split_words(words) or list(dict.fromkeys(w.lower() for w in prompt))
+        shown = word_list(words) or list(dict.fromkeys(w.lower() for w in prompt))
         positions = {w: positions_of(prompt, tokens, w, NODE, "words", "source prompt", start) for w in shown}
-        blend = split_words(blend_words)
+        blend = word_list(blend_words)
         blend_pos = sorted({p for w in blend
                             for p in positions_of(prompt, tokens, w, NODE, "blend_words", "source prompt", start)})
 
         rows_of = preview.video_rows(info.latent_frames, info.frames, info.window, info.temporal_mode)
         frames = len(rows_of)
-        scale = model_family.FAMILIES[info.model_family].vae_scale
-        size = (info.latent_hw[0] * scale, info.latent_hw[1] * scale)
+        size = preview.video_size(info)
         if images is not None:
             size = self._check_images(images, frames, info, size)
         ids = preview.pick_frames(frames, max_frames)
