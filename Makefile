@@ -15,12 +15,12 @@ test:
 	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" -m pytest tests -q -rs'
 
 bench: host
-	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_fatezero.py'
+	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_sd.py'
 	@echo "SD1.5's real UNet layout at 512x512 (bench/README.md, 'Memory and time'): make bench-sd15"
 
 # SD1.5's exact UNet (random weights) at 512x512, 2 frames, 5 steps, with a profile: about 40 min on 2 CPU cores
 bench-sd15: host
-	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_fatezero.py $(SD15_BENCH)'
+	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_sd.py $(SD15_BENCH)'
 
 SD15_BENCH = --unet sd15 --size 512 --frames 2 --steps 5 --threads 2 --sweep-frames= --sweep-sizes= --verify-size 128 --profile
 

@@ -13,11 +13,9 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
-PACK_DIR = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PACK_DIR / "tests"))
-SOURCE = "a silver jeep driving down a curvy road in the countryside"
+import harness
+from harness import BLEND_WORDS, SOURCE_PROMPT as SOURCE
 
 
 def main(argv=None) -> int:
@@ -30,19 +28,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
 
-    import host
-    host.import_comfy_in_process()
-    import torch
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    pack, nodes = host.load_pack_in_process()
+    torch = harness.start_comfy("cpu", args.threads)
+    pack, nodes = harness.load_pack()
     import comfy.sd
-    import sd1_models
-    cache = PACK_DIR / ".host" / "cache" / "checkpoints"
-    ckpt = sd1_models.sd15_checkpoint(cache)
+    ckpt = harness.checkpoint_path()  # the tests' checkpoint: its CLIP is SD1.5's shape
     clip = comfy.sd.load_checkpoint_guess_config(str(ckpt), output_vae=False, output_clipvision=False)[1]
 
-    st = pack.fatezero_attn.store
+    st = harness.PackModules(pack).store
     h, w = args.height // 8, args.width // 8
     g = torch.Generator().manual_seed(0)
     maps = torch.rand(args.steps, args.frames, h // 4, w // 4, 77, generator=g) ** 4
@@ -59,7 +51,7 @@ def main(argv=None) -> int:
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            pages = node.render(store, clip, SOURCE, "", -1, 0.3, "silver, jeep", images, max_frames)[0]
+            pages = node.render(store, clip, SOURCE, "", -1, 0.3, BLEND_WORDS, images, max_frames)[0]
             times.append(time.perf_counter() - start)
         print(f"  max_frames {max_frames:2d}: {len(pages)} page(s) of {tuple(pages.shape[1:3])}, "
               f"median {statistics.median(times):.2f} s (min {min(times):.2f}, max {max(times):.2f})")

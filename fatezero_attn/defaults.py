@@ -13,13 +13,13 @@ Follows the authors' code (default):
 - Editing ends at ``alphas_cumprod[0]`` when sampled with the inversion's SIGMAS output
   (SamplerCustom); KSamplerAdvanced ends at sigma 0 (ComfyUI's end point).
 - Edit step k uses the source attention of inversion call N-1-k (the same timestep).
-  ``hooks.FateZeroPatch.unet_wrapper``.
+  ``run/patch.py``'s ``FateZeroPatch.model_wrapper``.
 - Replace windows: cross-attention at k < int(cross_replace_steps * (N + 1)), self-attention
   at k < int(self_replace_steps * N). ``schedule.replace_step_counts``.
 - Layers: self- and cross-attention fused where the query length is at most 32x32
   (``FUSE_MAX_QUERY``): 11 of SD1's 16 transformer blocks at 512x512. Carried over to other
   families by its meaning, the levels at 1/2 of the native latent and below
-  (``model_family.Family.fuse_max_query``): 32x32 for SD 2.x at 512, 48x48 for SD 2.x 768
+  (``families/sd_unet.py``'s ``SDFamily.fuse_max_query``): 32x32 for SD 2.x at 512, 48x48 for SD 2.x 768
   v-prediction at 768x768 (its 48x48, 24x24 and 12x12 levels: 11 of 16 blocks, as SD1.5), 64x64
   for SDXL at 1024x1024 (every SDXL transformer: its 64x64 and 32x32 levels). The limit is a
   query length, so a smaller video fuses more levels, as with the authors' fixed 32x32.
@@ -33,7 +33,7 @@ Follows the authors' code (default):
   with tau 0.3 (``BLEND_TAU``), kept in float32 so no pixel flips on storage rounding. ``masks``.
   The blend layers are defined by their role: the deepest down level that has transformers
   and the up blocks at the same resolution, not the middle block
-  (``sd_unet.blend_factor``). For SD1.5 that is 1/4 of the latent (16x16 at 512x512): down
+  (``families/sd_unet.blend_factor``). For SD1.5 that is 1/4 of the latent (16x16 at 512x512): down
   level 2's two transformers (``input_blocks`` 7, 8; diffusers ``down_blocks[2]``) and up
   level 1's three (``output_blocks`` 3, 4, 5; ``up_blocks[1]``), the authors' five 16x16
   layers. For SD2 it is the same levels (24x24 maps at 768x768); for SDXL the deepest level is
@@ -50,7 +50,7 @@ Follows the authors' code (default):
   (``LATENT_BLEND_START``, ``LATENT_BLEND_END``). ``latent_blend.LatentBlend.latent_blend``.
 - Only the positive (conditional) branch is fused; the negative branch is untouched.
 
-Wan 2.1 (``wan_dit.py``, ``flow_inversion.py``; the authors had no such model, so these are the
+Wan 2.1 (``families/wan.py``, ``inversion/flow.py``; the authors had no such model, so these are the
 pack's choices, each settable on the nodes):
 - Inversion: Euler on ComfyUI's ``simple`` flow schedule (the Wan templates'), refined by one
   fixed-point iteration per step that starts from the previous step's velocity, so it costs
@@ -88,9 +88,9 @@ CROSS_REPLACE_STEPS = 0.8
 SELF_REPLACE_STEPS = 0.8
 CACHE_REPLACE_STEPS = 0.8  # the cache covers fusion fractions up to the authors' largest
 
-# Wan (wan_dit.py): block ranges as percentages of the depth, so the same default means the same
+# Wan (families/wan.py): block ranges as percentages of the depth, so the same default means the same
 # part of the 30-block 1.3B and the 40-block 14B models. See the Wan section above for the reasons.
 WAN_FUSED_BLOCKS = "0%-50%"
 WAN_BLEND_BLOCKS = "33%-67%"
-WAN_INVERSION = "fixed-point"  # flow_inversion.py
+WAN_INVERSION = "fixed-point"  # inversion/flow.py
 WAN_FIXED_POINT_ITERATIONS = 1

@@ -1,10 +1,10 @@
 """Blend mask from the source cross-attention of the edited words."""
 from __future__ import annotations
 
-from ..fatezero_attn import preview as sheet
 from ..fatezero_attn.defaults import BLEND_TAU
+from ..fatezero_attn.edit.masks import BlendMask, word_maps
 from ..fatezero_attn.errors import FateZeroError
-from ..fatezero_attn.masks import BlendMask, word_maps
+from ..fatezero_attn.store import preview as sheet
 from . import CATEGORY
 from .common import (BLEND_TYPE, CLIP_INPUT, SOURCE_PROMPT_INPUT, STORE_INPUT, check_source_prompt, check_tau,
                      positions_of, prompt_words, text_window, word_list)
@@ -46,11 +46,12 @@ class FateZeroBlendMask:
         start = text_window(clip).start
         positions = sorted({p for w in chosen
                             for p in positions_of(words, tokens, w, NODE, "blend_words", "source prompt", start)})
-        if store.info.latent_frames and store.cross_maps.shape[2] == 0:
+        family = store.info.family
+        if family.blocks_by_index and store.cross_maps.shape[2] == 0:
             raise FateZeroError(f"{NODE}: the attention store holds no cross-attention: its inversion's 'blend_blocks' "
                                 "chose no block. Invert again with blend_blocks 'auto' or a range like '10-19'.")
-        if store.info.latent_frames and latent_blend:
-            raise FateZeroError(f"{NODE}: 'latent_blend' is not available for Wan in this version; the blend mask "
+        if latent_blend and not family.latent_blend:
+            raise FateZeroError(f"{NODE}: 'latent_blend' is not available for {family.name} in this version; the blend mask "
                                 "still keeps the edit's own self-attention inside the object. Turn latent_blend off.")
         if store.cross_maps.shape[2] == 0:
             raise FateZeroError(f"{NODE}: the attention store holds no cross-attention of blend layers (the UNet's "
@@ -65,7 +66,7 @@ class FateZeroBlendMask:
         info = store.info
         preview = blend.preview(sheet.video_size(info))  # [map frames, H, W]
         # map frames -> the video's frames (Wan: latent frames -> 4n+1; a windowed store: rows -> clip)
-        return blend, preview[sheet.video_rows(info.latent_frames, info.frames, info.window, info.temporal_mode)]
+        return blend, preview[sheet.video_rows(info)]
 
 
 NODE_CLASS_MAPPINGS = {"FateZeroBlendMask": FateZeroBlendMask}

@@ -5,10 +5,11 @@ import hashlib
 
 import torch
 
-from ..fatezero_attn import model_family, model_state
-from ..fatezero_attn.alignment import CLIP_WINDOW, UMT5_WINDOW, TextWindow, flatten, word_positions
+from ..fatezero_attn.edit.alignment import CLIP_WINDOW, UMT5_WINDOW, TextWindow, flatten, word_positions
 from ..fatezero_attn.errors import FateZeroError
-from ..fatezero_attn.store import AttentionStore
+from ..fatezero_attn.families import family_of
+from ..fatezero_attn.store import model_state
+from ..fatezero_attn.store.attention_store import AttentionStore
 
 STORE_TYPE = "FATEZERO_STORE"
 BLEND_TYPE = "FATEZERO_BLEND"
@@ -140,7 +141,7 @@ def check_source_prompt(clip, text: str, store: AttentionStore, node: str) -> No
 def check_store_model(store: AttentionStore, model, node: str) -> str | None:
     """The MODEL must compute the inversion's UNet call as the inversion's MODEL did. For a store
     inverted with two experts: which one this MODEL is ("high" / "low"; None when it is both)."""
-    family = model_family.family_of(model)
+    family = family_of(model)
     if family is None or family.name != store.info.model_family:
         raise FateZeroError(
             f"{node}: 'model' is {'not of a model family FateZero supports' if family is None else 'of family ' + family.name} and the "

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import torch
 
-from ..fatezero_attn import model_family
-from ..fatezero_attn.alignment import flatten, refine_mapper, replace_mapper
 from ..fatezero_attn.defaults import CROSS_REPLACE_STEPS, SELF_REPLACE_STEPS, WAN_FUSED_BLOCKS
+from ..fatezero_attn.edit.alignment import flatten, refine_mapper, replace_mapper
+from ..fatezero_attn.edit.schedule import cross_replace_count, replace_step_counts
 from ..fatezero_attn.errors import FateZeroError
-from ..fatezero_attn.hooks import FateZeroPatch
-from ..fatezero_attn.plan import FusionPlan
-from ..fatezero_attn.schedule import cross_replace_count, replace_step_counts
+from ..fatezero_attn.run.patch import FateZeroPatch
+from ..fatezero_attn.run.plan import FusionPlan
 from . import CATEGORY
 from .common import (BLEND_TYPE, STORE_TYPE, check_source_prompt, check_store_conditioning, check_store_model,
                      parse_word_values, positions_of, prompt_words, text_window)
@@ -94,9 +93,9 @@ class FateZeroAttentionFusion:
                                 "the same attention_store as this node.")
         # the sampler's positive rows are checked against this (only the target's rows are fused)
         target_context = clip.encode_from_tokens(clip.tokenize(target_prompt))[0].detach().float().cpu()
-        seam = model_family.FAMILIES[store.info.model_family].seam
+        family = store.info.family
         try:
-            fused_sites = seam.fused_sites(model.model.diffusion_model, fused_blocks)
+            fused_sites = family.fused_sites(model.model.diffusion_model, fused_blocks)
         except ValueError as e:
             raise FateZeroError(f"{NODE}: 'fused_blocks' {e}; write a range like '0-14', 'all' or 'auto'.") from None
         plan = FusionPlan(store, S, aligned, equalizer, cross_steps_per_token, self_steps, blend=blend_mask,
@@ -104,8 +103,8 @@ class FateZeroAttentionFusion:
                           fused_sites=fused_sites, expert=expert, target_context=target_context,
                           target_prompt=target_prompt)
         check_store_conditioning(store, NODE, plan.fused_steps)
-        patch = FateZeroPatch(store.info.temporal_mode, store.info.temporal_min_channels, store.info.video_groupnorm,
-                              fusion=plan, node=NODE, model=seam)
+        patch = FateZeroPatch(family, store.info.temporal_mode, store.info.temporal_min_channels,
+                              store.info.video_groupnorm, plan=plan, node=NODE)
         patched = model.clone()
         patch.install(patched)
         return (patched,)

@@ -4,24 +4,29 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-import torch
-
 import comfy.model_management
 import comfy.samplers
 import comfy.utils
 import latent_preview
+import torch
 
-from ..fatezero_attn import defaults, model_family, model_state, source_cache, temporal, windows
-from ..fatezero_attn.layout import attention_layout
-from ..fatezero_attn.capture import Recorder
+from ..fatezero_attn import defaults
+from ..fatezero_attn.edit import temporal
+from ..fatezero_attn.edit.alignment import MAX_TOKENS
+from ..fatezero_attn.edit.schedule import inversion_sigmas
 from ..fatezero_attn.errors import FateZeroError
-from ..fatezero_attn.flow_inversion import METHODS as FLOW_METHODS, InvertedNoise
-from ..fatezero_attn.hooks import FateZeroPatch
-from ..fatezero_attn.schedule import inversion_sigmas, sample_ddim_inversion
-from ..fatezero_attn.store import AttentionStore, StoreInfo
-from ..fatezero_attn.window_sampling import slice_control
+from ..fatezero_attn.families import family_of
+from ..fatezero_attn.families.sd_layout import attention_layout
+from ..fatezero_attn.inversion.ddim import sample_ddim_inversion
+from ..fatezero_attn.inversion.flow import METHODS as FLOW_METHODS
+from ..fatezero_attn.inversion.flow import InvertedNoise
+from ..fatezero_attn.run.capture import Recorder
+from ..fatezero_attn.run.patch import FateZeroPatch
+from ..fatezero_attn.run.window_sampling import slice_control
+from ..fatezero_attn.store import model_state, source_cache
+from ..fatezero_attn.store.attention_store import AttentionStore, StoreInfo
+from ..fatezero_attn.video import windows
 from . import CATEGORY
-from ..fatezero_attn.alignment import MAX_TOKENS
 from .common import STORE_TYPE, context_sha1, too_long
 from .inversion_flow import invert_flow
 
@@ -80,7 +85,7 @@ class FateZeroDDIMInversion:
                fixed_point_iterations=defaults.WAN_FIXED_POINT_ITERATIONS, blend_blocks="auto", model_high_noise=None,
                expert_boundary=0.875):
         samples = latent["samples"]
-        family = model_family.family_of(model)
+        family = family_of(model)
         if family is None:
             sampling = type(model.get_model_object("model_sampling")).__name__
             raise FateZeroError(f"{NODE}: 'model' ({type(model.model).__name__}, sampling {sampling}) is not an SD1.x, "
@@ -96,7 +101,7 @@ class FateZeroDDIMInversion:
             raise FateZeroError(f"{NODE}: 'source_conditioning' carries {', '.join(unsupported)}, which the edit's "
                                 "source row cannot replay. Connect the plain CLIPTextEncode of the source prompt "
                                 "(ControlNet and InpaintModelConditioning are fine).")
-        if family.kind == "wan":
+        if family.inverter == "flow":
             return invert_flow(NODE, family, model, source_conditioning, latent, steps, temporal_mode,
                                video_groupnorm, store_mode, window, flow_inversion, fixed_point_iterations,
                                blend_blocks, model_high_noise, expert_boundary)
@@ -131,15 +136,15 @@ class FateZeroDDIMInversion:
                 rec.cache = source_cache.SourceCache.for_inversion(len(sub.frames), temporal_mode,
                                                                    temporal_min_channels, n, cached,
                                                                    family.fuse_max_query)
-        patch = FateZeroPatch(temporal_mode, temporal_min_channels, video_groupnorm, recorder=recorders[0], node=NODE,
-                              window=window, window_recorders=recorders if window else None)
+        patch = FateZeroPatch(family, temporal_mode, temporal_min_channels, video_groupnorm, recorder=recorders[0],
+                              node=NODE, window=window, window_recorders=recorders if window else None)
         patched = model.clone()
         patch.install(patched)
 
         guider = comfy.samplers.CFGGuider(patched)
         guider.set_conds(source_conditioning, source_conditioning)
         guider.set_cfg(1.0)
-        record = lambda j, x_in: patch.recorder.record_input(j, x_in)  # the window being sampled
+        record = lambda j, x_in: patch.run.recorder.record_input(j, x_in)  # the run's (the window's)
         sampler = comfy.samplers.KSAMPLER(sample_ddim_inversion, extra_options={"record": record})
         callback = latent_preview.prepare_callback(patched, n * len(subs))
         try:

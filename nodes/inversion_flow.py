@@ -1,22 +1,21 @@
 """FateZero DDIM Inversion on a flow-matching video model (Wan): Euler flow inversion, with the
-fixed-point refinement by default (``fatezero_attn/flow_inversion.py``)."""
+fixed-point refinement by default (``fatezero_attn/inversion/flow.py``)."""
 from __future__ import annotations
 
 import logging
 
-import torch
-
 import comfy.samplers
 import comfy.utils
 import latent_preview
+import torch
 
-from ..fatezero_attn import defaults, model_state
-from ..fatezero_attn.capture import Recorder
 from ..fatezero_attn.errors import FateZeroError
-from ..fatezero_attn.flow_inversion import InvertedNoise, flow_inversion_sigmas, sample_flow_inversion
-from ..fatezero_attn.hooks import FateZeroPatch
-from ..fatezero_attn.store import AttentionStore, StoreInfo
-from ..fatezero_attn.wan_dit import parse_blocks
+from ..fatezero_attn.families import family_of
+from ..fatezero_attn.inversion.flow import InvertedNoise, flow_inversion_sigmas, sample_flow_inversion
+from ..fatezero_attn.run.capture import Recorder
+from ..fatezero_attn.run.patch import FateZeroPatch
+from ..fatezero_attn.store import model_state
+from ..fatezero_attn.store.attention_store import AttentionStore, StoreInfo
 from .common import context_sha1
 
 log = logging.getLogger("FateZero")
@@ -49,9 +48,8 @@ def invert_flow(node: str, family, model, source_conditioning, latent: dict, ste
         raise FateZeroError(f"{node}: 'store_mode' cache keeps every fused layer's queries and keys, gigabytes per "
                             "step on a Wan video; Wan stores only the latent trajectory and recomputes the source "
                             "row. Choose 'auto' or 'recompute'.")
-    depth = len(model.model.diffusion_model.blocks)
     try:
-        parse_blocks(blend_blocks, depth, defaults.WAN_BLEND_BLOCKS)
+        family.seam(model.model.diffusion_model, blend_blocks)
     except ValueError as e:
         raise FateZeroError(f"{node}: 'blend_blocks' {e}; write a range like '10-20' or 'auto'.") from None
     if temporal_mode != "per-frame" or video_groupnorm:
@@ -68,13 +66,14 @@ def invert_flow(node: str, family, model, source_conditioning, latent: dict, ste
     parts = model_state.describe(model)
     high_parts = model_state.describe(high_noise_model) if high_noise_model is not None else {}
     rec = Recorder(sigmas, columns=prompt_columns(context))
-    patch = FateZeroPatch("per-frame", 0, False, recorder=rec, node=node, model=family.seam, blend_choice=blend_blocks)
     patched = model.clone()
-    patch.install(patched)
+    expert = None
     if high_noise_model is not None:  # loaded (weights patched) by ComfyUI with the sampled MODEL
         expert = high_noise_model.clone()
         patched.set_additional_models("fatezero_high_noise_expert", [expert])
-        patch.high_noise_expert = (boundary, expert)
+    patch = FateZeroPatch(family, "per-frame", 0, False, recorder=rec, node=node, blend_choice=blend_blocks,
+                          high_noise_expert=(boundary, expert) if expert is not None else None)
+    patch.install(patched)
     guider = comfy.samplers.CFGGuider(patched)
     guider.set_conds(source_conditioning, source_conditioning)
     guider.set_cfg(1.0)
@@ -116,8 +115,7 @@ def invert_flow(node: str, family, model, source_conditioning, latent: dict, ste
 
 def check_experts(node: str, family, model, high_noise_model, boundary: float) -> None:
     """The two experts of one model: the same family and the same flow schedule (shift)."""
-    from ..fatezero_attn import model_family
-    high_family = model_family.family_of(high_noise_model)
+    high_family = family_of(high_noise_model)
     if high_family is None or high_family.name != family.name:
         raise FateZeroError(f"{node}: 'model_high_noise' is {'not a Wan model' if high_family is None else 'of family ' + high_family.name}"
                             f" and 'model' of family {family.name}; connect the two experts of one Wan 2.2 A14B model "

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import weakref
 
-from ..fatezero_attn import preview
 from ..fatezero_attn.defaults import BLEND_TAU
 from ..fatezero_attn.errors import FateZeroError
+from ..fatezero_attn.store import preview
 from . import CATEGORY
 from .common import (CLIP_INPUT, SOURCE_PROMPT_INPUT, STORE_INPUT, check_source_prompt, check_tau, positions_of,
                      prompt_words, text_window, word_list)
@@ -63,7 +63,7 @@ class FateZeroAttentionPreview:
         blend_pos = sorted({p for w in blend
                             for p in positions_of(prompt, tokens, w, NODE, "blend_words", "source prompt", start)})
 
-        rows_of = preview.video_rows(info.latent_frames, info.frames, info.window, info.temporal_mode)
+        rows_of = preview.video_rows(info)
         frames = len(rows_of)
         size = preview.video_size(info)
         if images is not None:
@@ -101,9 +101,10 @@ class FateZeroAttentionPreview:
     def _check_images(images, frames: int, info, size: tuple[int, int]) -> tuple[int, int]:
         """The images' size; they must be the store's video (Wan: any count the VAE encodes to its latent frames)."""
         n = images.shape[0]
-        fits = (1 + (n - 1) // 4 == info.latent_frames) if info.latent_frames else n == frames
+        fits = info.family.latent_frames(n) == info.latent_frames if info.latent_frames else n == frames
         if images.dim() != 4 or images.shape[-1] < 3 or not fits:
-            want = (f"{frames} frames (4n+1 for its {info.latent_frames} latent frames)" if info.latent_frames
+            c = info.family.frame_compression
+            want = (f"{frames} frames ({c}n+1 for its {info.latent_frames} latent frames)" if info.latent_frames
                     else f"{frames} frames")
             raise FateZeroError(f"{NODE}: 'images' holds {n} frames of shape {tuple(images.shape[1:])}, but the "
                                 f"attention store's video has {want}. Connect the frames that were encoded for the "

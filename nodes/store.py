@@ -7,8 +7,8 @@ from pathlib import Path
 import folder_paths
 
 from ..fatezero_attn.errors import FateZeroError
-from ..fatezero_attn.flow_inversion import InvertedNoise
-from ..fatezero_attn.store import AttentionStore
+from ..fatezero_attn.inversion.flow import InvertedNoise
+from ..fatezero_attn.store.store_file import load_store, save_store
 from . import CATEGORY
 from .common import STORE_TYPE
 
@@ -72,7 +72,7 @@ class FateZeroSaveAttentionStore:
             raise FateZeroError(f"{node}: 'filename_prefix' ('{filename_prefix}') is not usable: {e}") from None
         path = resolve(f"{folder}/{Path(subfolder, f'{filename}_{counter:05}_.safetensors').as_posix()}", node, "filename_prefix")
         os.makedirs(path.parent, exist_ok=True)
-        (attention_store if source_cache else attention_store.without_cache()).save(path)
+        save_store(attention_store if source_cache else attention_store.without_cache(), path)
         name = f"{folder}/{path.relative_to(root.resolve()).as_posix()}"
         return {"ui": {"text": [name]}, "result": (name,)}
 
@@ -114,7 +114,7 @@ class FateZeroLoadAttentionStore:
         if not path.is_file():
             raise FateZeroError(f"{node}: 'store_file' {store_file} does not exist; save a store first or pick one from the list.")
         try:
-            store = AttentionStore.load(path)
+            store = load_store(path)
         except ValueError as e:
             raise FateZeroError(f"{node}: 'store_file' {store_file} cannot be used: {e}.") from None
         if store.inverted_latent is None:  # saved by an older version: only the store itself can be used

@@ -1,9 +1,10 @@
 """Spatio-temporal self-attention as a MODEL patch for plain video sampling."""
 from __future__ import annotations
 
-from ..fatezero_attn import model_family, temporal
+from ..fatezero_attn.edit import temporal
 from ..fatezero_attn.errors import FateZeroError
-from ..fatezero_attn.hooks import FateZeroPatch
+from ..fatezero_attn.families import family_of, sd_unet
+from ..fatezero_attn.run.patch import FateZeroPatch
 from . import CATEGORY
 
 NODE = "FateZero Spatio-Temporal Attention"
@@ -30,13 +31,15 @@ class FateZeroSpatioTemporalAttention:
         }}
 
     def patch(self, model, temporal_mode, temporal_min_channels, video_groupnorm, window=0):
-        family = model_family.family_of(model)
-        if family is not None and family.kind != "sd":
+        family = family_of(model)
+        if family is not None and not family.spatio_temporal:
             raise FateZeroError(f"{NODE}: 'model' is a {family.name} video model, whose own 3D attention already "
                                 "spans every frame; spatio-temporal attention is for SD image UNets. Leave this node "
                                 "out of the graph.")
         patched = model.clone()
-        FateZeroPatch(temporal_mode, temporal_min_channels, video_groupnorm, node=NODE, window=window).install(patched)
+        # any UNet of ComfyUI's openaimodel takes the SD seam, a family the pack edits or not
+        FateZeroPatch(family or sd_unet.SD1, temporal_mode, temporal_min_channels, video_groupnorm, node=NODE,
+                      window=window).install(patched)
         return (patched,)
 
 

@@ -1,13 +1,12 @@
 """FateZero Load Video: a clip from ComfyUI's input folder as an IMAGE batch."""
 from __future__ import annotations
 
+import folder_paths
 import torch
 
-import folder_paths
-
+from ..fatezero_attn.video import clip_files, frame_decoding, video_io
+from ..fatezero_attn.video.clip_files import ClipError
 from . import CATEGORY as PACK_CATEGORY  # "FateZero"
-from ..fatezero_attn import clip_files, video_io
-from ..fatezero_attn.clip_files import ClipError
 
 NODE_NAME = "FateZero Load Video"
 MAX_SIZE = 16384  # ComfyUI's MAX_RESOLUTION
@@ -30,7 +29,7 @@ class FateZeroLoadVideo:
         "The frames as an IMAGE batch [frames, height, width, 3], float32 in 0..1.",
         "Rate to play the frames at: the source rate divided by every_nth, so the clip keeps its "
         "speed (for WebP and GIF, the mean of the frame durations). Image folders and still WebP "
-        f"images have no rate and report {video_io.FOLDER_FPS:g} fps.",
+        f"images have no rate and report {frame_decoding.FOLDER_FPS:g} fps.",
         "How many frames were loaded (may be fewer than frame_count near the end of the clip).",
     )
     FUNCTION = "load"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..fatezero_attn import temporal, windows
+from ..fatezero_attn.edit import temporal
 from ..fatezero_attn.errors import FateZeroError
+from ..fatezero_attn.video import windows
 from . import CATEGORY
 
 WINDOW_TYPE = "FATEZERO_WINDOW"

@@ -24,7 +24,7 @@ def test_per_word_tokens_equal_whole_prompt_tokens(tokenizer):
 
 
 def test_refine_watercolor_jeep(pack, tokenizer):
-    al = pack.fatezero_attn.alignment
+    al = pack.fatezero_attn.edit.alignment
     src_w, src = tokens(tokenizer, "a silver jeep driving down a curvy road in the countryside")
     tgt_w, tgt = tokens(tokenizer, "watercolor painting of a silver jeep driving down a curvy road in the countryside")
     S, aligned = al.refine_mapper(src, tgt)
@@ -42,7 +42,7 @@ def test_refine_watercolor_jeep(pack, tokenizer):
 
 
 def test_replace_bear_tiger(pack, tokenizer):
-    al = pack.fatezero_attn.alignment
+    al = pack.fatezero_attn.edit.alignment
     _, src = tokens(tokenizer, "a brown bear walking on the rock against a wall")
     _, tgt = tokens(tokenizer, "a red tiger walking on the rock against a wall")
     assert len(al.flatten(src)) == len(al.flatten(tgt))
@@ -51,7 +51,7 @@ def test_replace_bear_tiger(pack, tokenizer):
 
 
 def test_replace_spreads_a_word_of_other_token_count(pack, tokenizer):
-    al = pack.fatezero_attn.alignment
+    al = pack.fatezero_attn.edit.alignment
     _, src = tokens(tokenizer, "a cat on the floor")
     _, tgt = tokens(tokenizer, "a hippopotamus on the floor")
     n_tgt = len(tgt[1])
@@ -64,7 +64,7 @@ def test_replace_spreads_a_word_of_other_token_count(pack, tokenizer):
 
 
 def test_word_positions(pack, tokenizer):
-    al = pack.fatezero_attn.alignment
+    al = pack.fatezero_attn.edit.alignment
     w, t = tokens(tokenizer, "van gogh style painting of a yellow sunflower")
     pos = al.word_positions(w, t, "van gogh")
     assert pos == list(range(1, 1 + len(t[0]) + len(t[1])))

@@ -19,6 +19,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
 
+import engine_parts as parts
 import pytest
 import torch
 
@@ -125,38 +126,34 @@ COMBINATIONS = ["controlnet", "controlnet-inversion", "lora", "inpaint", "sag-be
 
 # -- running a graph -----------------------------------------------------------------------
 @contextlib.contextmanager
-def spy_on_dispatch(hooks, record):
+def spy_on_dispatch(dispatch, record):
     """Observe the pack's attention dispatcher (the pack's own code, not ComfyUI's)."""
-    real = hooks.FateZeroPatch._dispatch
-    own = "_dispatch" in vars(hooks.FateZeroPatch)  # else inherited: leave no copy behind
+    real = dispatch.Dispatcher.__call__
 
     def spy(self, attn, q, k, v, extra):
         record(self, attn, q, k, extra)
         return real(self, attn, q, k, v, extra)
 
-    hooks.FateZeroPatch._dispatch = spy
+    dispatch.Dispatcher.__call__ = spy
     try:
         yield
     finally:
-        if own:
-            hooks.FateZeroPatch._dispatch = real
-        else:
-            del hooks.FateZeroPatch._dispatch
+        dispatch.Dispatcher.__call__ = real
 
 
 def invert(node, pack, g: Graph):
     """The inversion, with the q and k its sampler call fed each layer: ``(call j, attn, block) -> (q, k)``."""
     seen = {}
 
-    def record(patch, attn, q, k, extra):
-        fz = extra.get("fatezero") or {}
-        if patch.recorder is not None and fz.get("capture") is not None:
-            chunk = fz["chunk"]
-            r = fz["roles"].index("cond")
+    def record(dispatcher, attn, q, k, extra):
+        fz = extra.get("fatezero")
+        if fz is not None and fz.run is not None and fz.run.recorder is not None and fz.capture is not None:
+            chunk = fz.chunk
+            r = fz.roles.index("cond")
             key = (*extra["block"], extra["block_index"])
-            seen[(fz["capture"], attn, key)] = (q[r * chunk:(r + 1) * chunk].clone(), k[r * chunk:(r + 1) * chunk].clone())
+            seen[(fz.capture, attn, key)] = (q[r * chunk:(r + 1) * chunk].clone(), k[r * chunk:(r + 1) * chunk].clone())
 
-    with spy_on_dispatch(pack.fatezero_attn.hooks, record):
+    with spy_on_dispatch(pack.fatezero_attn.run.dispatch, record):
         latent, store, _, *_ = node("FateZeroDDIMInversion").invert(g.model, g.source, g.latent, STEPS, "per-frame", 0,
                                                                 False, "alphas_cumprod[0] (authors)", "recompute")
     assert seen, "the spy saw no inversion call"
@@ -183,7 +180,7 @@ def reference_call(fz, plain_model, apply_model, args: dict, edit_model=None) ->
     installed = {} if edit_model is None else edit_model.model_options["transformer_options"].get("patches_replace", {})
     for attn, table in opts.get("patches_replace", {}).items():
         for key, fn in table.items():
-            if not isinstance(fn, fz.composition.AttentionReplace) and fn is not installed.get(attn, {}).get(key):
+            if not isinstance(fn, fz.run.composition.AttentionReplace) and fn is not installed.get(attn, {}).get(key):
                 replace.setdefault(attn, {})[key] = fn
     opts["patches_replace"] = replace
     opts["patches"] = plain_opts.get("patches", {})
@@ -211,11 +208,11 @@ def test_zero_fractions_equal_the_graph_without_the_pack(node, combo):
 
 def test_fused_edit_keeps_every_row_and_the_source_row_is_the_inversions(node, combo, pack):
     name, g, latent, store, seen = combo
-    schedule = pack.fatezero_attn.schedule
+    schedule = pack.fatezero_attn.edit.schedule
     fused = g.after(fuse(node, g, store, 0.8, 0.8))
     plain = g.after(g.model)
     ours = fused.model_options["model_function_wrapper"]
-    plan = ours.__self__.fusion
+    plan = ours.__self__.plan
     assert plan.fused_steps == STEPS  # int(0.8 * 4) = 3 cross steps: every step fuses something
     calls = []
 
@@ -243,9 +240,9 @@ def test_fused_edit_keeps_every_row_and_the_source_row_is_the_inversions(node, c
             record["control"] = [rel(a, b) for a, b in zip(chunks(out), chunks(without))]
         if 0 in rows and k < plan.fused_steps:
             j = STEPS - 1 - k
-            assert plan.source.step == k
+            assert ours.__self__.run.source.step == k
             record["source"] = {layer: max(rel(q, seen[(j, *layer)][0]), rel(kk, seen[(j, *layer)][1]))
-                                for layer, (q, kk) in plan.source.qk.items()}
+                                for layer, (q, kk) in ours.__self__.run.source.qk.items()}
             record["layers"] = len([s for s in seen if s[0] == j])
         calls.append(record)
         return out
@@ -339,8 +336,8 @@ def test_controlnet_of_the_inversion_cannot_come_from_a_file(node, pack, graph_f
     _, store, _ = invert(node, pack, controlled)
     assert store.info.source_control and store.extra["source_control"] is not None
     fuse(node, controlled, store, 0.8, 0.8)  # in the same graph: replayed (test_fused_edit_... checks how)
-    store.save(tmp_path / "store.safetensors")
-    loaded = pack.fatezero_attn.store.AttentionStore.load(tmp_path / "store.safetensors")
+    pack.fatezero_attn.store.store_file.save_store(store, tmp_path / "store.safetensors")
+    loaded = pack.fatezero_attn.store.store_file.load_store(tmp_path / "store.safetensors")
     assert loaded.info.source_control
     expect_error(lambda: fuse(node, controlled, loaded, 0.8, 0.8), "FateZero Attention Fusion", "'attention_store'",
                  "ControlNet", "directly")
@@ -358,7 +355,6 @@ def test_other_patch_composes_with_spatio_temporal_keys(pack):
     """Rows FateZero does not fuse get the other patch's output when the layer is per
     frame, and that patch's change added to the spatio-temporal output when it is not."""
     import comfy.ldm.modules.attention as attention
-    hooks = pack.fatezero_attn.hooks
     frames, heads = 3, 2
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2 * frames, 16, 8, generator=g) for _ in range(3))
@@ -366,11 +362,11 @@ def test_other_patch_composes_with_spatio_temporal_keys(pack):
     key = ("output", 1, 0)
     extra = {"n_heads": heads, "block": key[:2], "block_index": 0, "original_shape": [frames, 4, 4, 4],
              "activations_shape": [2 * frames, 8, 4, 4], "cond_or_uncond": [0, 1],
-             "fatezero": pack.fatezero_attn.plan.call_info(["cond", "uncond"], frames, other_patches={("attn1", key): other})}
-    per_frame = hooks.FateZeroPatch("per-frame").attn1(q, k, v, extra)
+             "fatezero": parts.call_info(pack, ["cond", "uncond"], frames, other_patches={("attn1", key): other})}
+    per_frame = parts.dispatcher(pack, "per-frame")("attn1", q, k, v, extra)
     assert torch.equal(per_frame, other(q, k, v, extra))  # exactly as without the pack
-    out = hooks.FateZeroPatch("middle").attn1(q, k, v, extra)
-    kt, vt = (pack.fatezero_attn.temporal.gather_frames(t, frames, "middle") for t in (k, v))
+    out = parts.dispatcher(pack, "middle")("attn1", q, k, v, extra)
+    kt, vt = (pack.fatezero_attn.edit.temporal.gather_frames(t, frames, "middle") for t in (k, v))
     expect = other(q, k, v, extra) - attention.optimized_attention(q, k, v, heads) + \
         attention.optimized_attention(q, kt, vt, heads)
     torch.testing.assert_close(out, expect)
@@ -538,8 +534,8 @@ def test_ip_adapter_protocol_after_the_fusion_node_chains_onto_the_packs_replace
     for attn in ("attn1", "attn2"):
         for key, fn in fused.model_options["transformer_options"]["patches_replace"][attn].items():
             theirs = chained.model_options["transformer_options"]["patches_replace"][attn][key]
-            assert isinstance(fn, pack.fatezero_attn.composition.AttentionReplace) and not fn.callbacks, "the fusion node's MODEL changed"
-            assert isinstance(theirs, pack.fatezero_attn.composition.AttentionReplace) and len(theirs.callbacks) == (attn == "attn2")
+            assert isinstance(fn, pack.fatezero_attn.run.composition.AttentionReplace) and not fn.callbacks, "the fusion node's MODEL changed"
+            assert isinstance(theirs, pack.fatezero_attn.run.composition.AttentionReplace) and len(theirs.callbacks) == (attn == "attn2")
     with_ip = sample(node, chained, g, latent)
     assert torch.isfinite(with_ip).all() and rel(with_ip, alone) > 1e-3
     # a zero-weight callback adds exact zeros; the fused MODEL sampled again is unchanged
@@ -587,14 +583,14 @@ def test_combined_positives_fuse_and_blend_only_the_target_chunk(node, pack, pla
     blend = node("FateZeroBlendMask").make(store, g.clip, SRC, "jeep", 0.3, True, "red, jeep")[0]
     fused = node("FateZeroAttentionFusion").patch(g.model, store, g.clip, SRC, TGT, 0.8, 0.8, "auto", "", "",
                                                   blend)[0]
-    plan = fused.model_options["model_function_wrapper"].__self__.fusion
+    patch = fused.model_options["model_function_wrapper"].__self__
     combined = node("ConditioningCombine").combine(g.positive, node("CLIPTextEncode").encode(g.clip, OTHER)[0])[0]
     first_maps = []
 
     def run(positive):
         def keep_first(i, *_):
             if i == 0:
-                first_maps.append(plan.target_maps.clone())
+                first_maps.append(patch.run.target_maps.clone())
         comfy.sample.sample(fused, torch.zeros_like(latent["samples"]), STEPS, 7.5, "ddim", "ddim_uniform", positive,
                             g.negative, latent["samples"], disable_noise=True, callback=keep_first,
                             disable_pbar=True, seed=0)

@@ -17,6 +17,7 @@ inversion or after the fusion node), ConditioningCombine and CFG 1. With
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import pytest
 import torch
@@ -120,36 +121,37 @@ def inversions(node, pack):
 
 
 @contextlib.contextmanager
-def composition_checks(hooks, checks: list):
+def composition_checks(dispatch, checks: list):
     """At every fused attention call with another node's replace on the layer, compare the
     pack's output with the fused output without that replace plus its change to plain attention."""
     from comfy.ldm.modules.attention import optimized_attention
-    real = hooks.FateZeroPatch._dispatch
+    real = dispatch.Dispatcher.__call__
 
     def spy(self, attn, q, k, v, extra):
-        fz, plan = extra.get("fatezero"), self.fusion
-        if fz is None or plan is None or "cond" not in fz["roles"] or fz["step"] is None or fz["source"] is None:
+        fz = extra.get("fatezero")
+        plan = fz.run.plan if fz is not None and fz.run is not None else None
+        if fz is None or plan is None or "cond" not in fz.roles or fz.step is None or fz.source is None:
             return real(self, attn, q, k, v, extra)  # not an edit call that fuses (inversion, source pass, ...)
         key = (*extra["block"], extra.get("block_index", 0))
-        others = fz["other_patches"]  # pack.fatezero_attn.plan.call_info: other nodes' replaces per (attn, block)
+        others = fz.other_patches  # CallInfo: other nodes' replaces per (attn, block)
         other = others.get((attn, key))
-        if other is None or q.shape[1] > plan.max_query or fz["step"] >= plan.replace_steps(attn):
+        if other is None or q.shape[1] > plan.max_query or fz.step >= plan.replace_steps(attn):
             return real(self, attn, q, k, v, extra)
         # computed first, on copies: a replace may return (and the pack then write into) its input
         copies = lambda: (q.clone(), k.clone(), v.clone())
-        without_info = {**fz, "other_patches": {kk: fn for kk, fn in others.items() if kk != (attn, key)}}
+        without_info = dataclasses.replace(fz, other_patches={kk: fn for kk, fn in others.items() if kk != (attn, key)})
         without = real(self, attn, *copies(), {**extra, "fatezero": without_info})
         changed = other(*copies(), extra)
         plain = optimized_attention(*copies(), extra["n_heads"])
         out = real(self, attn, q, k, v, extra)
-        chunk = fz["chunk"]
-        for r, role in enumerate(fz["roles"]):
+        chunk = fz.chunk
+        for r, role in enumerate(fz.roles):
             rows = slice(r * chunk, (r + 1) * chunk)
             got = out[rows]
             expect = without[rows] + (changed[rows] - plain[rows]) if role == "cond" else changed[rows]
             atol = 1e-5 * float(expect.abs().max())
             close = lambda a, b: bool(torch.allclose(a, b, rtol=1e-5, atol=atol))
-            check = {"step": fz["step"], "attn": attn, "key": key, "role": role, "error": None}
+            check = {"step": fz.step, "attn": attn, "key": key, "role": role, "error": None}
             try:
                 torch.testing.assert_close(got, expect, rtol=1e-5, atol=atol)
             except AssertionError as e:
@@ -161,11 +163,11 @@ def composition_checks(hooks, checks: list):
             checks.append(check)
         return out
 
-    hooks.FateZeroPatch._dispatch = spy
+    dispatch.Dispatcher.__call__ = spy
     try:
         yield
     finally:
-        hooks.FateZeroPatch._dispatch = real
+        dispatch.Dispatcher.__call__ = real
 
 
 def prediction_rel(ms, sigma, x, out, ref) -> float:
@@ -178,9 +180,9 @@ def prediction_rel(ms, sigma, x, out, ref) -> float:
 
 @pytest.mark.parametrize("family,name", COMBOS, ids=[f"{f}-{n}" for f, n in COMBOS])
 def test_fused_edit_composes_on_the_family(node, pack, families, inversions, family, name):
-    hooks, schedule = pack.fatezero_attn.hooks, pack.fatezero_attn.schedule
+    hooks, schedule = pack.fatezero_attn.run.patch, pack.fatezero_attn.edit.schedule
     g = build(family, name, node, families)
-    assert pack.fatezero_attn.model_family.family_of(g.model).name == family
+    assert pack.fatezero_attn.families.family_of(g.model).name == family
     latent, store, seen = inversions(family, g, name if name.endswith("-before") else None)
     assert store.info.model_family == family and store.info.temporal_mode == "per-frame"
     conds = store.source_inputs(torch.device("cpu"))
@@ -188,14 +190,14 @@ def test_fused_edit_composes_on_the_family(node, pack, families, inversions, fam
         assert conds["y"].shape == (tc.FRAMES, 2816) and conds["y"].abs().max() > 0
     else:
         assert "y" not in conds
-    layers = {(a, b) for a in ("attn1", "attn2") for b in pack.fatezero_attn.sd_unet.attention_blocks(g.model.model.diffusion_model)}
+    layers = {(a, b) for a in ("attn1", "attn2") for b in pack.fatezero_attn.families.sd_unet.attention_blocks(g.model.model.diffusion_model)}
     assert {s[1:] for s in seen if s[0] == 0} == layers  # the inversion saw every layer
     assert min(seen[(0, "attn1", layer[1])][0].shape[1] for layer in layers) > 1  # no 1x1 map
 
     fused = g.after(tc.fuse(node, g, store, 0.8, 0.8))
     plain = g.after(g.model)
     ours = fused.model_options["model_function_wrapper"]
-    plan = ours.__self__.fusion
+    plan = ours.__self__.plan
     assert plan.fused_steps == tc.STEPS
     ms = plain.get_model_object("model_sampling")
     target = g.positive[0][0][0]  # the target prompt's context as the sampler's rows carry it
@@ -222,9 +224,9 @@ def test_fused_edit_composes_on_the_family(node, pack, families, inversions, fam
             record["y"] = args["c"].get("y") is not None and args["c"]["y"].shape == (x.shape[0], 2816)
         if 0 in rows and k < plan.fused_steps:
             j = tc.STEPS - 1 - k
-            assert plan.source.step == k
+            assert ours.__self__.run.source.step == k
             record["source"] = {layer: max(tc.rel(q, seen[(j, *layer)][0]), tc.rel(kk, seen[(j, *layer)][1]))
-                                for layer, (q, kk) in plan.source.qk.items()}
+                                for layer, (q, kk) in ours.__self__.run.source.qk.items()}
         calls.append(record)
         return out
 
@@ -232,7 +234,7 @@ def test_fused_edit_composes_on_the_family(node, pack, families, inversions, fam
     probed.set_model_unet_function_wrapper(probe)
     checks = []
     # a wrapper calls the pack's replace inside itself: its output is used as it is (no sum to check)
-    with composition_checks(hooks, checks) if name != "wrap-after" else contextlib.nullcontext():
+    with composition_checks(pack.fatezero_attn.run.dispatch, checks) if name != "wrap-after" else contextlib.nullcontext():
         edited = tc.sample(node, probed, g, latent)
     assert torch.isfinite(edited).all()
     label = f"{family}/{name}"
@@ -265,7 +267,7 @@ def test_fused_edit_composes_on_the_family(node, pack, families, inversions, fam
             f"{label}: the comparison cannot tell the composition from a dropped patch: {cond[:3]}"
     if name == "chained-after":  # chained onto the pack's own replace: nothing else on the layers
         table = fused.model_options["transformer_options"]["patches_replace"]["attn2"]
-        assert all(isinstance(fn, pack.fatezero_attn.composition.AttentionReplace) and len(fn.callbacks) == 1 for fn in table.values())
+        assert all(isinstance(fn, pack.fatezero_attn.run.composition.AttentionReplace) and len(fn.callbacks) == 1 for fn in table.values())
     if name.startswith(("ip-", "chained-before")):  # every attn2 layer of every fused step, with the negative rows
         covered = {(c["step"], ("attn2", c["key"])) for c in cond if c["attn"] == "attn2"}
         assert covered == {(k, layer) for k in range(tc.STEPS) for layer in layers if layer[0] == "attn2"}

@@ -2,6 +2,7 @@
 formulas on materialised attention maps, for every Prompt-to-Prompt variant."""
 from __future__ import annotations
 
+import engine_parts as parts
 import pytest
 import torch
 
@@ -12,7 +13,7 @@ def fz(pack):
 
 
 def maps(fz, q, k, heads):
-    return fz.fusion.attention_probs(q, k, heads)  # [B, heads, Nq, Nk]
+    return fz.edit.attention_fusion.attention_probs(q, k, heads)  # [B, heads, Nq, Nk]
 
 
 def apply_maps(P, v, heads):
@@ -42,7 +43,7 @@ def test_self_attention_fusion_matches_blended_maps(fz, masked):
         P = P_src
     naive = apply_maps(P, v_e, HEADS)
     edit_out = apply_maps(P_edit, v_e, HEADS)
-    fused = fz.fusion.fused_self_attention(q_s, k_s, v_e, HEADS, edit_out, M)
+    fused = fz.edit.attention_fusion.fused_self_attention(q_s, k_s, v_e, HEADS, edit_out, M)
     torch.testing.assert_close(fused, naive, rtol=1e-10, atol=1e-10)
 
 
@@ -78,7 +79,7 @@ def words(lengths):
 def test_cross_replace_matches_p2p(fz, reweight, per_word):
     q_s, k_s, q_e, k_e, v_e, P_src, P_edit = cross_case(fz, 3)
     src, tgt = words([1, 2, 1, 1]), words([1, 1, 3, 1])  # word 2 and 3 change token counts
-    S = fz.alignment.replace_mapper(src, tgt).double()
+    S = fz.edit.alignment.replace_mapper(src, tgt).double()
     eq = torch.ones(77, dtype=torch.float64)
     if reweight:
         eq[3] = 10.0
@@ -86,8 +87,8 @@ def test_cross_replace_matches_p2p(fz, reweight, per_word):
     if per_word:
         active[2:5] = 0.0  # these target tokens are past their own window at this step
     naive = apply_maps(p2p_cross(P_src, P_edit, mapper=S, equalizer=eq, alpha_words=active), v_e, HEADS)
-    R, D = fz.fusion.cross_weights(S, torch.ones(77, dtype=torch.float64), eq, active)
-    fused = fz.fusion.fused_cross_attention(q_s, k_s, q_e, k_e, v_e, R, D, HEADS)
+    R, D = fz.edit.attention_fusion.cross_weights(S, torch.ones(77, dtype=torch.float64), eq, active)
+    fused = fz.edit.attention_fusion.fused_cross_attention(q_s, k_s, q_e, k_e, v_e, R, D, HEADS)
     torch.testing.assert_close(fused, naive, rtol=1e-10, atol=1e-10)
 
 
@@ -96,7 +97,7 @@ def test_cross_refine_matches_p2p(fz, reweight):
     q_s, k_s, q_e, k_e, v_e, P_src, P_edit = cross_case(fz, 5)
     src = [[10], [11], [12]]
     tgt = [[20], [21], [10], [11], [12]]  # two new words in front
-    S, aligned = fz.alignment.refine_mapper(src, tgt)
+    S, aligned = fz.edit.alignment.refine_mapper(src, tgt)
     S, aligned = S.double(), aligned.double()
     idx = S.argmax(0)  # the source column each target column reads
     eq = torch.ones(77, dtype=torch.float64)
@@ -104,17 +105,17 @@ def test_cross_refine_matches_p2p(fz, reweight):
         eq[1] = 10.0
     active = torch.ones(77, dtype=torch.float64)
     naive = apply_maps(p2p_cross(P_src, P_edit, refine=(idx, aligned), equalizer=eq, alpha_words=active), v_e, HEADS)
-    R, D = fz.fusion.cross_weights(S, aligned, eq, active)
-    fused = fz.fusion.fused_cross_attention(q_s, k_s, q_e, k_e, v_e, R, D, HEADS)
+    R, D = fz.edit.attention_fusion.cross_weights(S, aligned, eq, active)
+    fused = fz.edit.attention_fusion.fused_cross_attention(q_s, k_s, q_e, k_e, v_e, R, D, HEADS)
     torch.testing.assert_close(fused, naive, rtol=1e-10, atol=1e-10)
 
 
 def test_outside_window_is_plain_attention(fz):
     q_s, k_s, q_e, k_e, v_e, P_src, P_edit = cross_case(fz, 7)
     S = torch.eye(77, dtype=torch.float64)
-    R, D = fz.fusion.cross_weights(S, torch.ones(77, dtype=torch.float64), torch.full((77,), 10.0, dtype=torch.float64),
+    R, D = fz.edit.attention_fusion.cross_weights(S, torch.ones(77, dtype=torch.float64), torch.full((77,), 10.0, dtype=torch.float64),
                                    torch.zeros(77, dtype=torch.float64))
-    fused = fz.fusion.fused_cross_attention(q_s, k_s, q_e, k_e, v_e, R, D, HEADS)
+    fused = fz.edit.attention_fusion.fused_cross_attention(q_s, k_s, q_e, k_e, v_e, R, D, HEADS)
     torch.testing.assert_close(fused, apply_maps(P_edit, v_e, HEADS), rtol=1e-10, atol=1e-10)
 
 
@@ -125,15 +126,15 @@ def test_dispatcher_fuses_only_the_positive_rows(fz, pack):
     frames, heads = 2, 2
     q, k, v = [t.float() for t in qkv((3 * frames, 16, 32), (3 * frames, 77, 32), (3 * frames, 77, 32), seed=9)]
     store = type("S", (), {})()
-    plan = fz.plan.FusionPlan(store=store, mapper=torch.eye(77), aligned=torch.ones(77), equalizer=torch.ones(77),
+    plan = fz.run.plan.FusionPlan(store=store, mapper=torch.eye(77), aligned=torch.ones(77), equalizer=torch.ones(77),
                                cross_steps_per_token=torch.full((77,), 5.0), self_steps=5)
-    patch = fz.hooks.FateZeroPatch(fusion=plan)
+    dispatcher = parts.dispatcher(pack)
     key = ("input", 1, 0)
-    source = fz.plan.SourceAttention(0, {("attn2", key): (q[:frames], k[:frames])})
-    extra = {"n_heads": heads, "fatezero": fz.plan.call_info(["cond", "uncond"], frames, 0, source),
+    source = fz.run.run_state.SourceAttention(0, {("attn2", key): (q[:frames], k[:frames])})
+    extra = {"n_heads": heads, "fatezero": parts.call_info(pack, ["cond", "uncond"], frames, plan, 0, source),
              "block": key[:2], "block_index": 0,
              "original_shape": [frames, 4, 16, 16], "activations_shape": [frames, 32, 4, 4], "cond_or_uncond": [0, 1]}
-    out = patch.attn2(q[frames:], k[frames:], v[frames:], extra)
+    out = dispatcher("attn2", q[frames:], k[frames:], v[frames:], extra)
     plain = attention.optimized_attention(q, k, v, heads)
     torch.testing.assert_close(out[frames:], plain[2 * frames:])  # negative branch untouched
     replaced = attention.optimized_attention(q[:frames], k[:frames], v[frames:2 * frames], heads)

@@ -9,8 +9,8 @@ def test_video_group_norm_uses_statistics_of_all_frames(pack):
     with torch.no_grad():
         norm.weight.uniform_(0.5, 1.5)
         norm.bias.uniform_(-0.5, 0.5)
-    batch = pack.fatezero_attn.video_norm.VideoBatch()
-    video_norm = pack.fatezero_attn.video_norm.video_group_norm(norm, batch)
+    batch = pack.fatezero_attn.run.video_norm.VideoBatch()
+    video_norm = pack.fatezero_attn.run.video_norm.video_group_norm(norm, batch)
     assert video_norm.weight is norm.weight  # same parameters, nothing copied
     frames = 3
     x = torch.randn(2 * frames, 8, 5, 5) * torch.arange(1, 2 * frames + 1).view(-1, 1, 1, 1)
@@ -31,22 +31,23 @@ def test_video_group_norm_uses_statistics_of_all_frames(pack):
 
 
 def test_resblock_and_output_norms_are_patched_but_not_transformer_norms(pack, tiny_model):
-    hooks = pack.fatezero_attn.hooks
+    hooks = pack.fatezero_attn.run.patch
     dm = tiny_model.model.diffusion_model
-    names = pack.fatezero_attn.sd_unet.group_norm_names(dm)
+    names = pack.fatezero_attn.families.sd_unet.group_norm_names(dm)
     assert "diffusion_model.out.0" in names
     assert all(n.endswith(("in_layers.0", "out_layers.0")) for n in names[:-1])
     assert not any(".norm" in n.split("diffusion_model.")[1] for n in names)  # SpatialTransformer.norm stays per frame
     on, off = tiny_model.clone(), tiny_model.clone()
-    hooks.FateZeroPatch(video_groupnorm=True).install(on)
-    hooks.FateZeroPatch(video_groupnorm=False).install(off)
+    sd1 = pack.fatezero_attn.families.sd_unet.SD1
+    hooks.FateZeroPatch(sd1, video_groupnorm=True).install(on)
+    hooks.FateZeroPatch(sd1, video_groupnorm=False).install(off)
     assert set(on.object_patches) == set(names) and not off.object_patches
 
 
 def test_unet_output_changes_with_video_groupnorm(pack, tiny_model):
     """The UNet's noise prediction with and without video-wide statistics (ComfyUI applies the patch)."""
     import comfy.model_management
-    hooks = pack.fatezero_attn.hooks
+    hooks = pack.fatezero_attn.run.patch
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, 4, 16, 16, generator=g) * torch.arange(1, 5).view(-1, 1, 1, 1)
     cond = [[torch.randn(1, 77, 768, generator=g), {}]]
@@ -61,8 +62,9 @@ def test_unet_output_changes_with_video_groupnorm(pack, tiny_model):
         return guider.sample(torch.zeros_like(x), x, sampler, sigmas, seed=0)
 
     on, off = tiny_model.clone(), tiny_model.clone()
-    hooks.FateZeroPatch(video_groupnorm=True).install(on)
-    hooks.FateZeroPatch(video_groupnorm=False).install(off)
+    sd1 = pack.fatezero_attn.families.sd_unet.SD1
+    hooks.FateZeroPatch(sd1, video_groupnorm=True).install(on)
+    hooks.FateZeroPatch(sd1, video_groupnorm=False).install(off)
     a, b = predict(on), predict(off)
     torch.testing.assert_close(b, predict(tiny_model))  # the wrapper alone changes nothing
     assert (a - b).abs().max() > 1e-3

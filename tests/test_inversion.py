@@ -43,17 +43,17 @@ def rel_err(a, b):
 
 
 def fused_model(pack, model, store, cross=1.0, self_=1.0):
-    hooks = pack.fatezero_attn.hooks
-    cw, sw = pack.fatezero_attn.schedule.replace_step_counts(store.info.steps, cross, self_)
-    plan = pack.fatezero_attn.plan.FusionPlan(store, torch.eye(77), torch.ones(77), torch.ones(77), torch.full((77,), float(cw)), sw)
+    hooks = pack.fatezero_attn.run.patch
+    cw, sw = pack.fatezero_attn.edit.schedule.replace_step_counts(store.info.steps, cross, self_)
+    plan = pack.fatezero_attn.run.plan.FusionPlan(store, torch.eye(77), torch.ones(77), torch.ones(77), torch.full((77,), float(cw)), sw)
     m = model.clone()
-    hooks.FateZeroPatch("middle", 0, True, fusion=plan).install(m)
+    hooks.FateZeroPatch(pack.fatezero_attn.families.sd_unet.SD1, "middle", 0, True, plan=plan).install(m)
     return m
 
 
 def same_patches(pack, model):
     m = model.clone()
-    pack.fatezero_attn.hooks.FateZeroPatch("middle", 0, True).install(m)
+    pack.fatezero_attn.run.patch.FateZeroPatch(pack.fatezero_attn.families.sd_unet.SD1, "middle", 0, True).install(m)
     return m
 
 
@@ -139,8 +139,8 @@ def test_editing_with_the_inversion_sigmas_on_sampler_custom(pack, comfy_nodes, 
 
 
 def test_latent_blend_window_is_the_authors(pack):
-    assert list(pack.fatezero_attn.masks.latent_blend_steps(10)) == [2, 3, 4, 5, 6]
-    assert list(pack.fatezero_attn.masks.latent_blend_steps(50)) == list(range(10, 39))
+    assert list(pack.fatezero_attn.edit.masks.latent_blend_steps(10)) == [2, 3, 4, 5, 6]
+    assert list(pack.fatezero_attn.edit.masks.latent_blend_steps(50)) == list(range(10, 39))
 
 
 def test_latent_blend_step_lands_on_the_blended_latent(pack, inverted):
@@ -150,12 +150,12 @@ def test_latent_blend_step_lands_on_the_blended_latent(pack, inverted):
     _, store, _ = inverted
     pooled = torch.zeros(STEPS, FRAMES, 4, 4)
     pooled[:, :, :2, :] = 1.0  # source mask: top half
-    blend = fz.masks.BlendMask(pooled, 0.5, ["jeep"], latent_blend=True, target_words=["car"])
-    plan = fz.plan.FusionPlan(store, torch.eye(77), torch.ones(77), torch.ones(77), torch.full((77,), 8.0), 8,
+    blend = fz.edit.masks.BlendMask(pooled, 0.5, ["jeep"], latent_blend=True, target_words=["car"])
+    plan = fz.run.plan.FusionPlan(store, torch.eye(77), torch.ones(77), torch.ones(77), torch.full((77,), 8.0), 8,
                                blend=blend, target_blend_positions=[5])
-    plan.target_maps = torch.zeros(FRAMES, 4, 4, 77)
-    plan.target_maps[:, :, 3, 5] = 1.0  # target mask: the right column
-    patch = fz.hooks.FateZeroPatch(fusion=plan)
+    run = fz.run.run_state.RunState(plan)
+    run.target_maps = torch.zeros(FRAMES, 4, 4, 77)
+    run.target_maps[:, :, 3, 5] = 1.0  # target mask: the right column
     k = 3
     sigmas = store.edit_sigmas
     sigma, sigma_next = float(sigmas[k]), float(sigmas[k + 1])
@@ -163,7 +163,7 @@ def test_latent_blend_step_lands_on_the_blended_latent(pack, inverted):
     x, denoised = torch.randn(FRAMES, 4, 16, 16, generator=g), torch.randn(FRAMES, 4, 16, 16, generator=g)
     args = {"denoised": denoised, "input": x, "sigma": torch.tensor([sigma]),
             "model_options": {"transformer_options": {"sample_sigmas": torch.cat([sigmas, sigmas.new_zeros(1)])}}}
-    new = patch.latent_blend(args)
+    new = fz.run.latent_blend.latent_blend(run, args)
     step = lambda d: x + (sigma_next - sigma) * (x - d) / sigma
     z_plain, z_blend = step(denoised) / (1 + sigma_next ** 2) ** 0.5, step(new) / (1 + sigma_next ** 2) ** 0.5
     j = STEPS - k  # the inverted latent at the step's UNet timestep s_{N-k}
@@ -174,4 +174,4 @@ def test_latent_blend_step_lands_on_the_blended_latent(pack, inverted):
     torch.testing.assert_close(z_blend[..., inside], z_plain[..., inside], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(z_blend[..., ~inside], z_inv[..., ~inside], rtol=1e-4, atol=1e-4)
     args["sigma"] = torch.tensor([float(sigmas[8])])  # outside the window: untouched
-    assert patch.latent_blend(args) is denoised
+    assert fz.run.latent_blend.latent_blend(run, args) is denoised

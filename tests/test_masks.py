@@ -5,7 +5,7 @@ import torch
 
 
 def test_word_maps_sum_tokens_then_max_pool(pack):
-    masks = pack.fatezero_attn.masks
+    masks = pack.fatezero_attn.edit.masks
     cross = torch.zeros(1, 1, 5, 5, 77)
     cross[0, 0, 2, 2, 4] = 0.6   # token 4 peaks at the centre
     cross[0, 0, 0, 0, 5] = 0.3   # token 5 at a corner
@@ -18,7 +18,7 @@ def test_word_maps_sum_tokens_then_max_pool(pack):
 
 
 def test_threshold_resizes_nearest_then_normalises_per_frame(pack):
-    masks = pack.fatezero_attn.masks
+    masks = pack.fatezero_attn.edit.masks
     pooled = torch.tensor([[[0.1, 0.2], [0.4, 0.8]],      # frame 0: max 0.8
                            [[0.01, 0.02], [0.03, 0.04]]])  # frame 1: max 0.04, same shape after /max
     m = masks.threshold_mask(pooled, (4, 4), tau=0.3)
@@ -31,7 +31,7 @@ def test_threshold_resizes_nearest_then_normalises_per_frame(pack):
 
 
 def test_blend_mask_per_layer_and_preview(pack):
-    masks = pack.fatezero_attn.masks
+    masks = pack.fatezero_attn.edit.masks
     pooled = torch.zeros(3, 2, 4, 4)
     pooled[0, :, :2, :2] = 1.0
     pooled[1, :, :, :] = 1.0

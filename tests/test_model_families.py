@@ -71,10 +71,10 @@ def rel(a, b):
 def test_checkpoints_load_as_their_family(pack, loaded, name, config, model_type, max_query):
     model = loaded(name)[0]
     assert type(model.model.model_config).__name__ == config and model.model.model_type.name == model_type
-    family = pack.fatezero_attn.model_family.family_of(model)
+    family = pack.fatezero_attn.families.family_of(model)
     assert family.name == name and family.fuse_max_query == max_query
     # the blend layers sit at 1/4 of the latent in every family (SD1.5's 16x16 maps at 512x512)
-    assert pack.fatezero_attn.sd_unet.blend_factor(model.model.diffusion_model) == 4
+    assert pack.fatezero_attn.families.sd_unet.blend_factor(model.model.diffusion_model) == 4
 
 
 @pytest.mark.parametrize("name", FAMILIES + ("SD1",))
@@ -133,7 +133,7 @@ def test_sdxl_tokenizers_line_up_on_the_authors_prompts(pack, loaded, source, ta
     common = import_module(pack.__name__ + ".nodes.common")
     clip = loaded("SDXL")[1]
     assert hasattr(clip.tokenizer, "clip_g") and hasattr(clip.tokenizer, "clip_l")
-    assert common.text_window(clip) == common.text_window(loaded("SD1")[1]) == pack.fatezero_attn.alignment.CLIP_WINDOW
+    assert common.text_window(clip) == common.text_window(loaded("SD1")[1]) == pack.fatezero_attn.edit.alignment.CLIP_WINDOW
     sd1_clip = loaded("SD1")[1]
     for text in (source, target):
         words, tokens = common.prompt_words(clip, text, "test", "prompt")
@@ -148,7 +148,7 @@ def test_sdxl_tokenizers_line_up_on_the_authors_prompts(pack, loaded, source, ta
 def test_the_prediction_type_is_the_models_as_patched(node, loaded, pack):
     """ModelSamplingDiscrete v_prediction on an SD 2.x MODEL makes it SD2-v (768 layers); a
     continuous EDM schedule is not one FateZero's DDIM inversion walks: refused by name."""
-    family_of = pack.fatezero_attn.model_family.family_of
+    family_of = pack.fatezero_attn.families.family_of
     model, clip, _ = loaded("SD2")
     (as_v,) = node("ModelSamplingDiscrete").patch(model, "v_prediction", False)
     assert family_of(model).name == "SD2" and family_of(as_v).name == "SD2-v"
@@ -168,9 +168,9 @@ def test_an_older_store_of_another_family_is_refused(node, loaded, pack, tmp_pat
     source = node("CLIPTextEncode").encode(clip, SRC)[0]
     _, store, _, *_ = node("FateZeroDDIMInversion").invert(model, source, video(model), 2, "middle", 0, True, AUTHORS,
                                                        "recompute")
-    store.save(tmp_path / "sd2.safetensors")
-    Store = pack.fatezero_attn.store.AttentionStore
-    assert Store.load(tmp_path / "sd2.safetensors").info.model_family == "SD2"
+    store_file = pack.fatezero_attn.store.store_file
+    store_file.save_store(store, tmp_path / "sd2.safetensors")
+    assert store_file.load_store(tmp_path / "sd2.safetensors").info.model_family == "SD2"
     with safe_open(str(tmp_path / "sd2.safetensors"), framework="pt") as f:
         meta = f.metadata()
     info = json.loads(meta["fatezero_store"])
@@ -180,7 +180,7 @@ def test_an_older_store_of_another_family_is_refused(node, loaded, pack, tmp_pat
     save_file(load_file(str(tmp_path / "sd2.safetensors")), str(tmp_path / "old.safetensors"),
               metadata={"fatezero_store": json.dumps(info)})
     with pytest.raises(ValueError, match="1024-wide text context: older versions of the pack recorded no model family"):
-        Store.load(tmp_path / "old.safetensors")
+        store_file.load_store(tmp_path / "old.safetensors")
 
 
 def test_an_embedding_that_shifts_one_encoders_positions_is_refused(node, pack, family_checkpoints, tmp_path):

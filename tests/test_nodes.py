@@ -148,12 +148,13 @@ def test_latent_blend_lands_after_a_post_cfg_patch_added_after_the_fusion_node(n
     inv, store, _ = inverted
     pooled = torch.zeros(store.info.steps, store.info.frames, 4, 4)
     pooled[..., 0, 0] = 1.0  # the source mask: one corner; the target's: around its attention peak (tau ~1)
-    blend = fz.masks.BlendMask(pooled, 0.999, ["jeep"], latent_blend=True, target_words=["jeep"])
+    blend = fz.edit.masks.BlendMask(pooled, 0.999, ["jeep"], latent_blend=True, target_words=["jeep"])
     fused = fuse(node, tiny_model, store, clip, blend=blend)
-    plan = fused.model_options["model_function_wrapper"].__self__.fusion
+    patch = fused.model_options["model_function_wrapper"].__self__
+    plan = patch.plan
     with_pag = node("PerturbedAttentionGuidance").execute(model=fused, scale=3.0).result[0]
     sigmas, steps = store.edit_sigmas.tolist() + [0.0], store.info.steps
-    window = list(fz.masks.latent_blend_steps(steps))
+    window = list(fz.edit.masks.latent_blend_steps(steps))
     checked, expected = [], {}
 
     def check(i, x0, x, total):
@@ -164,8 +165,8 @@ def test_latent_blend_lands_after_a_post_cfg_patch_added_after_the_fusion_node(n
             checked.append(float((z - z_inv).abs().amax(1)[outside].max() / z_inv.abs().max()))
         if i in window and i > 0:  # the mask step i's blend used (the target maps include step i)
             size = tuple(x.shape[-2:])
-            src = fz.masks.threshold_mask(plan.blend.pooled[steps - 1 - i], size, plan.blend.tau)
-            tgt = fz.masks.threshold_mask(fz.masks.word_maps(plan.target_maps[None], plan.target_blend_positions)[0],
+            src = fz.edit.masks.threshold_mask(plan.blend.pooled[steps - 1 - i], size, plan.blend.tau)
+            tgt = fz.edit.masks.threshold_mask(fz.edit.masks.word_maps(patch.run.target_maps[None], list(plan.target_blend_positions))[0],
                                           size, plan.blend.tau)
             outside = ~(src | tgt)
             assert outside.any()
@@ -182,11 +183,11 @@ def test_blend_layers_are_the_deepest_down_level_and_its_up_blocks_not_the_middl
                                                                                   latent):
     """The tiny UNet has transformers at 1, 1/2 and 1/4 of the latent, the middle block at 1/4:
     the blend layers are the 1/4 down transformer and the two up blocks at 1/4 (3 layers)."""
-    hooks = pack.fatezero_attn.hooks
-    assert pack.fatezero_attn.sd_unet.blend_factor(tiny_model.model.diffusion_model) == 4
-    recorder = pack.fatezero_attn.capture.Recorder(torch.tensor([0.03, 1.0, 10.0]))
+    hooks = pack.fatezero_attn.run.patch
+    assert pack.fatezero_attn.families.sd_unet.blend_factor(tiny_model.model.diffusion_model) == 4
+    recorder = pack.fatezero_attn.run.capture.Recorder(torch.tensor([0.03, 1.0, 10.0]))
     m = tiny_model.clone()
-    hooks.FateZeroPatch(recorder=recorder).install(m)
+    hooks.FateZeroPatch(pack.fatezero_attn.families.sd_unet.SD1, recorder=recorder).install(m)
     recorder.record_input(0, latent["samples"])
     x = latent["samples"]
     m.model_options["model_function_wrapper"](m.model.apply_model, {
@@ -200,7 +201,7 @@ def test_two_level_unet_gets_its_own_blend_layers(pack, node, clip, encode):
     """No layer at 1/4 of the latent: the deepest down level (1/2) is the blend level."""
     import sd1_models
     two_level = sd1_models.tiny_model_patcher(seed=2, widths=sd1_models.TWO_LEVEL_UNET)
-    assert pack.fatezero_attn.sd_unet.blend_factor(two_level.model.diffusion_model) == 2
+    assert pack.fatezero_attn.families.sd_unet.blend_factor(two_level.model.diffusion_model) == 2
     frames = {"samples": torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(5)) * 4}
     inv, store, _, *_ = node("FateZeroDDIMInversion").invert(two_level, encode(SRC), frames, STEPS, "middle", 0, True,
                                                          "alphas_cumprod[0] (authors)")
@@ -214,7 +215,7 @@ def test_two_level_unet_gets_its_own_blend_layers(pack, node, clip, encode):
 def test_blend_mask_thresholds_float32_maps(pack, node, clip, inverted):
     """Pick tau between a pixel's normalised value and its value after an fp16 round-trip of the
     stored maps: the mask must follow the float32 value (the store keeps float32)."""
-    masks = pack.fatezero_attn.masks
+    masks = pack.fatezero_attn.edit.masks
     _, store, _ = inverted
     assert store.cross_maps.dtype == torch.float32
     position = [3]  # "jeep" is the 4th token of the source prompt ("a silver jeep ...": BOS, a, silver, jeep)

@@ -49,7 +49,7 @@ def clip(checkpoint_dir, checkpoint_name):
 
 @pytest.fixture(scope="module")
 def pv(pack):
-    return pack.fatezero_attn.preview
+    return pack.fatezero_attn.store.preview
 
 
 def sd_invert(node, model, clip, frames, window=0, seed=5):
@@ -84,7 +84,7 @@ def synthetic_store(pack, clip, frames=48, hw=(36, 64), steps=10, seed=0):
     maps = torch.rand(steps, frames, hw[0] // 4, hw[1] // 4, 77, generator=g) ** 4
     maps = maps / maps.sum(-1, keepdim=True)
     context = clip.encode_from_tokens(clip.tokenize(SRC))
-    st = pack.fatezero_attn.store
+    st = pack.fatezero_attn.store.attention_store
     info = st.StoreInfo("synthetic", steps, frames, hw, "middle", 640, True)
     return st.AttentionStore(info, torch.linspace(0.03, 14.6, steps + 1), torch.zeros(1), context, maps)
 
@@ -342,7 +342,7 @@ def test_bad_inputs_name_the_node_the_input_and_the_fix(node, pack, clip, sd_sto
     error("'images' holds 2 frames", "5 frames", "Connect the frames that were encoded",
           images=torch.rand(2, 128, 256, 3))
     error("'images' are 128x128", "another aspect ratio", images=torch.rand(FRAMES, 128, 128, 3))
-    empty = pack.fatezero_attn.store.AttentionStore(sd_store.info, sd_store.sigmas, sd_store.unet_inputs,
+    empty = pack.fatezero_attn.store.attention_store.AttentionStore(sd_store.info, sd_store.sigmas, sd_store.unet_inputs,
                                                     sd_store.source_context, sd_store.cross_maps[:, :, :0])
     with pytest.raises(ValueError, match="holds no cross-attention"):
         render(node, empty, clip)

@@ -62,8 +62,8 @@ def test_cache_mode_edits_like_recompute(pack, node, counted_model, sd15, encode
     fz = pack.fatezero_attn
     inverted, store, _ = invert(node, counted_model, encode, latent, mode, "cache")
     assert store.info.store_mode == "cache" and store.info.cache_steps == 4  # int(0.8 * 6) of 5 steps
-    layers = fz.layout.attention_layout(counted_model.model.diffusion_model, (16, 16))
-    estimate = fz.source_cache.estimate_bytes(layers, 3, 4, mode, 0, fz.defaults.FUSE_MAX_QUERY, 4)
+    layers = fz.families.sd_layout.attention_layout(counted_model.model.diffusion_model, (16, 16))
+    estimate = fz.store.source_cache.estimate_bytes(layers, 3, 4, mode, 0, fz.defaults.FUSE_MAX_QUERY, 4)
     assert estimate == store.cache.nbytes() > 0
     if mode == "middle":  # only the middle frame's self-attention keys are kept
         assert {k.shape[0] for (attn, _), (q, k) in store.cache.calls[STEPS - 1].items() if attn == "attn1"} == {1}
@@ -92,13 +92,13 @@ def test_steps_beyond_the_cache_are_recomputed(node, counted_model, sd15, encode
 def test_save_and_load_both_modes_and_version_2_files(pack, node, tiny_model, encode, latent, tmp_path):
     from safetensors import safe_open
     from safetensors.torch import save_file
-    Store = pack.fatezero_attn.store.AttentionStore
+    store_file = pack.fatezero_attn.store.store_file
     for store_mode in ("cache", "recompute"):
         _, store, _ = invert(node, tiny_model, encode, latent, "middle", store_mode)
         assert store.info.store_mode == store_mode and (store.cache is None) == (store_mode == "recompute")
         path = tmp_path / f"{store_mode}.safetensors"
-        store.save(path)
-        loaded = Store.load(path)
+        store_file.save_store(store, path)
+        loaded = store_file.load_store(path)
         assert loaded.info == store.info and loaded.nbytes() == store.nbytes()
         if store.cache is not None:
             for j, layers in store.cache.calls.items():
@@ -114,12 +114,12 @@ def test_save_and_load_both_modes_and_version_2_files(pack, node, tiny_model, en
     meta["format_version"] = 2
     old = tmp_path / "v2.safetensors"
     save_file(tensors, str(old), metadata={"fatezero_store": json.dumps(meta)})
-    loaded = Store.load(old)
+    loaded = store_file.load_store(old)
     assert loaded.info.store_mode == "recompute" and loaded.cache is None
 
 
 def test_auto_picks_by_size_and_cache_that_does_not_fit_is_refused(pack, node, tiny_model, encode):
-    sc = pack.fatezero_attn.source_cache
+    sc = pack.fatezero_attn.store.source_cache
     assert sc.choose_mode("auto", 10, 100) == "cache"
     assert sc.choose_mode("auto", 60, 100) == "recompute"
     assert sc.choose_mode("cache", 60, 100) == "cache"
@@ -127,7 +127,7 @@ def test_auto_picks_by_size_and_cache_that_does_not_fit_is_refused(pack, node, t
     assert sc.choose_mode("recompute", 1, 100) == "recompute"
     import comfy.model_management
     free = comfy.model_management.get_free_memory(torch.device("cpu"))
-    layers = pack.fatezero_attn.layout.attention_layout(tiny_model.model.diffusion_model, (16, 16))
+    layers = pack.fatezero_attn.families.sd_layout.attention_layout(tiny_model.model.diffusion_model, (16, 16))
     per_frame = sc.estimate_bytes(layers, 1, 40, "per-frame", 0, 1024, 4)
     frames = int(2 * free / per_frame) + 1  # a video whose cache would need twice the free memory
     video = {"samples": torch.empty(frames, 4, 16, 16, device="meta")}  # its shape only: nothing is allocated

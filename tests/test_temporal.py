@@ -14,12 +14,12 @@ import torch
     ("first+previous", 4, [[0, 0], [0, 0], [0, 1], [0, 2]]),
 ])
 def test_source_frames(pack, mode, frames, expected):
-    assert pack.fatezero_attn.temporal.source_frames(mode, frames) == expected
+    assert pack.fatezero_attn.edit.temporal.source_frames(mode, frames) == expected
 
 
 @pytest.mark.parametrize("mode", ["middle", "current+middle", "first+previous"])
 def test_gather_keeps_branches_apart(pack, mode):
-    temporal = pack.fatezero_attn.temporal
+    temporal = pack.fatezero_attn.edit.temporal
     frames, chunks, tokens = 4, 2, 3
     # value = 10 * chunk + frame, so every gathered token says where it came from
     ids = torch.tensor([[10 * c + f] for c in range(chunks) for f in range(frames)], dtype=torch.float32)
@@ -34,19 +34,19 @@ def test_gather_keeps_branches_apart(pack, mode):
 def test_unet_self_attention_sees_the_named_frames(pack, tiny_model):
     """Run the real tiny UNet with the patch and capture what ComfyUI's attention receives."""
     import comfy.ldm.modules.attention as attention
-    hooks = pack.fatezero_attn.hooks
+    hooks = pack.fatezero_attn.run.patch
     frames = 4
     model = tiny_model.clone()
-    patch = hooks.FateZeroPatch("current+middle", 64, False)
+    patch = hooks.FateZeroPatch(pack.fatezero_attn.families.sd_unet.SD1, "current+middle", 64, False)
     patch.install(model)
     seen = []
-    real_attn = patch._plain
+    real_attn = patch.dispatcher.plain
 
     def spy(q, k, v, heads, extra):
         seen.append((q.shape, k.clone(), v.shape))
         return real_attn(q, k, v, heads, extra)
 
-    patch._plain = spy
+    patch.dispatcher.plain = spy
     x = torch.randn(frames, 4, 16, 16)
     cond = torch.randn(frames, 77, 768)
     opts = {"transformer_options": model.model_options["transformer_options"]}

@@ -85,8 +85,8 @@ def inverted(node, wan, encode):
 
 def test_loaders_detect_wan21_and_the_pack_takes_it(pack, wan, wan_clip, encode):
     assert type(wan.model.model_config).__name__ == "WAN21_T2V"
-    family = pack.fatezero_attn.model_family.family_of(wan)
-    assert family.name == "WAN21" and family.seam.kind == "wan"
+    family = pack.fatezero_attn.families.family_of(wan)
+    assert family.name == "WAN21" and family.inverter == "flow" and family.blocks_by_index
     context = encode(SRC)[0][0]
     assert context.shape == (1, 512, 4096)
     words = len(SRC.split())  # one piece per word (wan_models' tokenizer), then the end token, then zeros
@@ -168,7 +168,7 @@ def naive_fused(q_src, k_src, q_e, k_e, v, heads, R=None, D=None):
 @pytest.mark.parametrize("target,mapping,reweight", [(SWAP, "replace", ""), (STYLE, "refine", "watercolor:2")])
 def test_fused_attention_is_the_naive_map_formula(node, pack, monkeypatch, wan, wan_clip, encode, inverted, target,
                                                   mapping, reweight):
-    dispatch = pack.fatezero_attn.dispatch
+    dispatch = pack.fatezero_attn.run.dispatch
     calls = {"self": [], "cross": []}
     real_self, real_cross = dispatch.fused_self_attention, dispatch.fused_cross_attention
 
@@ -204,7 +204,7 @@ def test_word_mappings_on_umt5_positions(pack, wan_clip):
     """No start token: the prompt's first word sits at position 0, its end token after its words."""
     from importlib import import_module
     common = import_module(pack.__name__ + ".nodes.common")
-    al = pack.fatezero_attn.alignment
+    al = pack.fatezero_attn.edit.alignment
     src_words, src = common.prompt_words(wan_clip, SRC, "test", "source")
     tgt_words, tgt = common.prompt_words(wan_clip, SWAP, "test", "target")
     window = common.text_window(wan_clip)
@@ -242,17 +242,17 @@ def test_blend_mask_follows_a_word_made_to_match_a_region(node, pack, monkeypatc
     model = comfy.sd.load_diffusion_model_state_dict(dict(state))
     # the queries of the blend block's cross-attention, by token (a spy on the pack's dispatcher)
     queries = []
-    dispatch = pack.fatezero_attn.hooks.FateZeroPatch
-    real = dispatch._dispatch
+    dispatch = pack.fatezero_attn.run.dispatch.Dispatcher
+    real = dispatch.__call__
 
     def spy(self, attn, q, k, v, extra):
         if attn == "attn2" and extra.get("block") == block and not queries:
             queries.append(q[0].float())
         return real(self, attn, q, k, v, extra)
-    monkeypatch.setattr(dispatch, "_dispatch", spy)
+    monkeypatch.setattr(dispatch, "__call__", spy)
     source = encode(SRC)
     invert(node, model, source, x, 2, blend_blocks=str(block))
-    monkeypatch.setattr(dispatch, "_dispatch", real)
+    monkeypatch.setattr(dispatch, "__call__", real)
     tokens = torch.nn.functional.max_pool2d(region.float(), 2).flatten() > 0  # [T * h * w] in the patch grid
     direction = queries[0][tokens].mean(0) - queries[0][~tokens].mean(0)
     word = SRC.split().index("jeep")  # no start token: word i at position i

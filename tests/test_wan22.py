@@ -108,7 +108,7 @@ def video48(seed: int = 12) -> dict:
 
 def test_5b_model_is_taken_and_its_invariants_hold(node, pack, wan22_5b, wan_clip, encode):
     assert type(wan22_5b.model.model_config).__name__ == "WAN22_T2V"
-    assert pack.fatezero_attn.model_family.family_of(wan22_5b).name == "WAN22-5B"
+    assert pack.fatezero_attn.families.family_of(wan22_5b).name == "WAN22-5B"
     source, target, negative = encode(SRC), encode(SWAP), encode("")
     x = video48()
     inv = invert(node, wan22_5b, source, x, STEPS)

@@ -40,7 +40,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("mode", ["per-frame", "middle", "current+middle", "first+previous"])
 @pytest.mark.parametrize("frames,window", [(16, 8), (16, 4), (17, 5), (6, 3), (5, 8)])
 def test_every_frame_is_in_one_window_with_the_anchor_where_the_mode_reads_it(pack, mode, frames, window):
-    windows, temporal = pack.fatezero_attn.windows, pack.fatezero_attn.temporal
+    windows, temporal = pack.fatezero_attn.video.windows, pack.fatezero_attn.edit.temporal
     subs = windows.sub_videos(frames, window, mode)
     anchor = windows.anchor_frame(mode, frames)
     own = [s.frames[r] for s in subs for r in s.own_rows]
@@ -64,7 +64,7 @@ def test_every_frame_is_in_one_window_with_the_anchor_where_the_mode_reads_it(pa
 
 # -- edits in process ------------------------------------------------------------------------
 def load_clip(pack, vae, size: int):
-    images, _ = pack.fatezero_attn.video_io.load_clip(host.test_clip("bikes.mp4"), FRAMES, 0, 1, size, size,
+    images, _ = pack.fatezero_attn.video.video_io.load_clip(host.test_clip("bikes.mp4"), FRAMES, 0, 1, size, size,
                                                       "center crop")
     return images, {"samples": vae.encode(images[..., :3])}
 
@@ -174,10 +174,10 @@ def test_cache_and_saved_stores_edit_the_same_windows(editor, clip_latent, pack,
     inverted_c, cached, _ = editor.invert(latent, window=6, store_mode="cache")
     assert len(cached.window_caches) == 3 and cached.nbytes() > store.nbytes()
     torch.testing.assert_close(editor.edit(inverted_c, cached, sigmas, blend=True)[0], want, rtol=1e-5, atol=1e-5)
-    Store = pack.fatezero_attn.store.AttentionStore
+    store_file = pack.fatezero_attn.store.store_file
     for s, name in ((cached, "cached"), (store, "recompute")):
-        s.save(tmp_path / f"{name}.safetensors")
-        loaded = Store.load(tmp_path / f"{name}.safetensors")
+        store_file.save_store(s, tmp_path / f"{name}.safetensors")
+        loaded = store_file.load_store(tmp_path / f"{name}.safetensors")
         assert loaded.info == s.info and loaded.rows == s.rows
         torch.testing.assert_close(editor.edit(inverted, loaded, sigmas, blend=True)[0], want, rtol=1e-5, atol=1e-5)
     # a windowed file without its anchors' latents is refused
@@ -189,7 +189,7 @@ def test_cache_and_saved_stores_edit_the_same_windows(editor, clip_latent, pack,
     del tensors["anchor_latents"]
     save_file(tensors, str(tmp_path / "broken.safetensors"), metadata=meta)
     with pytest.raises(ValueError, match="anchor latents"):
-        Store.load(tmp_path / "broken.safetensors")
+        store_file.load_store(tmp_path / "broken.safetensors")
 
 
 def window_jobs(editor, node, images, window, mode="middle"):

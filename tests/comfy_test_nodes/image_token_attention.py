@@ -20,7 +20,7 @@ def transformer_keys(diffusion_model) -> list[tuple[str, int, int]]:
     """Every ``(block, number, transformer_index)``: the pack's own walk of the UNet (one walk
     for the pack and its tests), from the loaded pack."""
     for name, module in list(sys.modules.items()):
-        if name.endswith(".fatezero_attn.sd_unet"):
+        if name.endswith(".fatezero_attn.families.sd_unet"):
             return module.attention_blocks(diffusion_model)
     raise RuntimeError("the FateZero pack is not loaded: these test nodes patch the sites it patches")
 

@@ -1,0 +1,38 @@
+"""Wan's video diffusion transformer (ComfyUI's ``comfy/ldm/wan/model.py``): Wan 2.1 T2V (1.3B,
+14B), the Wan 2.2 A14B experts (its architecture) and Wan 2.2 TI2V 5B (48 latent channels, a
+16x VAE). Each block has one self-attention over every latent frame's tokens (``attn1``, q and k
+with RoPE applied) and one cross-attention to the umT5 context (``attn2``, 512 positions); the
+seam is the shared DiT one (``dit.py``)."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ..defaults import WAN_BLEND_BLOCKS, WAN_FUSED_BLOCKS
+from ..edit.alignment import UMT5_WINDOW
+from .dit import DiTFamily
+
+
+class WanFamily(DiTFamily):
+    text_window = UMT5_WINDOW
+    default_fused_blocks: ClassVar[str] = WAN_FUSED_BLOCKS
+    default_blend_blocks: ClassVar[str] = WAN_BLEND_BLOCKS
+
+
+WAN21 = WanFamily("WAN21", 832, 8, 4)
+WAN22_5B = WanFamily("WAN22-5B", 1280, 16, 4)
+FAMILIES = (WAN21, WAN22_5B)
+
+
+def detect(model_patcher) -> WanFamily | None:
+    """Wan 2.1 text-to-video (and the 2.2 A14B experts, and the 2.2 5B model by its 48 latent
+    channels): ComfyUI's ``WanModel`` with text cross-attention only, on the flow-matching
+    (``CONST``) schedule. Image-to-video (2.1), VACE, camera and other Wan variants are not taken
+    (their extra attention inputs are not replayed)."""
+    import comfy.model_sampling as sampling
+    from comfy.ldm.wan.model import WanModel
+    dm = getattr(model_patcher.model, "diffusion_model", None)
+    if type(dm) is not WanModel or getattr(dm, "model_type", None) != "t2v" or dm.out_dim not in (16, 48):
+        return None
+    if not isinstance(model_patcher.get_model_object("model_sampling"), sampling.CONST):
+        return None
+    return WAN21 if dm.out_dim == 16 else WAN22_5B

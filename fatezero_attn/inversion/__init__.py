@@ -1,0 +1,1 @@
+"""The inversions: DDIM on a discrete schedule (SD), Euler flow inversion (Wan)."""

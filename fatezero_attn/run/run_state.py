@@ -1,0 +1,60 @@
+"""One sampling run's state (``RunState``): made where a run starts (the patch's ``OUTER_SAMPLE``
+wrapper, one per window of a windowed run), handed to the parts in each call's ``CallInfo``, and
+dropped when the run ends. The settings it runs with (``FusionPlan``) never change."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .plan import FusionPlan
+
+
+@dataclass
+class SourceAttention:
+    """The source row's fused-site attention inputs at one edit step: ``(attn, site) -> (q, k)``
+    (self-attention keys after the spatio-temporal gathering)."""
+    step: int
+    qk: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunState:
+    plan: FusionPlan | None = None       # the edit (the window's, in a windowed run); None: not an edit
+    recorder: object | None = None       # the inversion's capture.Recorder (the window's); None: not an inversion
+    # the latest edit step's source attention (a run needs one step's at a time)
+    source: SourceAttention | None = None
+    # fused sites in the order a source pass meets them: the pass stops after the last
+    fused_layers: list | None = None
+    # latent blend: the edit's own blend-level cross-attention summed over the steps so far
+    target_maps: torch.Tensor | None = None
+    target_step: int | None = None
+    # the last edit step at which a positive chunk carried the target prompt
+    target_seen_step: int | None = None
+    # the sampler's ModelPatcher whose weights were found the fusion node's (checked once per run)
+    checked_weights: object = None
+    controls: list = field(default_factory=list)  # the source row's ControlNets readied in this run
+    _cross_weights: dict = field(default_factory=dict, repr=False)
+
+    def cross_weights(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The plan's cross-attention weights at edit step ``step``, computed once per run."""
+        if step not in self._cross_weights:
+            self._cross_weights[step] = self.plan.cross_weights(step)
+        return self._cross_weights[step]
+
+    def sum_target_maps_at(self, step: int) -> bool:
+        """Whether this call's target maps are added: once per edit step (a second call of the
+        same step, PAG's or another prompt's, adds none)."""
+        if step == self.target_step:
+            return False
+        self.target_step = step
+        return True
+
+    def add_target_maps(self, maps: torch.Tensor) -> None:
+        self.target_maps = maps if self.target_maps is None else self.target_maps + maps
+
+    def end(self) -> None:
+        """Drop the run's tensors; clean up the controls it readied, as ComfyUI does a sampler's."""
+        for control in self.controls:
+            control.cleanup()
+        self.controls, self.source, self.target_maps, self._cross_weights = [], None, None, {}
