@@ -5,6 +5,7 @@ from __future__ import annotations
 import weakref
 
 from ..fatezero_attn.defaults import BLEND_TAU
+from ..fatezero_attn.edit.schedule import inversion_call
 from ..fatezero_attn.errors import FateZeroError
 from ..fatezero_attn.store import preview
 from . import CATEGORY
@@ -84,8 +85,8 @@ class FateZeroAttentionPreview:
         if blend:
             mask = preview.blend_mask(maps, blend_pos, tile, tau)
             sheet.append(preview.Row("blend mask", f"{', '.join(blend)}  tau {tau:.2f}", preview.mask_tiles(base, mask)))
-        k = info.steps - 1 - calls[-1]
-        corner = f"step {step} of {info.steps}" if step >= 0 else f"steps 0-{k} of {info.steps}"
+        last = inversion_call(info.steps, calls[-1])  # the last edit step shown
+        corner = f"step {step} of {info.steps}" if step >= 0 else f"steps 0-{last} of {info.steps}"
         return (preview.sheet(sheet, ids, corner)[0],)
 
     @staticmethod

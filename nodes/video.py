@@ -4,8 +4,8 @@ from __future__ import annotations
 import folder_paths
 import torch
 
-from ..fatezero_attn.video import clip_files, frame_decoding, video_io
-from ..fatezero_attn.video.clip_files import ClipError
+from ..fatezero_attn.video import frame_decoding, video_files, video_io
+from ..fatezero_attn.video.video_files import ClipError
 from . import CATEGORY as PACK_CATEGORY  # "FateZero"
 
 NODE_NAME = "FateZero Load Video"
@@ -37,7 +37,7 @@ class FateZeroLoadVideo:
     @classmethod
     def INPUT_TYPES(cls) -> dict:
         return {"required": {
-            "video": (clip_files.list_clips(folder_paths.get_input_directory()), {
+            "video": (video_files.list_clips(folder_paths.get_input_directory()), {
                 "video_upload": True,
                 "tooltip": "A video file, an animated WebP or an image folder (png/jpg frames sorted "
                            "by name) in ComfyUI's input folder. The upload button takes video files "
@@ -68,13 +68,13 @@ class FateZeroLoadVideo:
 
     @classmethod
     def _path(cls, video: str):
-        return clip_files.resolve_clip(folder_paths.get_input_directory(), video)
+        return video_files.resolve_clip(folder_paths.get_input_directory(), video)
 
     @classmethod
     def IS_CHANGED(cls, video: str, **_) -> str:
         # mtime+size instead of hashing: clips can be gigabytes.
         try:
-            return clip_files.fingerprint(cls._path(video))
+            return video_files.fingerprint(cls._path(video))
         except (ClipError, OSError) as e:
             return f"unavailable: {e}"
 

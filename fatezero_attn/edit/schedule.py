@@ -17,6 +17,11 @@ from __future__ import annotations
 import torch
 
 
+def inversion_call(steps: int, step: int) -> int:
+    """The inversion call whose UNet timestep edit step ``step`` starts at (the trajectory walked back)."""
+    return steps - 1 - step
+
+
 def inversion_sigmas(edit_sigmas: torch.Tensor, clean_sigma: float) -> torch.Tensor:
     """``[s_0, s_1..s_N]`` ascending, from ComfyUI's descending edit schedule ``[s_N..s_1, end]``."""
     grid = edit_sigmas[edit_sigmas > 0].flip(0)

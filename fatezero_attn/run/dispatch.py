@@ -55,6 +55,11 @@ class Dispatcher:
         self.patched = patched
         self.plain: Callable = plain_attention
 
+    def __deepcopy__(self, memo):
+        # ModelPatcher.clone() deep-copies model_options in 0.3.75: the clones' replaces and
+        # overrides keep this dispatcher (fixed at install), so each is recognised as the pack's.
+        return self
+
     def __call__(self, attn: str, q, k, v, extra: dict) -> torch.Tensor:
         info = self.call_info(q, extra)
         return self.composition.call(attn, q, k, v, extra, info, self.seam.site_key(extra), self.rows)

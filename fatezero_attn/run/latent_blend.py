@@ -37,22 +37,24 @@ def latent_blend(run: RunState, args: dict) -> torch.Tensor:
     denoised, x = args["denoised"], args["input"]
     plan = run.plan
     sigma = float(args["sigma"][0])
-    k = edit_step(sigma, plan.store.sigmas)
+    step = edit_step(sigma, plan.store.sigmas)
     steps = plan.store.info.steps
     sample_sigmas = args["model_options"].get("transformer_options", {}).get("sample_sigmas")
-    if k is None or k == 0 or k not in latent_blend_steps(steps) or sample_sigmas is None or run.target_maps is None:
+    if step is None or step == 0 or step not in latent_blend_steps(steps) or sample_sigmas is None \
+            or run.target_maps is None:
         return denoised
     pos = (sample_sigmas - sigma).abs().argmin()
     sigma_next = float(sample_sigmas[pos + 1])
     x_next = x + (sigma_next - sigma) * (x - denoised) / sigma  # what ComfyUI's ddim step will produce
-    j = plan.inversion_call(k)
+    j = plan.inversion_call(step)
     size = tuple(x.shape[-2:])
     src = threshold_mask(plan.blend.pooled[j].to(x), size, plan.blend.tau)
     tgt = threshold_mask(word_maps(run.target_maps[None], list(plan.target_blend_positions))[0].to(x), size,
                          plan.blend.tau)
     # both latents in z-space: x = z * sqrt(1 + sigma^2)
     scale_next = (1 + sigma_next ** 2) ** 0.5
-    z_inv = plan.store.unet_inputs[steps - k].to(x) / (1 + float(plan.store.sigmas[steps - k + 1]) ** 2) ** 0.5
+    # the inverted latent one step noisier: the input of call j + 1, at sigma s_(j+2)
+    z_inv = plan.store.unet_inputs[j + 1].to(x) / (1 + float(plan.store.sigmas[j + 2]) ** 2) ** 0.5
     z_next = blend_latents(x_next / scale_next, z_inv, src | tgt)
     # the denoised value whose Euler step from x reaches z_next * scale_next
     d = (z_next * scale_next - x) / (sigma_next - sigma)

@@ -9,6 +9,7 @@ import torch
 from ..defaults import FUSE_MAX_QUERY
 from ..edit.attention_fusion import cross_weights
 from ..edit.masks import BlendMask
+from ..edit.schedule import inversion_call
 from ..errors import FateZeroError
 from ..store.attention_store import AttentionStore
 
@@ -45,7 +46,7 @@ class FusionPlan:
 
     def inversion_call(self, step: int) -> int:
         """The inversion call whose attention edit step ``step`` fuses: the trajectory is walked back."""
-        return self.store.info.steps - 1 - step
+        return inversion_call(self.store.info.steps, step)
 
     def for_window(self, k: int) -> "FusionPlan":
         """The plan of window ``k`` of a windowed store (itself when the store is not windowed)."""

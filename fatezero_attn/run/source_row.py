@@ -139,15 +139,15 @@ class SourceRow:
     def edit_step(self, plan: FusionPlan, sigma: float, opts: dict) -> int:
         """The edit step of a call at ``sigma``; a sigma of no edit step, or of the other expert, stops."""
         store, expert = plan.store, plan.expert
-        k = edit_step(sigma, store.sigmas)
-        if k is not None and expert is not None and (sigma >= store.info.expert_boundary) != (expert == "high"):
+        step = edit_step(sigma, store.sigmas)
+        if step is not None and expert is not None and (sigma >= store.info.expert_boundary) != (expert == "high"):
             side = "high" if expert == "low" else "low"
             raise FateZeroError(
                 f"{self.node}: this step (sigma {sigma:.4g}) is on the {side}-noise expert's side of the boundary "
                 f"{store.info.expert_boundary:g}, and this MODEL is the attention store's {expert}-noise expert. "
                 f"Connect the {side}-noise expert's fused MODEL to this sampler, and split the sigmas at the "
                 "inversion's expert_split_step (SplitSigmas).")
-        if k is None:
+        if step is None:
             summary = lambda s: f"{len(s)} steps, sigma {float(s[0]):.4g} to {float(s[-1]):.4g}"
             sample = opts.get("sample_sigmas")
             got = "" if sample is None else f"; the sampler's: {summary(sample[sample > 0])}"
@@ -163,7 +163,7 @@ class SourceRow:
                 f"{summary(store.edit_sigmas)}{got}). On the sampler node: steps {steps} (the "
                 f"inversion's steps input), sampler 'ddim', scheduler 'ddim_uniform', add_noise 'disable', "
                 "start_at_step 0; or feed the inversion's edit_sigmas output to SamplerCustom.")
-        return k
+        return step
 
 
 def keep_source_layer(info: CallInfo, attn: str, key, q, k) -> None:

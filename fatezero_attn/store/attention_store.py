@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from ..edit.schedule import inversion_call
 from ..video import windows
 from .source_cache import SourceCache
 
@@ -189,7 +190,7 @@ class AttentionStore:
 
     def cached(self, step: int) -> bool:
         """Whether edit step ``step`` reads the source cache rather than running the source row."""
-        return self.cache is not None and self.info.steps - 1 - step in self.cache.calls
+        return self.cache is not None and inversion_call(self.info.steps, step) in self.cache.calls
 
     def without_cache(self) -> "AttentionStore":
         """The same store in recompute mode (shares every tensor)."""

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .. import defaults
 from ..edit.masks import threshold_mask, word_maps
-from ..edit.schedule import replace_step_counts
+from ..edit.schedule import inversion_call, replace_step_counts
 from ..video import windows
 
 # an inferno-like ramp: black, purple, red, orange, pale yellow (0 -> 1)
@@ -47,7 +47,7 @@ def edit_calls(steps: int, step: int, fraction: float = DEFAULT_FRACTION) -> lis
     """Inversion calls ``j`` shown: edit step ``k`` reads call ``steps - 1 - k``; ``step`` -1 means
     every edit step the self-attention (and so the blend mask) is fused at ``fraction``."""
     ks = [step] if step >= 0 else range(max(1, replace_step_counts(steps, fraction, fraction)[1]))
-    return [steps - 1 - k for k in ks]
+    return [inversion_call(steps, k) for k in ks]
 
 
 def video_rows(info) -> list[int]:

@@ -14,7 +14,7 @@ import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .clip_files import ClipError, folder_images, webp_frame_durations
+from .video_files import ClipError, folder_images, webp_frame_durations
 
 # Decoded with Pillow only: the FFmpeg in ComfyUI's PyAV (av 18.1) reads still WebP images
 # but fails on animated ones ("Invalid data found when processing input"; tests/test_video.py

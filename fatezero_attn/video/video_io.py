@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from . import frame_decoding
-from .clip_files import ClipError
 from .frame_decoding import PILLOW_EXTENSIONS, PILLOW_FALLBACK_EXTENSIONS, Undecodable, decode_errors, probe, unreadable
+from .video_files import ClipError
 
 log = logging.getLogger(__name__)
 
