@@ -334,3 +334,35 @@ def test_bad_inputs_are_refused_by_name(node, wan, encode, inverted):
         invert(node, wan, source, {"samples": torch.zeros(3, 16, 8, 8)})
     with pytest.raises(ValueError, match="'blend_blocks'"):
         invert(node, wan, source, video(), blend_blocks="0-99")
+
+
+def test_source_row_walks_one_block_at_a_time_and_edits_as_a_whole_pass(node, pack, monkeypatch, wan, wan_clip,
+                                                                         encode, inverted):
+    """Issue 33: at a fused step the source row goes through each block just before the edit rows,
+    so the edit's attention calls see one block's source q, k; the edit is the whole source pass's
+    bit for bit, also with a node that skips a block in a call of its own (SkipLayerGuidanceDiT:
+    that call takes the whole pass)."""
+    fz = pack.fatezero_attn
+    held = {}  # per edit: per fused attention call of the edit rows, the blocks whose source q, k are alive
+    rows = fz.run.dispatch.Dispatcher.rows
+
+    def spy(self, attn, q, k, v, extra, info, key, other_out):
+        if info.roles != ["source"] and info.source is not None:
+            held.setdefault(current, []).append({site for _, site in info.source.qk})
+        return rows(self, attn, q, k, v, extra, info, key, other_out)
+
+    monkeypatch.setattr(fz.run.dispatch.Dispatcher, "rows", spy)
+    target, negative = encode(SWAP), encode("")
+    slg = lambda m: node("SkipLayerGuidanceDiT").execute(m, 3.0, 0.0, 1.0, "1", "", 0.0)[0]
+    edits = {}
+    for source in ("walked", "whole"):
+        monkeypatch.setattr(fz.families.dit.DiTSeam, "source_by_block", source == "walked")
+        for name, make in (("plain", lambda m: m), ("slg", slg)):
+            current = (source, name)
+            fused = make(fuse(node, wan, inverted[1], wan_clip, SWAP, fused_blocks="all"))
+            edits[current] = sample(node, fused, target, negative, inverted)
+    assert all(len(blocks) == 1 for blocks in held[("walked", "plain")])
+    assert any(len(blocks) == 2 for blocks in held[("whole", "plain")])  # the whole pass holds both (the spy sees it)
+    for name in ("plain", "slg"):
+        assert torch.equal(edits[("walked", name)], edits[("whole", name)])
+    assert not torch.equal(edits[("walked", "slg")], edits[("walked", "plain")])

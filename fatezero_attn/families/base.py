@@ -31,6 +31,7 @@ from ..edit.alignment import CLIP_WINDOW, TextWindow
 
 class AttentionSeam(Protocol):
     sites: list
+    source_by_block: bool  # the source row can walk the blocks beside the edit call (a DiT's)
 
     def site_key(self, extra: dict) -> Any: ...
     def take_over(self, model_patcher, dispatcher) -> None: ...
@@ -39,6 +40,8 @@ class AttentionSeam(Protocol):
     def is_blend_layer(self, extra: dict) -> bool: ...
     def map_grid(self, extra: dict) -> tuple[int, int]: ...
     def group_norm_names(self) -> list[str]: ...
+    # seams with source_by_block only (a DiT's, dit.py):
+    # label_block(options, block) -> dict; runs_own_blocks(opts, last_block) -> bool
 
 
 class ModelFamily:

@@ -30,20 +30,30 @@ class BlockSite:
         self.block, self.calls = block, 0
 
 
+def label_block(options: dict, block: int) -> dict:
+    """A copy of ``options`` whose attention calls are labelled as block ``block``'s."""
+    options = dict(options)
+    options[SITE] = BlockSite(block)
+    if "block_index" in options:  # ComfyUI >= 0.38 names the block being run
+        options["block_index"] = block
+    return options
+
+
 class BlockTag:
     """The pack's ``("double_block", i)`` replace: labels block i's attention calls, then runs the
-    block (through another node's replace that was there before, if any)."""
+    block (through another node's replace that was there before, if any), through the call's
+    ``block_hook`` when it has one (the source row walking beside the edit, ``run/source_blocks.py``)."""
 
     def __init__(self, block: int, previous=None):
         self.block, self.previous = block, previous
 
     def __call__(self, args: dict, extra: dict) -> dict:
-        opts = dict(args["transformer_options"])
-        opts[SITE] = BlockSite(self.block)
+        opts = label_block(args["transformer_options"], self.block)
         args = {**args, "transformer_options": opts}
-        if self.previous is not None:
-            return self.previous(args, extra)
-        return extra["original_block"](args)
+        previous = self.previous
+        run_block = extra["original_block"] if previous is None else (lambda a: previous(a, extra))
+        hook = getattr(opts.get("fatezero"), "block_hook", None)
+        return run_block(args) if hook is None else hook(self.block, args, run_block)
 
 
 class BlockAttention:
@@ -101,7 +111,10 @@ def parse_blocks(text: str, depth: int, default: str) -> tuple[int, ...]:
 
 
 class DiTSeam:
-    """A DiT's seam bound to one model: blocks ``0 .. depth-1``, the blend blocks chosen."""
+    """A DiT's seam bound to one model: blocks ``0 .. depth-1``, the blend blocks chosen; the
+    source row can walk its blocks beside the edit call (``source_by_block``)."""
+    source_by_block = True
+    label_block = staticmethod(label_block)
 
     def __init__(self, depth: int, blend_blocks: frozenset, patch_size: tuple[int, ...]):
         self.sites = list(range(depth))
@@ -110,6 +123,13 @@ class DiTSeam:
     @staticmethod
     def site_key(extra: dict):
         return extra.get("block")
+
+    @staticmethod
+    def runs_own_blocks(opts: dict, last_block: int) -> bool:
+        """Whether a call with ``opts`` runs blocks ``0 .. last_block`` through the pack's replace
+        (another node may replace one for a call of its own: SkipLayerGuidanceDiT skips one)."""
+        table = opts.get("patches_replace", {}).get("dit", {})
+        return all(isinstance(table.get(("double_block", b)), BlockTag) for b in range(last_block + 1))
 
     def is_blend_layer(self, extra: dict) -> bool:
         return extra.get("block") in self.blend_blocks

@@ -42,6 +42,7 @@ def group_norm_names(diffusion_model) -> list[str]:
 
 class UNetSeam:
     """The seam bound to one UNet (``base.py`` states the contract)."""
+    source_by_block = False  # skip connections: the source row is one whole pass
 
     def __init__(self, sites: list, blend_factor: int | None, norms: list[str]):
         self.sites, self.blend_factor, self._norms = sites, blend_factor, norms

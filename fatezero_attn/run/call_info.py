@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .run_state import RunState, SourceAttention
 
@@ -18,7 +19,8 @@ class CallInfo:
     outside the edit's steps. ``source``: the source row's q, k at this step. ``other_patches``: other
     nodes' replaces per ``(attn, site)`` (``composition.py``). ``capture``: the inversion call to
     record, or None. ``target``: sum the target words' maps (latent blend). ``grid``: a DiT's token
-    grid ``(T, h, w)`` of this call's latent."""
+    grid ``(T, h, w)`` of this call's latent. ``block_hook(block, args, run_block)``: runs each of a
+    DiT's blocks in this call (``source_blocks.py``), or None."""
     roles: list[str]
     chunk: int
     run: RunState | None = None
@@ -28,6 +30,7 @@ class CallInfo:
     capture: int | None = None
     target: bool = False
     grid: tuple[int, int, int] | None = None
+    block_hook: Callable | None = None
     # composition's re-entry marks: inside another node's replace called from ours, and whether it
     # called ours inside itself (one model call runs its attention calls one after the other)
     calling_other: bool = False

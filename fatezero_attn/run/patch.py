@@ -6,7 +6,8 @@ attention go through one ``Dispatcher``. This module only wires:
 - the family's attention seam (``families/``) routes every site to the dispatcher, composed
   with what other nodes put there (``composition.py``);
 - ``set_model_unet_function_wrapper``: ``model_wrapper`` labels the rows of each model call in a
-  ``CallInfo`` and, at fused steps, gets the source row's attention first (``source_row.py``);
+  ``CallInfo`` and, at fused steps, gets the source row's attention first (``source_row.py``; on
+  a DiT the source row walks the blocks beside the call, ``source_blocks.py``);
 - an ``OUTER_SAMPLE`` wrapper, always installed, starts a ``RunState`` per run (per window of a
   windowed run, ``window_sampling.py``) and ends it; a ``PREDICT_NOISE`` wrapper for the latent
   blend (``latent_blend.py``); an ``ON_CLONE`` callback; video-wide GroupNorm (``video_norm.py``).
@@ -31,6 +32,7 @@ from .dispatch import Dispatcher
 from .latent_blend import blended_prediction
 from .plan import FusionPlan
 from .run_state import RunState
+from .source_blocks import SourceWalk, walks_by_block
 from .source_row import SourceRow
 from .video_norm import VideoBatch, set_video_group_norm
 
@@ -101,8 +103,9 @@ class FateZeroPatch:
         set_video_group_norm(model_patcher, self.seam.group_norm_names(), self.video_groupnorm, self.batch)
         # What the source pass runs with: this MODEL as the fusion node received it (the
         # inversion's, checked by the node), with the pack installed, not patches added downstream.
-        self.source_row = SourceRow.for_model(self.node, model_patcher, composition.patches_at_install,
-                                              self.call_model)
+        self.source_row = SourceRow.for_model(
+            self.node, model_patcher, composition.patches_at_install, self.call_model,
+            walks_by_block(self.seam, model_patcher.model_options.get("transformer_options", {})))
 
     # -- runs -------------------------------------------------------------------------------
     def sample_run(self, executor, noise, latent_image, *args, **kwargs):
@@ -172,7 +175,9 @@ class FateZeroPatch:
                 step = None  # no row of this call is the target's: all plain
             elif step < plan.fused_steps:
                 self.source_row.check_edit_rows(run, x, chunk, apply_model)
-                source = self.source_row.attention(run, step, apply_model, args, opts)
+                last_block = max(plan.fused_sites, default=-1) if self.source_row.by_block else -1
+                by_block = self.source_row.by_block and self.seam.runs_own_blocks(opts, last_block)
+                source = self.source_row.attention(run, step, apply_model, args, opts, by_block)
             else:
                 run.source = None
         if rec is not None and rec.pending is not None and "cond" in roles:
@@ -180,8 +185,11 @@ class FateZeroPatch:
             first = roles.index("cond")
             rec.record_call(c, slice(first * chunk, (first + 1) * chunk), x.shape[0], self.node)
         target = plan is not None and plan.latent_blending and step is not None and run.sum_target_maps_at(step)
+        walk = None
+        if source is not None and source.by_block:
+            walk = SourceWalk(source, last_block, self.node, self.seam.label_block).around_block
         opts["fatezero"] = CallInfo(roles, chunk, run, step, source, other_patches, capture, target,
-                                    self.seam.token_grid(x))
+                                    self.seam.token_grid(x), walk)
         c["transformer_options"] = opts
         return self.call_model(apply_model, args, x, t, c, chunk)
 

@@ -10,12 +10,25 @@ import torch
 from .plan import FusionPlan
 
 
+class SourcePassDone(BaseException):  # not an Exception: another node's `except Exception` must not catch it
+    """Raised by the source pass once it has what the edit needs: the rest of that model call is unused."""
+
+
 @dataclass
 class SourceAttention:
     """The source row's fused-site attention inputs at one edit step: ``(attn, site) -> (q, k)``
-    (self-attention keys after the spatio-temporal gathering)."""
+    (self-attention keys after the spatio-temporal gathering). ``by_block``: the source row walks
+    beside the edit call (``source_blocks.py``), ``qk`` then holds one block's; ``entry``: its
+    inputs to the first block, until a walk takes them."""
     step: int
     qk: dict = field(default_factory=dict)
+    by_block: bool = False
+    entry: dict | None = None
+    last_site: tuple | None = None  # a walk's last fused site: the source row stops there
+
+    def ready(self, step: int) -> bool:
+        """Whether a call of edit step ``step`` can use this (a walked source is used once)."""
+        return self.step == step and not (self.by_block and self.entry is None)
 
 
 @dataclass

@@ -3,8 +3,9 @@
 At a fused edit step the model wrapper runs, before the call ComfyUI built, the inversion's
 UNet call of that timestep: its input latent, sigma, conditioning (and ControlNet) and the
 patches of the fusion node's MODEL. That pass keeps the q and k of the fused layers and stops
-after the last one (``SourcePassDone``). A store in cache mode (``source_cache.py``) holds
-those q and k from the inversion itself, and the pass does not run.
+after the last one (``SourcePassDone``). On a DiT it stops at the first block instead, and the
+source row walks the blocks beside the edit call (``source_blocks.py``). A store in cache mode
+(``source_cache.py``) holds those q and k from the inversion itself, and the pass does not run.
 """
 from __future__ import annotations
 
@@ -17,11 +18,8 @@ from ..errors import FateZeroError
 from ..store import model_state
 from .call_info import CallInfo
 from .plan import FusionPlan
-from .run_state import RunState, SourceAttention
-
-
-class SourcePassDone(BaseException):  # not an Exception: another node's `except Exception` must not catch it
-    """Raised by the source pass after its last fused layer: the rest of that UNet call is unused."""
+from .run_state import RunState, SourceAttention, SourcePassDone
+from .source_blocks import entry_hook
 
 
 def copy_options(value):
@@ -37,22 +35,25 @@ class SourceRow:
     """The edit step of a call, the checks on the edit rows, and the source row's q and k."""
 
     def __init__(self, node: str, call_model: Callable, options: dict | None = None, wrappers: dict | None = None,
-                 weight_state: dict | None = None, patches_at_install: dict | None = None):
+                 weight_state: dict | None = None, patches_at_install: dict | None = None, by_block: bool = False):
         """``call_model(apply_model, args, x, t, c, chunk)`` runs one model call as the patch's
         wrapper does; the source pass runs with ``options`` (transformer_options), ``wrappers`` and
-        other nodes' replaces found at install; ``weight_state``: the MODEL's, checked at the sampler."""
+        other nodes' replaces found at install; ``weight_state``: the MODEL's, checked at the sampler;
+        ``by_block``: the source row may walk beside the edit call (``source_blocks.py``)."""
         self.node, self.call_model = node, call_model
         self.options, self.wrappers = options or {}, wrappers or {}
         self.weight_state = weight_state
         self.patches_at_install = {} if patches_at_install is None else patches_at_install
+        self.by_block = by_block
 
     @classmethod
-    def for_model(cls, node: str, model_patcher, patches_at_install: dict, call_model: Callable) -> "SourceRow":
+    def for_model(cls, node: str, model_patcher, patches_at_install: dict, call_model: Callable,
+                  by_block: bool = False) -> "SourceRow":
         """The source row of ``model_patcher`` as the fusion node received it (the inversion's MODEL,
         checked by the node), not patches added downstream."""
         return cls(node, call_model, copy_options(model_patcher.model_options.get("transformer_options", {})),
                    copy_options(getattr(model_patcher, "wrappers", {})), model_state.weight_state(model_patcher),
-                   patches_at_install)
+                   patches_at_install, by_block)
 
     def check_edit_rows(self, run: RunState, x, chunk: int, apply_model) -> None:
         info = run.plan.store.info
@@ -86,10 +87,12 @@ class SourceRow:
                     "node: connect the fusion node's MODEL output directly.")
             run.checked_weights = stamp
 
-    def attention(self, run: RunState, step: int, apply_model, args: dict, call_opts: dict) -> SourceAttention:
+    def attention(self, run: RunState, step: int, apply_model, args: dict, call_opts: dict,
+                  by_block: bool = False) -> SourceAttention:
         """The fused sites' q, k of the inversion's call ``N-1-step``: from the store's source cache
-        when it holds that call, else by running the source row alone."""
-        if run.source is not None and run.source.step == step:
+        when it holds that call, else by running the source row alone (``by_block``: up to the first
+        block, to walk beside this call)."""
+        if run.source is not None and run.source.ready(step):
             return run.source  # a second call of the same step (several conds, PAG, ...)
         run.source = None  # free the previous step's tensors first
         plan = run.plan
@@ -109,8 +112,9 @@ class SourceRow:
         opts = {k: v for k, v in call_opts.items() if k not in ("patches", "patches_replace")}
         opts.update(copy_options(self.options), wrappers=copy_options(self.wrappers),
                     cond_or_uncond=[0], uuids=["fatezero-source"], sample_sigmas=store.sigmas.to(x.device))
-        source = SourceAttention(step)
-        opts["fatezero"] = CallInfo(["source"], store.info.frames, run, step, source, dict(self.patches_at_install))
+        source = SourceAttention(step, by_block=by_block)
+        opts["fatezero"] = CallInfo(["source"], store.info.frames, run, step, source, dict(self.patches_at_install),
+                                    block_hook=entry_hook(source) if by_block else None)
         c["transformer_options"] = opts
         if control is not None:
             c["control"] = self._ready_control(run, control, apply_model).get_control(src_x, t, c, 1, opts)
@@ -120,6 +124,11 @@ class SourceRow:
                 run.fused_layers = list(source.qk)
         except SourcePassDone:
             pass
+        if source.by_block and source.entry is None:
+            raise FateZeroError(
+                f"{self.node}: the source row's model call did not reach the first transformer block (a wrapper "
+                "around the diffusion model returned early, e.g. a step cache). Apply that node before the inversion "
+                f"and {self.node}, or leave it out.")
         run.source = source
         return source
 
@@ -168,9 +177,10 @@ class SourceRow:
 
 def keep_source_layer(info: CallInfo, attn: str, key, q, k) -> None:
     """The source pass at one site: keep what the fused kernels consume (self-attention keys
-    gathered across frames); stop after the last fused site."""
-    run = info.run
+    gathered across frames); stop after the last fused site (a walk's, or once a whole pass knows it)."""
+    run, source = info.run, info.source
     if run.plan.fuses(key, q.shape[1]):
-        info.source.qk[(attn, key)] = (q, k)
-        if run.fused_layers and (attn, key) == run.fused_layers[-1]:
+        source.qk[(attn, key)] = (q, k)
+        last = source.last_site if source.by_block else (run.fused_layers or [None])[-1]
+        if (attn, key) == last:
             raise SourcePassDone
