@@ -91,9 +91,12 @@ def compute_model(dim: int, ffn: int, layers: int, n: int, steps: int, replace: 
     the fused one in every fused block; refine/reweight cross fusion: ``R v`` and a second cross
     attention (an upper bound: a word swap needs neither); inversion: one row per step plus the
     first step's extra call (fixed-point, one iteration) and the head-mean cross maps at the
-    blend blocks of the recorded call. Memory: what a fused step holds from the source pass to
-    the edit call, per fused block the self-attention's q and k and the cross-attention's q
-    ``[1, n, dim]`` and k ``[1, 512, dim]`` in the model's dtype (``source_call.py`` keeps them all)."""
+    blend blocks of the recorded call. Memory: what a fused step holds for the source row
+    (``run/source_blocks.py``: it walks the blocks beside the edit call), one block's
+    self-attention q and k and cross-attention q ``[1, n, dim]`` and k ``[1, 512, dim]``, plus the
+    source row's hidden state ``[1, n, dim]``, context ``[1, 512, dim]`` (model dtype) and RoPE
+    frequencies (fp32, ``head_dim * 2`` floats a token); ``whole_pass_qk_bytes``: what a whole
+    source pass held before (every fused block's q, k)."""
     fz = PackModules()
     embed, head = outside_macs(dim, n, channels)
     full = block_macs(dim, ffn, n)
@@ -120,7 +123,10 @@ def compute_model(dim: int, ffn: int, layers: int, n: int, steps: int, replace: 
         "expected_fused": 1 + share * (source + cross_extra) / plain_step,
         "expected_fused_blend": 1 + share * (source + cross_extra + blend_extra) / plain_step,
         "inversion_calls": calls, "expected_inversion": inversion,
-        "source_qk_bytes": len(fused) * (3 * n + TEXT_LEN) * dim * dtype_bytes,
+        "source_qk_bytes": (3 * n + TEXT_LEN) * dim * dtype_bytes if fused else 0,
+        "source_held_bytes": ((3 * n + TEXT_LEN) * dim * dtype_bytes + (n + TEXT_LEN) * dim * dtype_bytes
+                              + n * HEAD_DIM * 2 * 4) if fused else 0,
+        "whole_pass_qk_bytes": len(fused) * (3 * n + TEXT_LEN) * dim * dtype_bytes,
     }
 
 

@@ -57,9 +57,11 @@ def format_estimate(est: dict) -> str:
                for m in ms]],
             ["  -> expected fused / plain; with blend mask",
              *[f"{m['fused'][choice]['expected_fused']:.3f}x; {m['fused'][choice]['expected_fused_blend']:.3f}x" for m in ms]],
-            ["  source q, k held per fused step (" + low + ")",
-             *[f"{fmt_bytes(m['fused'][choice]['source_qk_bytes'])} ({m['fused'][choice]['source_qk_bytes'] / m['weights_bytes'] * 100:.0f}% of weights)"
+            ["  source row held per fused step (" + low + ")",
+             *[f"{fmt_bytes(m['fused'][choice]['source_held_bytes'])} ({m['fused'][choice]['source_held_bytes'] / m['weights_bytes'] * 100:.1f}% of weights)"
                for m in ms]],
+            ["  (a whole source pass, as before, held)",
+             *[fmt_bytes(m['fused'][choice]['whole_pass_qk_bytes']) for m in ms]],
         ]
     rows.append(["inversion / plain (fixed-point, 1 iteration)",
                  *[f"{m['fused']['auto']['expected_inversion']:.3f}x ({m['fused']['auto']['inversion_calls']} one-row calls)"
@@ -68,8 +70,8 @@ def format_estimate(est: dict) -> str:
     lines.append("Compute: matmul FLOPs (2 x MACs) of ComfyUI's WanModel per row; plain step = 2 rows (CFG) through every "
                  "block; source pass = 1 row through the embeddings and the blocks up to the last fused one (there: "
                  "self-attention and the cross-attention's projections); blend mask = the edit row's own self-attention "
-                 "beside the fused one in each fused block. The source q, k are held from the source pass to the edit "
-                 "call of the same step, on top of a plain step's activations.")
+                 "beside the fused one in each fused block. The source row walks the blocks beside the edit call: "
+                 "one block's q, k and the row's hidden state are held on top of a plain step's activations.")
     return "\n".join(lines)
 
 
@@ -82,9 +84,10 @@ def format_resolutions(ests: list[dict]) -> str:
             rows.append([name, f"{est['width']}x{est['height']}, {est['frames']} frames", f"{m['tokens']:,}",
                          f"{auto['expected_fused']:.2f}x", f"{auto['expected_fused_blend']:.2f}x",
                          f"{auto['expected_inversion']:.2f}x", fmt_bytes(m["store"]["bytes"]),
-                         fmt_bytes(auto["source_qk_bytes"]), fmt_bytes(m["weights_bytes"])])
+                         fmt_bytes(auto["source_held_bytes"]), fmt_bytes(auto["whole_pass_qk_bytes"]),
+                         fmt_bytes(m["weights_bytes"])])
     head = ["model", "video", "tokens", "fused edit", "blend edit", "inversion", "store",
-            "source q, k per fused step", "weights"]
+            "source row held per fused step", "(whole source pass)", "weights"]
     e = ests[0]
     return (f"GPU estimate per resolution, computed from the shapes (not measured): {e['steps']} steps, replace steps "
             f"{e['replace_steps']}, default fused blocks, {e['prompt_tokens']} prompt tokens, 16-bit weights and "
@@ -128,8 +131,9 @@ def print_report(rep: dict, args, out_path: Path) -> None:
           "last fused block); dRSS: peak RSS growth over the phase (the model's weights are in every phase's start)")
     c = rep["store_check"]
     sh = rep["shape_model"]
-    print(f"source q, k held per fused step ({len(case['fused_blocks'])} blocks, {m['compute_dtype']}), from the shapes: "
-          f"{fmt_bytes(sh['source_qk_bytes'])}; measured peak RSS growth, fused edit minus plain: "
+    print(f"source row held per fused step (one of {len(case['fused_blocks'])} blocks' q, k and its hidden state, "
+          f"{m['compute_dtype']}), from the shapes: {fmt_bytes(sh['source_held_bytes'])}; measured peak RSS growth, "
+          "fused edit minus plain: "
           f"{fmt_bytes(ph['fused']['peak_rss_delta'] - base['peak_rss_delta'])}")
     print(f"store: {fmt_bytes(c['measured_bytes'])} (trajectory {c['unet_inputs']}, blend maps {c['cross_maps']}); "
           f"formula of the estimate {c['formula_bytes']} B vs store.nbytes() {c['measured_bytes']} B -> "

@@ -366,3 +366,21 @@ def test_source_row_walks_one_block_at_a_time_and_edits_as_a_whole_pass(node, pa
     for name in ("plain", "slg"):
         assert torch.equal(edits[("walked", name)], edits[("whole", name)])
     assert not torch.equal(edits[("walked", "slg")], edits[("walked", "plain")])
+
+
+def test_out_of_memory_at_a_fused_step_names_the_inputs_that_lower_it(node, pack, monkeypatch, wan, wan_clip, encode,
+                                                                       inverted):
+    """Issue 33: the error keeps its type (ComfyUI frees models on it) and gains the run's figures."""
+    fz = pack.fatezero_attn
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(fz.run.dispatch, "fused_self_attention", no_memory)
+    fused = fuse(node, wan, inverted[1], wan_clip, SWAP, fused_blocks="all")
+    with pytest.raises(torch.OutOfMemoryError) as err:
+        sample(node, fused, encode(SWAP), encode(""), inverted)
+    text = str(err.value)
+    assert text.startswith("FateZero Attention Fusion: out of memory at fused edit step 0 (latent 16 x 3 x 8 x 8, "
+                           "48 tokens a row")
+    assert "'fused_blocks'" in text and "one block's source q, k" in text and "Tried to allocate 2.00 GiB" in text

@@ -30,6 +30,7 @@ from .capture import Recorder
 from .composition import Composition, own_replaces_per_clone
 from .dispatch import Dispatcher
 from .latent_blend import blended_prediction
+from .out_of_memory import fused_step_oom
 from .plan import FusionPlan
 from .run_state import RunState
 from .source_blocks import SourceWalk, walks_by_block
@@ -191,7 +192,12 @@ class FateZeroPatch:
         opts["fatezero"] = CallInfo(roles, chunk, run, step, source, other_patches, capture, target,
                                     self.seam.token_grid(x), walk)
         c["transformer_options"] = opts
-        return self.call_model(apply_model, args, x, t, c, chunk)
+        if source is None:
+            return self.call_model(apply_model, args, x, t, c, chunk)
+        try:
+            return self.call_model(apply_model, args, x, t, c, chunk)
+        except (torch.OutOfMemoryError, MemoryError) as e:
+            raise fused_step_oom(e, self.node, opts["fatezero"], x.shape, self.family.blocks_by_index) from e
 
     def call_model(self, apply_model, args: dict, x, t, c: dict, chunk: int) -> torch.Tensor:
         """One model call as ComfyUI built it (under the wrapper that was there before ours)."""
