@@ -128,7 +128,8 @@ def print_report(rep: dict, args, out_path: Path) -> None:
         print(f"WARNING: the machine was busy (1-min load average above {env['torch_threads']} threads + 1 at the start "
               f"or end of {', '.join(rep['busy'])}): other processes shared the CPU, so the times are not reliable")
     print("model rows: rows through the model (CFG calls are 2 rows; the source pass is 1 row that stops after the "
-          "last fused block); dRSS: peak RSS growth over the phase (the model's weights are in every phase's start)")
+          "last fused block); dRSS: peak RSS growth over the phase (the model's weights are in every phase's start; the "
+          "edits' over their sampling, after the fusion node)")
     c = rep["store_check"]
     sh = rep["shape_model"]
     print(f"source row held per fused step (one of {len(case['fused_blocks'])} blocks' q, k and its hidden state, "

@@ -1,0 +1,84 @@
+"""Few-step Wan inversion (issue 34): reconstruction error against fixed-point iterations.
+
+A random-weight WanModel (default: the tests' tiny shape) with ModelSamplingSD3 shift 5, as
+ComfyUI's Wan 2.2 templates run their 4-step LoRAs: the pack's inversion (Euler, then
+fixed-point with 1 to 8 iterations) at 4, 8 and 30 steps, each sampled back with Euler at CFG 1
+through SamplerCustomAdvanced; the error is ``|x_back - x| / |x|`` on the latent. The model's
+calls per inversion are ``steps`` for Euler and ``steps * iterations + 1`` for fixed-point.
+
+    .host/venv/bin/python bench/bench_few_step.py            # about 2 min on 2 CPU cores
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+import harness
+from harness import call_node, log
+from report import table
+from wan_phases import smooth_video
+
+SOURCE = "a silver jeep driving down a curvy road in the countryside"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", default="4,8,30")
+    p.add_argument("--iterations", default="1,2,3,4,6,8")
+    p.add_argument("--shift", type=float, default=5.0)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--ffn", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", help="JSON path (default bench/results/few-step-<timestamp>.json)")
+    args = p.parse_args(argv)
+    torch = harness.start_comfy("cpu", args.threads)
+    import comfy.sd
+    import wan_models
+    import results
+    pack, nodes = harness.load_pack(False)
+    core = nodes.NODE_CLASS_MAPPINGS
+    sd = wan_models.wan_model(seed=args.seed, dim=args.dim, num_layers=args.layers, ffn_dim=args.ffn).state_dict()
+    model = comfy.sd.load_diffusion_model_state_dict(sd)
+    model = core["ModelSamplingSD3"]().patch(model, args.shift)[0]
+    clip = wan_models.wan_text_encoder(wan_models.train_spiece())
+    source = core["CLIPTextEncode"]().encode(clip, SOURCE)[0]
+    empty = core["CLIPTextEncode"]().encode(clip, "")[0]
+    latent = smooth_video(3, 8, 8)
+    inversion = core["FateZeroDDIMInversion"]()
+    guider = core["CFGGuider"]().get_guider(model, source, empty, 1.0)[0]
+    euler = core["KSamplerSelect"]().get_sampler("euler")[0]
+
+    def error(steps: int, method: str, iterations: int) -> float:
+        out = call_node(inversion, model=model, source_conditioning=source, latent=latent, steps=steps,
+                        flow_inversion=method, fixed_point_iterations=iterations)
+        named = dict(zip(type(inversion).RETURN_NAMES, out))
+        back = core["SamplerCustomAdvanced"]().sample(named["inverted_noise"], guider, euler, named["edit_sigmas"],
+                                                      named["inverted_latent"])[0]["samples"]
+        return float((back - latent["samples"]).norm() / latent["samples"].norm())
+
+    steps_list, iters = harness.ints(args.steps), harness.ints(args.iterations)
+    rows, data = [], {}
+    for steps in steps_list:
+        log(f"{steps} steps ...")
+        data[steps] = {"euler": error(steps, "euler", 1)}
+        data[steps].update({f"fixed-point x{i}": error(steps, "fixed-point", i) for i in iters})
+        rows.append([str(steps), *(f"{v:.2e}" for v in data[steps].values())])
+    head = ["steps", "euler", *(f"fixed-point x{i}" for i in iters)]
+    commit = subprocess.run(["git", "-C", str(harness.PACK_DIR), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    print(f"\nreconstruction error |x_back - x| / |x|, WanModel dim {args.dim}, {args.layers} blocks (random weights, "
+          f"seed {args.seed}), shift {args.shift:g}, CFG 1, euler back; calls per inversion: euler = steps, "
+          f"fixed-point xI = steps * I + 1")
+    print(table(rows, head))
+    out = results.result_path(args.out, time.strftime("%Y%m%d-%H%M%S"), "few-step-")
+    results.write_results(out, {"command": " ".join(sys.argv), "commit": commit, "args": vars(args), "errors": data})
+    print(f"JSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
