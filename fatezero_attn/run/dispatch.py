@@ -83,7 +83,9 @@ class Dispatcher:
         if not (plan is not None and step is not None and plan.fuses(key, q.shape[1]) and fused_rows
                 and info.source is not None and step < plan.replace_steps(attn)):
             return self.unfused(q, k, v, kt, vt, heads, other_out, gathered, extra)
-        q_src, k_src = info.source.qk.get((attn, key), (None, None))
+        # a walked source row's q, k are used once: dropped here, before the rest of the block runs
+        take = info.source.qk.pop if info.source.by_block else info.source.qk.get
+        q_src, k_src = take((attn, key), (None, None))
         if q_src is not None:  # a cache read from a file may hold another dtype (fp32 from a CPU inversion)
             q_src, k_src = q_src.to(q), k_src.to(q)
         if q_src is None or q_src.shape[1] != q.shape[1]:
