@@ -8,8 +8,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import host  # noqa: E402
-import sd1_models  # noqa: E402
-import wan_models  # noqa: E402
+import models_sd1  # noqa: E402
+import models_wan  # noqa: E402
 import workflow_files  # noqa: E402
 
 host.import_comfy_in_process()
@@ -42,26 +42,26 @@ def checkpoint_dir() -> Path:
     """A models folder with the random SD1.5-detected checkpoint (and the inpainting one) in
     checkpoints/, the random ControlNet and LoRA that fit it in controlnet/ and loras/,
     built once and cached (the test server sees these folders)."""
-    sd1_models.sd15_checkpoint(CACHE / "checkpoints")
-    sd1_models.sd15_inpaint_checkpoint(CACHE / "checkpoints")
-    sd1_models.sd15_controlnet(CACHE / "controlnet")
-    sd1_models.sd15_lora(CACHE / "loras")
+    models_sd1.sd15_checkpoint(CACHE / "checkpoints")
+    models_sd1.sd15_inpaint_checkpoint(CACHE / "checkpoints")
+    models_sd1.sd15_controlnet(CACHE / "controlnet")
+    models_sd1.sd15_lora(CACHE / "loras")
     return CACHE
 
 
 @pytest.fixture(scope="session")
 def checkpoint_name(checkpoint_dir) -> str:
-    return sd1_models.sd15_checkpoint(checkpoint_dir / "checkpoints").name
+    return models_sd1.sd15_checkpoint(checkpoint_dir / "checkpoints").name
 
 
 @pytest.fixture(scope="session")
 def controlnet_name(checkpoint_dir) -> str:
-    return sd1_models.sd15_controlnet(checkpoint_dir / "controlnet").name
+    return models_sd1.sd15_controlnet(checkpoint_dir / "controlnet").name
 
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    return sd1_models.tiny_model_patcher(seed=0)
+    return models_sd1.tiny_model_patcher(seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -92,9 +92,9 @@ def graph_files(checkpoint_dir) -> dict[str, Path]:
     visible to the loader nodes as a models folder next to the test checkpoint is."""
     import folder_paths
     paths = {
-        "controlnet": sd1_models.sd15_controlnet(checkpoint_dir / "controlnet"),
-        "loras": sd1_models.sd15_lora(checkpoint_dir / "loras"),
-        "checkpoints": sd1_models.sd15_inpaint_checkpoint(checkpoint_dir / "checkpoints"),
+        "controlnet": models_sd1.sd15_controlnet(checkpoint_dir / "controlnet"),
+        "loras": models_sd1.sd15_lora(checkpoint_dir / "loras"),
+        "checkpoints": models_sd1.sd15_inpaint_checkpoint(checkpoint_dir / "checkpoints"),
     }
     for folder, path in paths.items():
         folder_paths.add_model_folder_path(folder, str(path.parent))
@@ -109,17 +109,17 @@ def sd15(comfy_nodes, graph_files, checkpoint_name):
 
 @pytest.fixture(scope="session")
 def wan_files() -> dict[str, str]:
-    """The tiny random Wan parts (``wan_models``) by role -> file name, written into the test
+    """The tiny random Wan parts (``models_wan``) by role -> file name, written into the test
     models folder's diffusion_models/ and vae/ (the folders the test server reads too) and
     registered with folder_paths, for UNETLoader and VAELoader: ``"wan21"`` (detected as
     WAN21_T2V), ``"wan22_5b"`` (48 channels, WAN22_T2V) and ``"vae"`` (the Wan 2.1 VAE).
     Rebuilt every session (bit-identical, well under a second). There is no text-encoder
-    file: CLIPLoader cannot load a tiny umT5 (see ``wan_models``); use ``wan_clip``."""
+    file: CLIPLoader cannot load a tiny umT5 (see ``models_wan``); use ``wan_clip``."""
     import folder_paths
     paths = {
-        "wan21": ("diffusion_models", wan_models.wan21_diffusion_model(CACHE / "diffusion_models")),
-        "wan22_5b": ("diffusion_models", wan_models.wan22_5b_diffusion_model(CACHE / "diffusion_models")),
-        "vae": ("vae", wan_models.wan21_vae(CACHE / "vae")),
+        "wan21": ("diffusion_models", models_wan.wan21_diffusion_model(CACHE / "diffusion_models")),
+        "wan22_5b": ("diffusion_models", models_wan.wan22_5b_diffusion_model(CACHE / "diffusion_models")),
+        "vae": ("vae", models_wan.wan21_vae(CACHE / "vae")),
     }
     for folder, path in paths.values():
         folder_paths.add_model_folder_path(folder, str(path.parent))
@@ -129,11 +129,11 @@ def wan_files() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def wan_spiece() -> bytes:
     """The test SentencePiece model (umT5's special ids; each word of the test prompts one piece)."""
-    return wan_models.train_spiece()
+    return models_wan.train_spiece()
 
 
 @pytest.fixture(scope="session")
 def wan_clip(wan_spiece):
     """A CLIP of ComfyUI's Wan text-encoder classes (umT5 path, WanT5Tokenizer) with a tiny
     random umT5: ``encode_from_tokens`` gives Wan's [1, 512, 4096] context."""
-    return wan_models.wan_text_encoder(wan_spiece)
+    return models_wan.wan_text_encoder(wan_spiece)

@@ -1,6 +1,6 @@
 """The composition assertions of ``test_composition.py`` on SDXL (with its ``y``) and SD2-v.
 
-On the random SDXL and SD 2.x 768 v-prediction checkpoints (``sd_models.py``) loaded by the
+On the random SDXL and SD 2.x 768 v-prediction checkpoints (``models_sd2_sdxl.py``) loaded by the
 real CheckpointLoaderSimple; per-frame attention without video GroupNorm, 2 frames, 3 steps,
 every transformer block a fused layer; a plain graph and graphs with other nodes' patches
 (PAG, and SAG or FreeU, after the fusion node; an IP-Adapter-like attn2 replace before the
@@ -22,7 +22,7 @@ import dataclasses
 import pytest
 import torch
 
-import sd_models
+import models_sd2_sdxl
 import test_composition as tc
 from image_token_attention import chained_image_tokens, image_token_attention, wrap_attention_replaces
 
@@ -51,7 +51,7 @@ def families(node, checkpoint_dir):
     """Family -> (MODEL, CLIP, encode(text) with the prompt encodings cached)."""
     import folder_paths
     folder = checkpoint_dir / "checkpoints"
-    files = {"SDXL": sd_models.sdxl_checkpoint(folder), "SD2-v": sd_models.sd2_checkpoint(folder, v_prediction=True)}
+    files = {"SDXL": models_sd2_sdxl.sdxl_checkpoint(folder), "SD2-v": models_sd2_sdxl.sd2_checkpoint(folder, v_prediction=True)}
     folder_paths.add_model_folder_path("checkpoints", str(folder))
     loaded = {}
 

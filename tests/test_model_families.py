@@ -1,6 +1,6 @@
 """Beyond SD1.5 (issue 13): SD 2.x (512 eps, 768 v-prediction) and SDXL checkpoints.
 
-Random-weight checkpoints of each family (``sd_models.py``), loaded by the real
+Random-weight checkpoints of each family (``models_sd2_sdxl.py``), loaded by the real
 ``CheckpointLoaderSimple`` and detected as their family, run through the pack's nodes:
 - the inversion, sampled back with the source prompt, reconstructs the video far better
   than chance, as on SD1.5;
@@ -17,8 +17,8 @@ import math
 import pytest
 import torch
 
-import sd1_models
-import sd_models
+import models_sd1
+import models_sd2_sdxl
 import workflow_files as wf
 
 SRC = "a silver jeep driving down a curvy road in the countryside"
@@ -33,8 +33,8 @@ def family_checkpoints(checkpoint_dir):
     """Family name -> checkpoint file name, in the models folder the test server sees."""
     import folder_paths
     folder = checkpoint_dir / "checkpoints"
-    files = {"SD2": sd_models.sd2_checkpoint(folder), "SD2-v": sd_models.sd2_checkpoint(folder, v_prediction=True),
-             "SDXL": sd_models.sdxl_checkpoint(folder), "SD1": sd1_models.sd15_checkpoint(folder)}
+    files = {"SD2": models_sd2_sdxl.sd2_checkpoint(folder), "SD2-v": models_sd2_sdxl.sd2_checkpoint(folder, v_prediction=True),
+             "SDXL": models_sd2_sdxl.sdxl_checkpoint(folder), "SD1": models_sd1.sd15_checkpoint(folder)}
     folder_paths.add_model_folder_path("checkpoints", str(folder))
     return {name: path.name for name, path in files.items()}
 
