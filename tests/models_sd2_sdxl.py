@@ -51,31 +51,32 @@ def _unet(widths: dict, seed: int):
     return unet
 
 
-def _text_encoder(config: Path, seed: int):
-    import comfy.clip_model
-    import comfy.ops
-    model = comfy.clip_model.CLIPTextModel(json.loads(config.read_text()), dtype=torch.float32, device="cpu",
-                                           operations=comfy.ops.disable_weight_init)
-    models_sd1.init_random_(model, seed)
-    return model.state_dict()
+def _text_encoder(config: Path, seed: int) -> dict:
+    return models_sd1.text_encoder_fp16(json.loads(config.read_text()), seed)
 
 
 def _vae(seed: int) -> dict:
     import comfy.ldm.models.autoencoder
     vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=models_sd1._VAE_DDCONFIG, embed_dim=4)
     models_sd1.init_random_(vae, seed)
-    return {f"first_stage_model.{k}": v for k, v in vae.state_dict().items()}
+    return models_sd1.half({f"first_stage_model.{k}": v for k, v in vae.state_dict().items()})
+
+
+def _unet_fp16(widths: dict, seed: int, v_prediction: bool = False) -> dict:
+    """The UNet's part of the checkpoint, in fp16 (``models_sd1.half``) once its float32 module,
+    where the output scaling and the v-prediction marker are computed, is dropped."""
+    unet = _unet(widths, seed)
+    if v_prediction:  # what SD20.model_type reads to pick V_PREDICTION
+        with torch.no_grad():
+            unet.state_dict()[V_PRED_KEY].copy_(torch.randn(unet.state_dict()[V_PRED_KEY].shape,
+                                                            generator=torch.Generator().manual_seed(seed)) * 0.2)
+    return models_sd1.half({f"model.diffusion_model.{k}": v for k, v in unet.state_dict().items()})
 
 
 def _sd2_state_dict(seed: int, v_prediction: bool) -> dict:
     import comfy.supported_models
     import comfy.text_encoders.sd2_clip as sd2_clip
-    unet = _unet(SD2_UNET, seed)
-    if v_prediction:  # what SD20.model_type reads to pick V_PREDICTION
-        with torch.no_grad():
-            unet.state_dict()[V_PRED_KEY].copy_(torch.randn(unet.state_dict()[V_PRED_KEY].shape,
-                                                            generator=torch.Generator().manual_seed(seed)) * 0.2)
-    sd = {f"model.diffusion_model.{k}": v for k, v in unet.state_dict().items()}
+    sd = _unet_fp16(SD2_UNET, seed, v_prediction)
     clip = _text_encoder(Path(sd2_clip.__file__).with_name("sd2_clip_config.json"), seed + 1)
     saving = comfy.supported_models.SD20(models_sd1._unet_config(SD2_UNET)).process_clip_state_dict_for_saving
     sd.update(saving({f"clip_h.transformer.{k}": v for k, v in clip.items()}))
@@ -86,7 +87,7 @@ def _sd2_state_dict(seed: int, v_prediction: bool) -> dict:
 def _sdxl_state_dict(seed: int) -> dict:
     import comfy.sd1_clip
     import comfy.supported_models
-    sd = {f"model.diffusion_model.{k}": v for k, v in _unet(SDXL_UNET, seed).state_dict().items()}
+    sd = _unet_fp16(SDXL_UNET, seed)
     clip_dir = Path(comfy.sd1_clip.__file__).parent
     clip = {f"clip_l.transformer.{k}": v for k, v in _text_encoder(clip_dir / "sd1_clip_config.json", seed + 1).items()}
     clip.update({f"clip_g.transformer.{k}": v
