@@ -11,12 +11,12 @@ Measured (one process, the same model, video, sigmas and CFG):
 3. the fused edit: ``FateZeroAttentionFusion`` (fused_blocks auto, replace steps 0.8) + 1.;
 4. the blend edit: ``FateZeroBlendMask`` + the fusion + 1.
 
-The model is ComfyUI's ``WanModel`` built by ``tests/wan_models.wan_model`` (seeded random weights)
+The model is ComfyUI's ``WanModel`` built by ``tests/models_wan.wan_model`` (seeded random weights)
 with the preset's widths and depth (``WAN_SHAPES``; 1.3B: dim 1536, ffn 8960, 12 heads, 30 blocks,
 16 channels, text_dim 4096, patch 1x2x2), loaded through ``comfy.sd.load_diffusion_model_state_dict`` (what
 ``UNETLoader`` calls): ComfyUI detects it as WAN21_T2V and picks its dtype (float32 on a CPU;
 ``--dtype bf16`` forces bfloat16). The prompts go through core ``CLIPTextEncode`` with the tests'
-tiny umT5 (``wan_models.wan_text_encoder``): a real ``[1, 512, 4096]`` Wan context; the fusion
+tiny umT5 (``models_wan.wan_text_encoder``): a real ``[1, 512, 4096]`` Wan context; the fusion
 and blend nodes use that CLIP for the word mapping.
 
 Per phase: wall and CPU time (median over ``--repeats``), model rows evaluated, peak RSS and its
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     command = shlex.join([sys.executable, *sys.argv])
     torch = harness.start_comfy(args.device, args.threads)
     import comfy.model_management as mm
-    import wan_models
+    import models_wan
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_path = results.result_path(args.out, stamp, "wan-")
     harness.note_busy()
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     dtype = model.model.get_dtype()
     log(f"  {params / 1e9:.3f} B parameters, detected as {config}, {dtype}; {load_meter.result['seconds']:.0f}s, "
         f"peak RSS {fmt_bytes(load_meter.result['peak_rss'])}")
-    clip = wan_models.wan_text_encoder(wan_models.train_spiece())
+    clip = models_wan.wan_text_encoder(models_wan.train_spiece())
     desc = (f"WanModel dim {args.dim}, ffn {args.ffn}, {args.layers} blocks, {args.dim // HEAD_DIM} heads, "
             f"{args.channels} channels "
             f"(random weights, {params / 1e9:.3f} B parameters, {config}), tiny umT5 CLIP")

@@ -102,9 +102,9 @@ def checkpoint_path(ckpt: str | None = None) -> Path:
     """``ckpt``, else the tests' random SD1.5-detected checkpoint (made on first use)."""
     if ckpt:
         return Path(ckpt)
-    import sd1_models
+    import models_sd1
     cache = Path(os.environ.get("FATEZERO_TEST_CACHE", PACK_DIR / ".host" / "cache"))
-    return sd1_models.sd15_checkpoint(cache / "checkpoints")
+    return models_sd1.sd15_checkpoint(cache / "checkpoints")
 
 
 def call_node(node, **inputs):

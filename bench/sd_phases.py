@@ -25,16 +25,16 @@ def random_unet_patcher(widths: dict, seed: int = 0):
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.supported_models
-    import sd1_models
+    import models_sd1
 
-    config = comfy.supported_models.SD15(sd1_models._unet_config(widths))
+    config = comfy.supported_models.SD15(models_sd1._unet_config(widths))
     unet_dtype = mm.unet_dtype(supported_dtypes=config.supported_inference_dtypes)
     config.set_inference_dtype(unet_dtype, mm.unet_manual_cast(unet_dtype, mm.get_torch_device(),
                                                                config.supported_inference_dtypes))
     model = config.get_model({})
-    sd1_models.init_random_(model.diffusion_model, seed)
+    models_sd1.init_random_(model.diffusion_model, seed)
     with torch.no_grad():
-        model.diffusion_model.out[-1].weight.mul_(0.1)  # smooth enough to invert (as tests/sd1_models.py)
+        model.diffusion_model.out[-1].weight.mul_(0.1)  # smooth enough to invert (as tests/models_sd1.py)
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
                                             offload_device=mm.unet_offload_device())
 

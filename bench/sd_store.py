@@ -34,8 +34,8 @@ def meta_unet(widths: dict):
     """The module tree of a UNet without allocating its weights (for the layout only)."""
     import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
     import comfy.ops
-    import sd1_models
-    return openaimodel.UNetModel(**sd1_models._unet_config(widths), operations=comfy.ops.disable_weight_init,
+    import models_sd1
+    return openaimodel.UNetModel(**models_sd1._unet_config(widths), operations=comfy.ops.disable_weight_init,
                                  device="meta")
 
 

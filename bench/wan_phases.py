@@ -13,9 +13,9 @@ def build_model(args):
     given (bf16: 2 x 10 GB for the 5B shape), else the float32 state dict plus ComfyUI's pick."""
     import torch
     import comfy.sd
-    import wan_models
+    import models_wan
     dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    sd = wan_models.wan_model(seed=0, dim=args.dim, num_layers=args.layers, ffn_dim=args.ffn, channels=args.channels,
+    sd = models_wan.wan_model(seed=0, dim=args.dim, num_layers=args.layers, ffn_dim=args.ffn, channels=args.channels,
                               dtype=dtype or torch.float32).state_dict()
     params = sum(v.numel() for v in sd.values())
     patcher = comfy.sd.load_diffusion_model_state_dict(sd, {} if dtype is None else {"dtype": dtype})

@@ -122,10 +122,10 @@ def build_random_models() -> tuple[str, str, Path]:
     """The random test checkpoint and the random ControlNet that fits its UNet:
     (checkpoint name, ControlNet name, the cache folder to add as an extra model path)."""
     host.import_comfy_in_process()
-    import sd1_models
+    import models_sd1
     cache = Path(os.environ.get("FATEZERO_TEST_CACHE", PACK_DIR / ".host" / "cache"))
-    ckpt = sd1_models.sd15_checkpoint(cache / "checkpoints")
-    cnet = sd1_models.sd15_controlnet(cache / "controlnet")
+    ckpt = models_sd1.sd15_checkpoint(cache / "checkpoints")
+    cnet = models_sd1.sd15_controlnet(cache / "controlnet")
     return ckpt.name, cnet.name, cache
 
 

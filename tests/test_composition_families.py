@@ -1,6 +1,6 @@
 """The composition assertions of ``test_composition.py`` on SDXL (with its ``y``) and SD2-v.
 
-On the random SDXL and SD 2.x 768 v-prediction checkpoints (``sd_models.py``) loaded by the
+On the random SDXL and SD 2.x 768 v-prediction checkpoints (``models_sd2_sdxl.py``) loaded by the
 real CheckpointLoaderSimple; per-frame attention without video GroupNorm, 2 frames, 3 steps,
 every transformer block a fused layer; a plain graph and graphs with other nodes' patches
 (PAG, and SAG or FreeU, after the fusion node; an IP-Adapter-like attn2 replace before the
@@ -22,7 +22,6 @@ import dataclasses
 import pytest
 import torch
 
-import sd_models
 import test_composition as tc
 from image_token_attention import chained_image_tokens, image_token_attention, wrap_attention_replaces
 
@@ -47,26 +46,22 @@ IP_WEIGHT = 0.6
 
 
 @pytest.fixture(scope="module")
-def families(node, checkpoint_dir):
-    """Family -> (MODEL, CLIP, encode(text) with the prompt encodings cached)."""
-    import folder_paths
-    folder = checkpoint_dir / "checkpoints"
-    files = {"SDXL": sd_models.sdxl_checkpoint(folder), "SD2-v": sd_models.sd2_checkpoint(folder, v_prediction=True)}
-    folder_paths.add_model_folder_path("checkpoints", str(folder))
-    loaded = {}
+def families(node, family_models):
+    """Family -> (MODEL, CLIP, encode(text) with the prompt encodings cached). The models are
+    the session's shared ones (conftest's ``family_models``, one large family held at a time),
+    so only the encodings are kept here; the last one is released when the module ends."""
+    texts = {}
 
     def get(family):
-        if family not in loaded:
-            model, clip, _ = node("CheckpointLoaderSimple").load_checkpoint(files[family].name)
-            texts = {}
+        model, clip, _ = family_models(family)
 
-            def encode(text):
-                if text not in texts:
-                    texts[text] = node("CLIPTextEncode").encode(clip, text)[0]
-                return texts[text]
-            loaded[family] = (model, clip, encode)
-        return loaded[family]
-    return get
+        def encode(text):
+            if (family, text) not in texts:
+                texts[(family, text)] = node("CLIPTextEncode").encode(clip, text)[0]
+            return texts[(family, text)]
+        return model, clip, encode
+    yield get
+    family_models.drop()  # the large model still held is not carried into the next module
 
 
 def video(model, size: int) -> dict:
@@ -110,10 +105,14 @@ def build(family: str, name: str, node, families) -> tc.Graph:
 
 @pytest.fixture(scope="module")
 def inversions(node, pack):
-    """One inversion per (family, model): graphs that patch only after the fusion node share it."""
+    """One inversion per (family, model): graphs that patch only after the fusion node share it.
+    Only the current family's are kept (the tests run family by family), so that nothing of
+    the previous family's model outlives it."""
     cache = {}
 
     def get(family, g: tc.Graph, patched_before: str | None):
+        if any(kept != family for kept, _ in cache):
+            cache.clear()
         if (family, patched_before) not in cache:
             cache[(family, patched_before)] = tc.invert(node, pack, g)
         return cache[(family, patched_before)]

@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-import sd1_models
+import models_sd1
 
 STEPS = 2
 CFG = 1.0  # ComfyUI then runs the UNet on the positive only: half the time on CPU

@@ -32,12 +32,12 @@ def test_checkpoint_is_detected_as_sd15(checkpoint_dir, checkpoint_name):
 
 
 def test_tiny_unet_is_seeded(tiny_model):
-    import sd1_models
-    other = sd1_models.tiny_model_patcher(seed=0)
+    import models_sd1
+    other = models_sd1.tiny_model_patcher(seed=0)
     a = dict(tiny_model.model.diffusion_model.named_parameters())
     b = dict(other.model.diffusion_model.named_parameters())
     assert all(torch.equal(a[k], b[k]) for k in a)
-    third = sd1_models.tiny_model_patcher(seed=1)
+    third = models_sd1.tiny_model_patcher(seed=1)
     assert not torch.equal(third.model.diffusion_model.out[2].weight, a["out.2.weight"])
 
 

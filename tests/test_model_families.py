@@ -1,6 +1,6 @@
 """Beyond SD1.5 (issue 13): SD 2.x (512 eps, 768 v-prediction) and SDXL checkpoints.
 
-Random-weight checkpoints of each family (``sd_models.py``), loaded by the real
+Random-weight checkpoints of each family (``models_sd2_sdxl.py``), loaded by the real
 ``CheckpointLoaderSimple`` and detected as their family, run through the pack's nodes:
 - the inversion, sampled back with the source prompt, reconstructs the video far better
   than chance, as on SD1.5;
@@ -17,8 +17,6 @@ import math
 import pytest
 import torch
 
-import sd1_models
-import sd_models
 import workflow_files as wf
 
 SRC = "a silver jeep driving down a curvy road in the countryside"
@@ -28,26 +26,12 @@ FAMILIES = ("SD2", "SD2-v", "SDXL")
 SIZE, FRAMES, STEPS = 64, 2, 8
 
 
-@pytest.fixture(scope="session")
-def family_checkpoints(checkpoint_dir):
-    """Family name -> checkpoint file name, in the models folder the test server sees."""
-    import folder_paths
-    folder = checkpoint_dir / "checkpoints"
-    files = {"SD2": sd_models.sd2_checkpoint(folder), "SD2-v": sd_models.sd2_checkpoint(folder, v_prediction=True),
-             "SDXL": sd_models.sdxl_checkpoint(folder), "SD1": sd1_models.sd15_checkpoint(folder)}
-    folder_paths.add_model_folder_path("checkpoints", str(folder))
-    return {name: path.name for name, path in files.items()}
-
-
 @pytest.fixture(scope="module")
-def loaded(node, family_checkpoints):
-    cache = {}
-
-    def load(name):
-        if name not in cache:
-            cache[name] = node("CheckpointLoaderSimple").load_checkpoint(family_checkpoints[name])
-        return cache[name]
-    return load
+def loaded(family_models):
+    """Family name -> (MODEL, CLIP, VAE), shared with the other modules (conftest's ``family_models``);
+    the large one still held is released when this module ends, not carried into the next one."""
+    yield family_models
+    family_models.drop()
 
 
 def video(model, seed: int = 12):
@@ -183,7 +167,8 @@ def test_an_older_store_of_another_family_is_refused(node, loaded, pack, tmp_pat
         store_file.load_store(tmp_path / "old.safetensors")
 
 
-def test_an_embedding_that_shifts_one_encoders_positions_is_refused(node, pack, family_checkpoints, tmp_path):
+def test_an_embedding_that_shifts_one_encoders_positions_is_refused(node, pack, family_checkpoints, tmp_path,
+                                                                       no_family_model_held):
     """An SDXL embedding with 3 CLIP-L vectors and 2 CLIP-G vectors: word by word the prompt
     tokenizes alike, but ComfyUI's encoders would see shifted positions."""
     import folder_paths
@@ -201,7 +186,8 @@ def test_an_embedding_that_shifts_one_encoders_positions_is_refused(node, pack, 
 @pytest.mark.parametrize("family", ["SD1", "SDXL"])
 @pytest.mark.parametrize("prompt", ["a (silver:1.2) jeep driving down a curvy road", "a silver jeep (driving) down a road",
                                     "a embedding:even jeep on a road"])
-def test_prompt_weights_and_embeddings_are_refused_on_clip(prompt, family, node, pack, family_checkpoints, tmp_path):
+def test_prompt_weights_and_embeddings_are_refused_on_clip(prompt, family, node, pack, family_checkpoints, tmp_path,
+                                                          no_family_model_held):
     """ComfyUI strips the weight syntax and puts an embedding's vectors in a word's place, so the
     words would land on other positions than FateZero maps; every encoder sees the same shift, so
     only the check of the words' tokens one by one catches it. Plain punctuation and ComfyUI's escaped

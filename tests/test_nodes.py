@@ -93,9 +93,9 @@ def test_bad_inputs_name_node_input_and_fix(node, tiny_model, clip, inverted):
 
 
 def test_store_from_another_model_is_refused(node, clip, inverted):
-    import sd1_models
+    import models_sd1
     _, store, _ = inverted
-    other = sd1_models.tiny_model_patcher(seed=1)
+    other = models_sd1.tiny_model_patcher(seed=1)
     expect_error(lambda: fuse(node, other, store, clip), FUSION, "another model", "same checkpoint")
 
 
@@ -199,8 +199,8 @@ def test_blend_layers_are_the_deepest_down_level_and_its_up_blocks_not_the_middl
 
 def test_two_level_unet_gets_its_own_blend_layers(pack, node, clip, encode):
     """No layer at 1/4 of the latent: the deepest down level (1/2) is the blend level."""
-    import sd1_models
-    two_level = sd1_models.tiny_model_patcher(seed=2, widths=sd1_models.TWO_LEVEL_UNET)
+    import models_sd1
+    two_level = models_sd1.tiny_model_patcher(seed=2, widths=models_sd1.TWO_LEVEL_UNET)
     assert pack.fatezero_attn.families.sd_unet.blend_factor(two_level.model.diffusion_model) == 2
     frames = {"samples": torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(5)) * 4}
     inv, store, _, *_ = node("FateZeroDDIMInversion").invert(two_level, encode(SRC), frames, STEPS, "middle", 0, True,

@@ -1,6 +1,6 @@
 """FateZero on Wan 2.1 (issue 23): flow inversion, fusion and the blend mask on a native video DiT.
 
-A tiny random Wan 2.1 T2V model loaded by the real ``UNETLoader`` (``wan_models``), ComfyUI's
+A tiny random Wan 2.1 T2V model loaded by the real ``UNETLoader`` (``models_wan``), ComfyUI's
 umT5 classes with a SentencePiece model trained in the test (``wan_clip``), and the pack's nodes:
 - inversion reconstruction error against steps, first-order (Euler) and fixed-point;
 - replace fractions 0: the edit is plain ComfyUI sampling from the inverted latent, bit for bit;
@@ -17,7 +17,7 @@ import math
 import pytest
 import torch
 
-import wan_models
+import models_wan
 
 SRC = "a silver jeep driving down a curvy road in the countryside"
 SWAP = "a red jeep driving down a curvy road in the countryside"
@@ -89,7 +89,7 @@ def test_loaders_detect_wan21_and_the_pack_takes_it(pack, wan, wan_clip, encode)
     assert family.name == "WAN21" and family.inverter == "flow" and family.blocks_by_index
     context = encode(SRC)[0][0]
     assert context.shape == (1, 512, 4096)
-    words = len(SRC.split())  # one piece per word (wan_models' tokenizer), then the end token, then zeros
+    words = len(SRC.split())  # one piece per word (models_wan' tokenizer), then the end token, then zeros
     assert bool((context[0, :words + 1].abs().sum(-1) > 0).all()) and not bool(context[0, words + 1:].any())
 
 
@@ -238,7 +238,7 @@ def test_blend_mask_follows_a_word_made_to_match_a_region(node, pack, monkeypatc
     region = torch.zeros(FRAMES, SIDE, SIDE, dtype=torch.bool)
     region[:, :, :SIDE // 2] = True  # the left half of every latent frame
     x["samples"][:, :, region] += 3.0  # marked by its content
-    state = wan_models.wan_model().state_dict()
+    state = models_wan.wan_model().state_dict()
     model = comfy.sd.load_diffusion_model_state_dict(dict(state))
     # the queries of the blend block's cross-attention, by token (a spy on the pack's dispatcher)
     queries = []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import wan_models
+import models_wan
 from test_wan import CFG, SRC, SWAP, fuse, invert, rel, sample, video
 
 BOUNDARY = 0.875  # Wan 2.2 A14B T2V's released switch point
@@ -27,7 +27,7 @@ def experts(node, wan_files, tmp_path_factory):
     with other weights as the other expert."""
     import folder_paths
     folder = tmp_path_factory.mktemp("wan_experts")
-    other = wan_models.wan21_diffusion_model(folder, "wan21_tiny_other_expert.safetensors", seed=5)
+    other = models_wan.wan21_diffusion_model(folder, "wan21_tiny_other_expert.safetensors", seed=5)
     folder_paths.add_model_folder_path("diffusion_models", str(folder))
     load = lambda name: node("UNETLoader").load_unet(name, "default")[0]
     return {"same": (load(wan_files["wan21"]), load(wan_files["wan21"])),

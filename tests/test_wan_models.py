@@ -1,4 +1,4 @@
-"""The tiny random Wan parts of ``wan_models`` load through ComfyUI's real loaders as Wan.
+"""The tiny random Wan parts of ``models_wan`` load through ComfyUI's real loaders as Wan.
 
 ComfyUI's ``nodes`` module only: these tests do not need the pack loaded.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import wan_models
+import models_wan
 
 PROMPT = "a silver jeep driving down a curvy road in the countryside"
 
@@ -43,16 +43,16 @@ def test_unet_loader_detects_wan21_and_wan22_5b(wan_files, wan21):
 def test_diffusion_model_file_is_deterministic(tmp_path, wan_files):
     import folder_paths
 
-    again = wan_models.wan21_diffusion_model(tmp_path)
+    again = models_wan.wan21_diffusion_model(tmp_path)
     assert again.read_bytes() == open(folder_paths.get_full_path("diffusion_models", wan_files["wan21"]), "rb").read()
-    assert wan_models.parameter_count(again) == 1_105_344
+    assert models_wan.parameter_count(again) == 1_105_344
 
 
 def test_tokenizer_umt5_layout_and_whole_word_pieces(wan_clip, wan_spiece):
     import sentencepiece
 
     pairs = wan_clip.tokenize(PROMPT)["umt5xxl"]
-    assert len(pairs) == 1 and len(pairs[0]) == wan_models.WAN_TEXT_LEN
+    assert len(pairs) == 1 and len(pairs[0]) == models_wan.WAN_TEXT_LEN
     ids = [t for t, _ in pairs[0]]
     words = PROMPT.split()
     # no start token: the words' pieces, the end token 1, then pad 0 up to 512
@@ -61,15 +61,15 @@ def test_tokenizer_umt5_layout_and_whole_word_pieces(wan_clip, wan_spiece):
 
     proc = sentencepiece.SentencePieceProcessor(model_proto=wan_spiece)
     assert (proc.pad_id(), proc.eos_id(), proc.unk_id(), proc.bos_id()) == (0, 1, 2, -1)
-    split = {w: proc.encode(w, out_type=str) for w in wan_models.prompt_words()}
+    split = {w: proc.encode(w, out_type=str) for w in models_wan.prompt_words()}
     assert {w: p for w, p in split.items() if p != ["▁" + w]} == {}
     assert ids[:len(words)] == [proc.piece_to_id("▁" + w) for w in words]
-    assert wan_models.train_spiece() == wan_spiece  # deterministic
+    assert models_wan.train_spiece() == wan_spiece  # deterministic
 
 
 def test_text_encoder_gives_wan_context(wan_clip):
     cond = wan_clip.encode_from_tokens(wan_clip.tokenize(PROMPT))
-    assert cond.shape == (1, wan_models.WAN_TEXT_LEN, wan_models.WAN_TEXT_DIM)
+    assert cond.shape == (1, models_wan.WAN_TEXT_LEN, models_wan.WAN_TEXT_DIM)
     used = len(PROMPT.split()) + 1  # the words and the end token
     assert torch.isfinite(cond).all()
     assert (cond[0, :used].abs().amax(dim=-1) > 0).all()

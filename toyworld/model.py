@@ -51,13 +51,13 @@ def captions() -> list[str]:
 
 def tokenizer_model() -> bytes:
     """A SentencePiece model in which every word of the captions is one piece."""
-    import wan_models
-    return wan_models.train_spiece(tuple(captions()))
+    import models_wan
+    return models_wan.train_spiece(tuple(captions()))
 
 
 def text_encoder(spiece: bytes):
-    import wan_models
-    return wan_models.wan_text_encoder(spiece, seed=0)
+    import models_wan
+    return models_wan.wan_text_encoder(spiece, seed=0)
 
 
 @torch.no_grad()
@@ -75,8 +75,8 @@ def caption_contexts(clip, texts: list[str]) -> torch.Tensor:
 
 
 def diffusion_model(seed: int = 0) -> torch.nn.Module:
-    import wan_models
-    return wan_models.wan_model(seed, dim=DIM, num_layers=LAYERS, ffn_dim=FFN)
+    import models_wan
+    return models_wan.wan_model(seed, dim=DIM, num_layers=LAYERS, ffn_dim=FFN)
 
 
 def with_padding_row(real: torch.Tensor) -> torch.Tensor:

@@ -3,20 +3,20 @@ on the test server.
 
 ComfyUI's ``CLIPLoader`` (type wan) builds the fixed umT5-XXL config (5.7 B parameters) from any
 file it detects as umT5, and takes a smaller file for T5-base, so the tests' tiny encoder
-(``tests/wan_models.py``: ComfyUI's umT5 classes with a small config and a SentencePiece model
+(``tests/models_wan.py``: ComfyUI's umT5 classes with a small config and a SentencePiece model
 trained from the test prompts) cannot come through it. The Wan workflow tests put this node in
 ``CLIPLoader``'s place, with its inputs and its CLIP output. Likewise ``VAELoader`` builds the
 Wan 2.2 VAE at its full widths (705 M parameters) whatever the file: ``FateZeroTestWan22VAELoader``
-gives ``wan_models.wan22_vae``, ComfyUI's Wan 2.2 VAE class at a small width.
+gives ``models_wan.wan22_vae``, ComfyUI's Wan 2.2 VAE class at a small width.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for wan_models
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for models_wan
 
-import wan_models  # noqa: E402
+import models_wan  # noqa: E402
 
 
 class FateZeroTestWanCLIPLoader:
@@ -32,7 +32,7 @@ class FateZeroTestWanCLIPLoader:
 
     def load_clip(self, clip_name, type, device="default"):
         if FateZeroTestWanCLIPLoader._clip is None:
-            FateZeroTestWanCLIPLoader._clip = wan_models.wan_text_encoder(wan_models.train_spiece())
+            FateZeroTestWanCLIPLoader._clip = models_wan.wan_text_encoder(models_wan.train_spiece())
         return (FateZeroTestWanCLIPLoader._clip,)
 
 
@@ -48,7 +48,7 @@ class FateZeroTestWan22VAELoader:
 
     def load_vae(self, vae_name):
         if FateZeroTestWan22VAELoader._vae is None:
-            FateZeroTestWan22VAELoader._vae = wan_models.wan22_vae()
+            FateZeroTestWan22VAELoader._vae = models_wan.wan22_vae()
         return (FateZeroTestWan22VAELoader._vae,)
 
 

@@ -95,6 +95,7 @@ def _save(path: Path, sd: dict[str, torch.Tensor], dtype: torch.dtype = torch.fl
     out.update(extra or {})
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.partial")
     # one metadata entry: safetensors writes several in no fixed order, and a build must not vary
+    # ("wan_models" is this module's name before the rename, kept so the files' bytes are unchanged)
     save_file(out, str(tmp), metadata={"fatezero_test_model": f"random weights, not a real model (wan_models {FORMAT})"})
     os.replace(tmp, path)
     return path
@@ -139,7 +140,7 @@ def init_wan_(model: torch.nn.Module, seed: int, std: float | None = None, cross
       rows give logit 0, and with unit norms they would take almost all the attention. At
       gain 2 a one-word change of the prompt moves the velocity by about 20%;
     - the head's weights times ``out_scale``: a velocity of standard deviation ~0.35, smooth
-      enough in the latent for inversion tests (as ``sd1_models`` shrinks the UNet's output)."""
+      enough in the latent for inversion tests (as ``models_sd1`` shrinks the UNet's output)."""
     gen = torch.Generator().manual_seed(seed)
     for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
         if name.endswith("modulation"):

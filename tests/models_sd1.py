@@ -132,6 +132,26 @@ def tiny_model_patcher(seed: int = 0, out_scale: float = 0.1, widths: dict | Non
     )
 
 
+def half(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``sd``'s floats as fp16, the conversion ``_write_once`` makes before saving (so the same
+    bytes). A builder converts each part as soon as it is built and drops its float32 module:
+    its peak is one part in float32, not the whole checkpoint in float32 plus its fp16 copy."""
+    return {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def text_encoder_fp16(config: dict, seed: int) -> dict[str, torch.Tensor]:
+    """The state dict of a random ``CLIPTextModel`` (``init_random_``), built in fp16, the dtype it
+    is saved in: ``init_random_`` draws each weight in float32 and ``copy_`` rounds it as the
+    conversion at saving does, and nothing is computed on the weights after, so the bytes are
+    those of a float32 build converted; the float32 model (2.8 GB for CLIP-G) never exists."""
+    import comfy.clip_model
+    import comfy.ops
+    model = comfy.clip_model.CLIPTextModel(config, dtype=torch.float16, device="cpu",
+                                           operations=comfy.ops.disable_weight_init)
+    init_random_(model, seed)
+    return model.state_dict()
+
+
 def _sd15_state_dict(seed: int, in_channels: int = 4) -> dict[str, torch.Tensor]:
     import comfy.clip_model
     import comfy.ldm.models.autoencoder
@@ -147,20 +167,16 @@ def _sd15_state_dict(seed: int, in_channels: int = 4) -> dict[str, torch.Tensor]
     init_random_(unet, seed)
     with torch.no_grad():
         unet.out[-1].weight.mul_(0.1)  # smooth enough to invert, see tiny_model_patcher
-    sd.update({f"model.diffusion_model.{k}": v for k, v in unet.state_dict().items()})
+    sd.update(half({f"model.diffusion_model.{k}": v for k, v in unet.state_dict().items()}))
     del unet
 
-    clip_cfg_path = Path(comfy.clip_model.__file__).with_name("sd1_clip_config.json")
-    clip_cfg = json.loads(clip_cfg_path.read_text())
-    clip = comfy.clip_model.CLIPTextModel(clip_cfg, dtype=torch.float32, device="cpu", operations=ops)
-    init_random_(clip, seed + 1)
-    sd.update({f"cond_stage_model.transformer.{k}": v for k, v in clip.state_dict().items()})
+    clip_cfg = json.loads(Path(comfy.clip_model.__file__).with_name("sd1_clip_config.json").read_text())
+    sd.update({f"cond_stage_model.transformer.{k}": v for k, v in text_encoder_fp16(clip_cfg, seed + 1).items()})
     sd["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(77).unsqueeze(0)
-    del clip
 
     vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=_VAE_DDCONFIG, embed_dim=4)
     init_random_(vae, seed + 2)
-    sd.update({f"first_stage_model.{k}": v for k, v in vae.state_dict().items()})
+    sd.update(half({f"first_stage_model.{k}": v for k, v in vae.state_dict().items()}))
     return sd
 
 
@@ -170,8 +186,7 @@ def _write_once(path: Path, build) -> Path:
     from safetensors.torch import save_file
 
     if not path.exists():
-        sd = {k: v.contiguous().to(torch.float16) if v.is_floating_point() else v.contiguous()
-              for k, v in build().items()}
+        sd = {k: v.contiguous() for k, v in half(build()).items()}  # parts already fp16 are not copied
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.partial")
         save_file(sd, str(tmp), metadata={"fatezero_test_model": "random weights, not a real model"})
         os.replace(tmp, path)
