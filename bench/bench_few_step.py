@@ -37,14 +37,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch = harness.start_comfy("cpu", args.threads)
     import comfy.sd
-    import wan_models
+    import models_wan
     import results
     pack, nodes = harness.load_pack(False)
     core = nodes.NODE_CLASS_MAPPINGS
-    sd = wan_models.wan_model(seed=args.seed, dim=args.dim, num_layers=args.layers, ffn_dim=args.ffn).state_dict()
+    sd = models_wan.wan_model(seed=args.seed, dim=args.dim, num_layers=args.layers, ffn_dim=args.ffn).state_dict()
     model = comfy.sd.load_diffusion_model_state_dict(sd)
     model = core["ModelSamplingSD3"]().patch(model, args.shift)[0]
-    clip = wan_models.wan_text_encoder(wan_models.train_spiece())
+    clip = models_wan.wan_text_encoder(models_wan.train_spiece())
     source = core["CLIPTextEncode"]().encode(clip, SOURCE)[0]
     empty = core["CLIPTextEncode"]().encode(clip, "")[0]
     latent = smooth_video(3, 8, 8)

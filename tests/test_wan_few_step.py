@@ -23,9 +23,9 @@ def experts(node, wan_files, wan_lora, tmp_path_factory):
     """(high, low) as the template loads them: two files, each with the LoRA at strength 1 and shift 5."""
     import folder_paths
 
-    import wan_models
+    import models_wan
     folder = tmp_path_factory.mktemp("wan_few_step")
-    other = wan_models.wan21_diffusion_model(folder, "wan21_tiny_high_noise.safetensors", seed=5)
+    other = models_wan.wan21_diffusion_model(folder, "wan21_tiny_high_noise.safetensors", seed=5)
     folder_paths.add_model_folder_path("diffusion_models", str(folder))
 
     def load(name):
