@@ -50,9 +50,10 @@ class RunState:
     _cross_weights: dict = field(default_factory=dict, repr=False)
 
     def cross_weights(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The plan's cross-attention weights at edit step ``step``, computed once per run."""
+        """The plan's cross-attention weights at edit step ``step``, computed once per step (one
+        step's kept: Wan's are ``[512, 512]``, and a run has tens of steps)."""
         if step not in self._cross_weights:
-            self._cross_weights[step] = self.plan.cross_weights(step)
+            self._cross_weights = {step: self.plan.cross_weights(step)}
         return self._cross_weights[step]
 
     def sum_target_maps_at(self, step: int) -> bool:
