@@ -23,6 +23,7 @@ on the scaled-fp8 MODEL reaches the inversion and the edit; fractions 0 stay pla
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 import torch
@@ -55,8 +56,8 @@ def quantized_files(wan_files) -> dict[str, str]:
     """The quantized files by kind -> file name, next to the tiny Wan in diffusion_models/
     (the folder ``wan_files`` registered; ComfyUI-GGUF lists its .gguf files from there)."""
     import folder_paths
-    source = folder_paths.get_full_path("diffusion_models", wan_files["wan21"])
-    folder = source.rsplit("/", 1)[0]
+    source = Path(folder_paths.get_full_path("diffusion_models", wan_files["wan21"]))
+    folder = source.parent
     files = {q: models_wan_quantized.wan21_gguf(folder, source, q).name for q in ("Q8_0", "Q4_K")}
     files["fp8_scaled"] = models_wan_quantized.wan21_fp8_scaled(folder, source).name
     files["fp8_layers"] = models_wan_quantized.wan21_fp8_layers(folder, source).name
