@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build a real ComfyUI host for this pack: a virtual environment with ComfyUI's own
-# requirements, and the pack linked into ComfyUI's custom_nodes/.
+# requirements, the pack linked into ComfyUI's custom_nodes/, and the third-party node packs
+# the tests use (ComfyUI-GGUF) unpacked beside it from ../shared/third_party
+# (FATEZERO_THIRD_PARTY=/path overrides that folder).
 #
 #   COMFYUI_PATH=/path/to/ComfyUI  use a checkout you already have (wins)
 #   otherwise                      clone the pinned tag, or, offline, unpack the
@@ -104,7 +106,27 @@ elif [ "$(readlink "$link" 2>/dev/null)" != "$PACK_DIR" ]; then
   ln -s "$PACK_DIR" "$link"
 fi
 
-# 4. Frontend test tools (only with --with-frontend)
+# 4. Third-party node packs the tests run beside the pack (tests/test_wan_quantized.py): unmodified
+#    archives from ../shared/third_party (its README), unpacked into custom_nodes/ as a user's
+#    clone would sit there; their registry dependencies are in requirements-test.txt.
+THIRD_PARTY="${FATEZERO_THIRD_PARTY:-$PACK_DIR/../shared/third_party}"
+THIRD_PARTY_PACKS=("ComfyUI-GGUF:ComfyUI-GGUF-795e451.tar.gz")
+for entry in "${THIRD_PARTY_PACKS[@]}"; do
+  name="${entry%%:*}"; archive="$THIRD_PARTY/${entry#*:}"
+  if [ -e "$COMFY/custom_nodes/$name" ]; then
+    continue  # unpacked before, or a user's own clone: left alone
+  elif [ ! -f "$archive" ]; then
+    log "WARNING: $archive is missing; tests/test_wan_quantized.py will fail until $name is in $COMFY/custom_nodes"
+  else
+    log "unpacking $name from $archive into $COMFY/custom_nodes"
+    tmp="$(mktemp -d "$HOST_DIR/unpack.XXXXXX")"
+    tar -xzf "$archive" -C "$tmp"
+    mv "$tmp/$name" "$COMFY/custom_nodes/$name"
+    rm -rf "$tmp"
+  fi
+done
+
+# 5. Frontend test tools (only with --with-frontend)
 if [ "$WITH_FRONTEND" = 1 ]; then
   CHROMIUM="${FATEZERO_CHROMIUM:-/usr/bin/chromium}"
   if [ ! -x "$CHROMIUM" ]; then

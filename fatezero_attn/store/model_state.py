@@ -61,13 +61,29 @@ def _tensors(value: Any) -> Iterable[torch.Tensor]:
         yield from _tensors(value.weights)
 
 
+def _stored(t: torch.Tensor) -> list[torch.Tensor]:
+    """What a weight stores, as plain tensors, so that a quantized weight is sampled without being
+    dequantized: ComfyUI's ``QuantizedTensor`` (fp8 with ``weight_scale``; newer ComfyUI loads
+    every scaled-fp8 file so) is its data and scales (slicing it would dequantize the whole tensor);
+    ComfyUI-GGUF's ``GGMLTensor`` is its raw blocks (the bytes it held before, as a plain tensor);
+    float8 and every other tensor is itself."""
+    qdata = getattr(t, "_qdata", None)
+    if torch.is_tensor(qdata):
+        params = getattr(t, "_layout_params", None) or {}
+        return [qdata] + [v for _, v in sorted(params.items()) if torch.is_tensor(v)]
+    if hasattr(t, "tensor_type"):
+        return [t.as_subclass(torch.Tensor)]
+    return [t]
+
+
 def _tensor_digest(h, t: torch.Tensor) -> None:
     h.update(str(tuple(t.shape)).encode())
     if t.device.type == "meta":  # not resident (a dynamic-VRAM patcher): its shape is all there is
         return
-    flat = t.detach().reshape(-1)
-    step = max(1, flat.numel() // _SAMPLES)
-    h.update(flat[::step][:_SAMPLES].float().cpu().numpy().tobytes())
+    for part in _stored(t):
+        flat = part.detach().reshape(-1)
+        step = max(1, flat.numel() // _SAMPLES)
+        h.update(flat[::step][:_SAMPLES].float().cpu().numpy().tobytes())
 
 
 def weights_digest(model_patcher) -> str:
