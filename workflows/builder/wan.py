@@ -75,6 +75,12 @@ def wan_graph(*, unet: str, vae: str, clip: Clip, start: int, nth: int, target: 
     return n, groups
 
 
+def left_of_the_experts(readme: Node) -> Node:
+    """The Read-me Note moved left of the high-noise expert's column, which sits where Notes go."""
+    readme.pos = (NOTE_X - 420, 0)
+    return readme
+
+
 def wan21_style_edit() -> Workflow:
     target = STYLE_TARGET + BICYCLE.source
     nodes, groups = wan_graph(unet=WAN21_T2V_1_3B, vae=WAN21_VAE, clip=BICYCLE, start=200, nth=1, target=target,
@@ -106,13 +112,13 @@ def wan22_a14b_two_expert_edit() -> Workflow:
                               cross=0.8, self_=0.8, mapping="refine", reweight="watercolor:4",
                               prefix="fatezero/wan22_a14b_watercolor_rabbit", frames=33, width=832, height=480,
                               steps=20, cfg=3.5, shift=8.0, fps=16.0, high_noise_unet=WAN22_T2V_HIGH, boundary=0.875)
-    nodes.append(note(
+    nodes.append(left_of_the_experts(note(
         "FateZero on Wan 2.2 T2V A14B, two experts: a rabbit cartoon -> watercolor painting; 33 frames at 832x480, "
         "20 steps, CFG 3.5.", clip_line(nodes),
         *wan_run(f"{WAN22_T2V_HIGH} and {WAN22_T2V_LOW}", WAN21_VAE), WAN_STYLE_LINE,
         "- Two experts, one inversion: model = the low-noise expert, model_high_noise = the high-noise one, switch at "
         "expert_boundary 0.875 (T2V; 0.9 for I2V). SplitSigmas at expert_split_step feeds one sampler per expert.",
-        MORE))
+        MORE)))
     return Workflow("fatezero_wan22_a14b_two_expert_edit", "Wan 2.2 A14B two-expert style edit: watercolor rabbit",
                     nodes, groups)
 
@@ -180,12 +186,6 @@ def wan22_a14b_lightx2v_4step_edit() -> Workflow:
         "graph, cross/self 0.8, reweight watercolor:4.", MORE)))
     return Workflow("fatezero_wan22_a14b_lightx2v_4step_edit",
                     "Wan 2.2 A14B 4-step lightx2v style edit at CFG 1: watercolor rabbit", nodes, groups)
-
-
-def left_of_the_experts(readme: Node) -> Node:
-    """The Read-me Note moved left of the high-noise expert's column, which sits where Notes go."""
-    readme.pos = (NOTE_X - 420, 0)
-    return readme
 
 
 WAN_WORKFLOWS = (wan21_style_edit, wan22_5b_local_edit, wan22_a14b_two_expert_edit, wan22_a14b_lightx2v_4step_edit)
