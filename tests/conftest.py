@@ -148,7 +148,8 @@ def wan_files() -> dict[str, str]:
     """The tiny random Wan parts (``models_wan``) by role -> file name, written into the test
     models folder's diffusion_models/ and vae/ (the folders the test server reads too) and
     registered with folder_paths, for UNETLoader and VAELoader: ``"wan21"`` (detected as
-    WAN21_T2V), ``"wan22_5b"`` (48 channels, WAN22_T2V) and ``"vae"`` (the Wan 2.1 VAE).
+    WAN21_T2V), ``"wan22_5b"`` (48 channels, WAN22_T2V) and ``"vae"`` (the Wan 2.1 VAE); and
+    ``"lora"`` in loras/, a random LoRA for ``"wan21"`` that stands in for the lightx2v LoRAs.
     Rebuilt every session (bit-identical, well under a second). There is no text-encoder
     file: CLIPLoader cannot load a tiny umT5 (see ``models_wan``); use ``wan_clip``."""
     import folder_paths
@@ -156,6 +157,7 @@ def wan_files() -> dict[str, str]:
         "wan21": ("diffusion_models", models_wan.wan21_diffusion_model(CACHE / "diffusion_models")),
         "wan22_5b": ("diffusion_models", models_wan.wan22_5b_diffusion_model(CACHE / "diffusion_models")),
         "vae": ("vae", models_wan.wan21_vae(CACHE / "vae")),
+        "lora": ("loras", models_wan.wan21_lora(CACHE / "loras")),
     }
     for folder, path in paths.values():
         folder_paths.add_model_folder_path(folder, str(path.parent))

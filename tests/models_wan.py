@@ -192,6 +192,23 @@ def wan22_5b_diffusion_model(folder: str | os.PathLike, name: str = "wan22_tiny_
     return wan21_diffusion_model(folder, name, seed, channels=48, **widths)
 
 
+def wan21_lora(folder: str | os.PathLike, name: str = "wan21_tiny_lora.safetensors", seed: int = 7, dim: int = 128,
+               num_layers: int = 2, rank: int = 4) -> Path:
+    """Write ``folder/name``: a random rank-``rank`` LoRA for ``wan21_diffusion_model``'s model
+    on every block's attention projections, in ComfyUI's generic key format
+    (``diffusion_model.blocks.0.self_attn.q.lora_down.weight``), float32. What a lightx2v LoRA
+    is to the tests: ``LoraLoaderModelOnly`` must patch every key, and the pack must see a
+    patched MODEL in the inversion and the fusion alike."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for i in range(num_layers):
+        for layer in ("self_attn.q", "self_attn.k", "self_attn.v", "cross_attn.q", "cross_attn.o"):
+            base = f"diffusion_model.blocks.{i}.{layer}"
+            sd[f"{base}.lora_down.weight"] = torch.randn(rank, dim, generator=g) * 0.1
+            sd[f"{base}.lora_up.weight"] = torch.randn(dim, rank, generator=g) * 0.1
+    return _save(Path(folder) / name, sd, dtype=torch.float32)
+
+
 # --------------------------------------------------------------------------- tokenizer
 
 

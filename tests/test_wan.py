@@ -292,18 +292,10 @@ def test_saved_store_edits_as_the_one_in_memory(node, wan, wan_clip, encode, inv
 def wan_lora(wan, tmp_path_factory):
     """A random rank-4 LoRA on every block's attention projections, in ComfyUI's generic key format."""
     import folder_paths
-    from safetensors.torch import save_file
     folder = tmp_path_factory.mktemp("wan_loras")
-    g = torch.Generator().manual_seed(7)
-    sd = {}
-    for i in range(len(wan.model.diffusion_model.blocks)):
-        for layer in ("self_attn.q", "self_attn.k", "self_attn.v", "cross_attn.q", "cross_attn.o"):
-            base = f"diffusion_model.blocks.{i}.{layer}"
-            sd[f"{base}.lora_down.weight"] = torch.randn(4, 128, generator=g) * 0.1
-            sd[f"{base}.lora_up.weight"] = torch.randn(128, 4, generator=g) * 0.1
-    save_file(sd, str(folder / "wan_tiny_lora.safetensors"))
+    path = models_wan.wan21_lora(folder, "wan_tiny_lora.safetensors", num_layers=len(wan.model.diffusion_model.blocks))
     folder_paths.add_model_folder_path("loras", str(folder))
-    return "wan_tiny_lora.safetensors"
+    return path.name
 
 
 def test_lora_before_and_dit_guidance_after_compose(node, wan, wan_lora, wan_clip, encode):

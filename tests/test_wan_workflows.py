@@ -5,7 +5,9 @@ tests' tiny random Wan files: ``UNETLoader`` and ``VAELoader`` read them from th
 folders; the text encoder (and the 5B model's Wan 2.2 VAE) come from test-only loader nodes in the
 core loaders' place (``tests/comfy_test_nodes/wan_text_encoder.py`` says why). The graphs edit
 with SamplerCustomAdvanced on the inversion's noise, sigmas and latent; the A14B graph splits the
-sigmas at the inversion's expert_split_step between its two experts' samplers.
+sigmas at the inversion's expert_split_step between its two experts' samplers. The 4-step A14B
+graph (issue 34) is ComfyUI's A14B T2V template with the lightx2v LoRAs, the FateZero nodes put in:
+it runs at its own 4 steps, its LoRA nodes loading the tests' random Wan LoRA.
 """
 from __future__ import annotations
 
@@ -15,6 +17,18 @@ import workflow_files as wf
 from test_workflows import _only, _video_of, clip_rate
 
 WAN_SIZE = dict(width=64, height=64, frames=5, steps=3)
+FEW_STEP = "fatezero_wan22_a14b_lightx2v_4step_edit"
+# ComfyUI's Wan 2.2 A14B T2V template (comfyui-workflow-templates-json 0.1.123, video_wan2_2_14B_t2v.json):
+# each loader's file, folder and download, as its loader nodes' properties.models list them
+HF = "https://huggingface.co/Comfy-Org/{}/resolve/main/split_files/{}/{}"
+TEMPLATE_FILES = {
+    "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": ("Wan_2.2_ComfyUI_Repackaged", "diffusion_models"),
+    "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": ("Wan_2.2_ComfyUI_Repackaged", "diffusion_models"),
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors": ("Wan_2.2_ComfyUI_Repackaged", "loras"),
+    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors": ("Wan_2.2_ComfyUI_Repackaged", "loras"),
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors": ("Wan_2.1_ComfyUI_repackaged", "text_encoders"),
+    "wan_2.1_vae.safetensors": ("Wan_2.2_ComfyUI_Repackaged", "vae"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +44,10 @@ def run_wan(server, wan_files, build):
 
     def run_once(name):
         if name not in done:
+            size = dict(WAN_SIZE, steps=4) if name == FEW_STEP else WAN_SIZE  # its own 2 + 2 steps
             api = build.resize(wf.load(wf.api_path(name)), unet_name=wan_files["wan22_5b" if "5b" in name else "wan21"],
-                               vae_name=wan_files["vae"], prefix=f"fatezero_test_{name}/", **WAN_SIZE)
+                               vae_name=wan_files["vae"], lora_name=wan_files["lora"], prefix=f"fatezero_test_{name}/",
+                               **size)
             for node in api.values():
                 if node["class_type"] == "CLIPLoader":
                     node["class_type"] = "FateZeroTestWanCLIPLoader"
@@ -51,6 +67,8 @@ def test_wan_workflow_runs_on_the_server(name, server, run_wan):
     assert fps == pytest.approx(clip_rate(api), abs=0.01), "Create Video should take the clip's rate from Load Video"
     masks = [k for k, n in api.items() if n["class_type"] == "SaveImage"]
     assert len(masks) == (1 if "local" in name else 0)
+    if any(n["class_type"] == "LoraLoaderModelOnly" for n in api.values()):
+        assert "lora key not loaded" not in server.log(), "the LoRA should patch the model, every key of it"
 
 
 @pytest.mark.parametrize("name", wf.WAN_NAMES)
@@ -89,3 +107,35 @@ def test_wan_workflow_edits_from_the_inverted_noise(name):
         assert api[low]["inputs"]["latent_image"] == [first, 0]
         assert api[api[low]["inputs"]["noise"][0]]["class_type"] == "DisableNoise"
         assert "model_high_noise" in settings
+
+
+def test_four_step_workflow_is_the_a14b_template_with_fatezero(pack):
+    """The template's graph (tests/test_wan_few_step.py runs it at the node level): each expert's
+    fp8 file -> its lightx2v 4-step LoRA at strength 1 -> ModelSamplingSD3 shift 5 -> the FateZero
+    nodes; CFG 1, euler, 4 steps split at the inversion's expert_split_step, the few-step
+    fixed-point iterations; each loader offers the template's download of its file."""
+    api = wf.load(wf.api_path(FEW_STEP))
+    inv = api[_only(api, "FateZeroDDIMInversion")]["inputs"]
+    assert (inv["steps"], inv["fixed_point_iterations"]) == (4, pack.fatezero_attn.defaults.WAN_FEW_STEP_ITERATIONS)
+    assert inv["flow_inversion"] == "fixed-point" and inv["expert_boundary"] == 0.875
+    experts = {"high": inv["model_high_noise"][0], "low": inv["model"][0]}
+    for which, shift_id in experts.items():
+        shift = api[shift_id]
+        assert shift["class_type"] == "ModelSamplingSD3" and shift["inputs"]["shift"] == 5.0
+        lora = api[shift["inputs"]["model"][0]]
+        assert lora["class_type"] == "LoraLoaderModelOnly" and lora["inputs"]["strength_model"] == 1.0
+        assert lora["inputs"]["lora_name"] == f"wan2.2_t2v_lightx2v_4steps_lora_v1.1_{which}_noise.safetensors"
+        loader = api[lora["inputs"]["model"][0]]
+        assert loader["inputs"]["unet_name"] == f"wan2.2_t2v_{which}_noise_14B_fp8_scaled.safetensors"
+    fusions = [k for k, n in api.items() if n["class_type"] == "FateZeroAttentionFusion"]
+    assert sorted(api[k]["inputs"]["model"][0] for k in fusions) == sorted(experts.values())
+    guiders = [n["inputs"] for n in api.values() if n["class_type"] == "CFGGuider"]
+    assert len(guiders) == 2 and all(g["cfg"] == 1.0 for g in guiders)
+    assert api[_only(api, "SplitSigmas")]["inputs"]["step"] == [_only(api, "FateZeroDDIMInversion"), 4]
+    ui = wf.load(wf.ui_path(FEW_STEP))
+    offered = {}
+    for node in ui["nodes"]:
+        for model in node["properties"].get("models", []):
+            assert model["name"] in node["widgets_values"], f"node {node['id']} offers a file it does not load"
+            offered[model["name"]] = (model["url"], model["directory"])
+    assert offered == {name: (HF.format(repo, folder, name), folder) for name, (repo, folder) in TEMPLATE_FILES.items()}

@@ -121,12 +121,19 @@ try {
         registered: !!n.constructor?.nodeData || ['Note', 'MarkdownNote', 'Reroute', 'PrimitiveNode'].includes(n.type),
       }));
       const dialogs = [...document.querySelectorAll('.p-dialog, [role=dialog]')].filter(visible)
-        .map((d) => d.textContent.trim().slice(0, 500));
+        .map((d) => d.textContent.trim().slice(0, 4000));
       const errorToasts = [...document.querySelectorAll('.p-toast-message-error')].filter(visible)
         .map((t) => t.textContent.trim().slice(0, 500));
       const prompt = await app.graphToPrompt();
       return { nodes, dialogs, errorToasts, prompt: prompt.output, serialized: app.graph.serialize() };
     }));
+    // A dialog is reported above (a workflow whose loaders list files in properties.models opens
+    // the missing-models dialog on a server without them); close it, as a user would, so the
+    // screenshots and the next workflow see the canvas.
+    if (result.dialogs.length) {
+      await page.keyboard.press('Escape');
+      await page.waitForTimeout(500);
+    }
     await page.evaluate(() => window.app.extensionManager.command.execute('Comfy.Canvas.FitView'));
     await page.waitForTimeout(800);
     result.screenshot = path.join(opts.shots, name.replace(/\.json$/, '.png'));

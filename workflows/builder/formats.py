@@ -85,6 +85,8 @@ def to_ui(wf: Workflow) -> dict:
             if node.title:
                 entry["title"] = node.title
             entry["properties"] = {"Node name for S&R": node.type}
+            if node.models:  # what the frontend's missing-model dialog offers to download
+                entry["properties"]["models"] = [dict(m) for m in node.models]
             if widgets:
                 entry["widgets_values"] = values
         if node.color:

@@ -18,6 +18,7 @@ class Node:
     links: dict = field(default_factory=dict)    # input name -> (source node id, output slot)
     title: str | None = None
     color: tuple | None = None                   # (color, bgcolor)
+    models: tuple = ()                           # UI properties.models: {name, url, directory} of its files
 
 
 @dataclass

@@ -88,6 +88,8 @@ TYPES.update({
     "CLIPLoader": NodeType("Load CLIP", (("clip_name", "COMBO", R), ("type", "COMBO", R), ("device", "COMBO", O)),
                            (("CLIP", "CLIP"),)),
     "VAELoader": NodeType("Load VAE", (("vae_name", "COMBO", R),), (("VAE", "VAE"),)),
+    "LoraLoaderModelOnly": NodeType("LoraLoaderModelOnly", (("model", "MODEL", R), ("lora_name", "COMBO", R),
+                                                            ("strength_model", "FLOAT", R)), (("MODEL", "MODEL"),)),
     "ModelSamplingSD3": NodeType("ModelSamplingSD3", (("model", "MODEL", R), ("shift", "FLOAT", R)), (("MODEL", "MODEL"),)),
     "CFGGuider": NodeType("CFGGuider", (("model", "MODEL", R), ("positive", "CONDITIONING", R),
                                         ("negative", "CONDITIONING", R), ("cfg", "FLOAT", R)), (("GUIDER", "GUIDER"),)),

@@ -31,7 +31,8 @@ def files() -> dict[Path, str]:
 def resize(api: dict, *, ckpt_name: str | None = None, control_net_name: str | None = None,
            width: int | None = None, height: int | None = None, frames: int | None = None,
            steps: int | None = None, video: str | None = None, prefix: str | None = None,
-           window: int | None = None, unet_name: str | None = None, vae_name: str | None = None) -> dict:
+           window: int | None = None, unet_name: str | None = None, vae_name: str | None = None,
+           lora_name: str | None = None) -> dict:
     """A copy of an API-format workflow with its size, steps, model files or output prefix changed.
 
     ``steps`` is set in the inversion only: the sampler (SamplerCustom) takes its steps from the
@@ -48,6 +49,8 @@ def resize(api: dict, *, ckpt_name: str | None = None, control_net_name: str | N
             inputs["unet_name"] = unet_name
         elif kind == "VAELoader" and vae_name is not None:
             inputs["vae_name"] = vae_name
+        elif kind == "LoraLoaderModelOnly" and lora_name is not None:  # both experts' LoRAs get this file
+            inputs["lora_name"] = lora_name
         elif kind == "FateZeroLoadVideo":
             for key, value in (("width", width), ("height", height), ("frame_count", frames), ("video", video)):
                 if value is not None:
