@@ -30,7 +30,7 @@ import torch
 
 import host
 import models_wan_quantized
-from test_wan import SRC, SWAP, fuse, invert, sample, video
+from test_wan import SRC, SWAP, encode, fuse, invert, sample, video  # noqa: F401 (encode: a fixture)
 
 GGUF_PACK = "ComfyUI-GGUF"
 KINDS = ("Q8_0", "Q4_K", "fp8_scaled", "fp8_layers")
@@ -79,17 +79,6 @@ def kind(request) -> str:
 @pytest.fixture(scope="module")
 def quantized(kind, gguf_nodes, quantized_files):
     return load(kind, gguf_nodes, quantized_files)
-
-
-@pytest.fixture(scope="module")
-def encode(node, wan_clip):
-    cache = {}
-
-    def enc(text):
-        if text not in cache:
-            cache[text] = node("CLIPTextEncode").encode(wan_clip, text)[0]
-        return cache[text]
-    return enc
 
 
 @pytest.fixture(scope="module")
