@@ -90,8 +90,9 @@ class FateZeroDDIMInversion:
             sampling = type(model.get_model_object("model_sampling")).__name__
             raise FateZeroError(f"{NODE}: 'model' ({type(model.model).__name__}, sampling {sampling}) is not an SD1.x, "
                                 "SD2.x or SDXL text-to-image UNet on a discrete eps or v-prediction schedule, nor a "
-                                "Wan 2.1 text-to-video model on its flow schedule. Load an SD checkpoint with Load "
-                                "Checkpoint (without a continuous-schedule (EDM) patch), or a Wan 2.1 T2V model with "
+                                "Wan 2.1 / 2.2 text-to-video or image-to-video model on its flow schedule (VACE, Fun, "
+                                "camera, S2V and Animate models are not supported). Load an SD checkpoint with Load "
+                                "Checkpoint (without a continuous-schedule (EDM) patch), or a Wan T2V / I2V model with "
                                 "Load Diffusion Model.")
         if len(source_conditioning) != 1:
             raise FateZeroError(f"{NODE}: 'source_conditioning' holds {len(source_conditioning)} conditionings; "

@@ -14,6 +14,7 @@ from ..fatezero_attn.families import family_of
 from ..fatezero_attn.inversion.flow import InvertedNoise, flow_inversion_sigmas, sample_flow_inversion
 from ..fatezero_attn.run.capture import Recorder
 from ..fatezero_attn.run.patch import FateZeroPatch
+from ..fatezero_attn.run.start_image import check_source
 from ..fatezero_attn.store import model_state
 from ..fatezero_attn.store.attention_store import AttentionStore, StoreInfo
 from .common import context_sha1
@@ -40,6 +41,11 @@ def invert_flow(node: str, family, model, source_conditioning, latent: dict, ste
         raise FateZeroError(f"{node}: 'latent' has shape {tuple(samples.shape)}; a Wan model takes one video latent "
                             f"[1, {channels}, frames, H/8, W/8]. Connect VAEEncode of the video's frames (4n+1 "
                             "frames: FateZero Load Video's frame_count) with the Wan VAE.")
+    check_source(node, family, source_conditioning, samples.shape)
+    if "noise_mask" in latent:
+        raise FateZeroError(f"{node}: 'latent' carries a noise mask (Wan22ImageToVideoLatent's start image, or Set "
+                            "Latent Noise Mask), which the inversion does not replay. Connect VAEEncode of the clip's "
+                            "frames; for a first-frame edit use a Wan image-to-video model with WanImageToVideo.")
     if window:
         raise FateZeroError(f"{node}: 'window' is {window}; Wan attends over all latent frames at once and the "
                             "pack does not cut a Wan video into windows. Set window to 0 and load fewer frames "

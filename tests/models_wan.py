@@ -156,20 +156,23 @@ def init_wan_(model: torch.nn.Module, seed: int, std: float | None = None, cross
 
 
 def wan_model(seed: int = 0, dim: int = 128, num_layers: int = 2, ffn_dim: int = 256,
-              channels: int = 16, dtype: torch.dtype = torch.float32, **init) -> torch.nn.Module:
-    """The random ``WanModel`` (t2v, one head per 128 of ``dim`` as ComfyUI's detection assumes,
-    ``channels`` latent channels in and out, Wan's 4096-wide text input) on the CPU, built in
-    ``dtype`` (bfloat16 halves the peak for the 5B-shaped bench model); ``init`` goes to
-    ``init_wan_``."""
+              channels: int = 16, dtype: torch.dtype = torch.float32, model_type: str = "t2v",
+              image_channels: int = 0, **init) -> torch.nn.Module:
+    """The random ``WanModel`` (one head per 128 of ``dim`` as ComfyUI's detection assumes,
+    ``channels`` latent channels out, ``channels + image_channels`` in, Wan's 4096-wide text
+    input) on the CPU, built in ``dtype`` (bfloat16 halves the peak for the 5B-shaped bench
+    model). ``model_type`` "i2v" adds Wan 2.1 I2V's CLIP-vision projection and image
+    cross-attention; ``image_channels`` 20 is an image-to-video model's mask and start-image
+    input. ``init`` goes to ``init_wan_``."""
     import comfy.ldm.wan.model
     import comfy.ops
 
     if dim % 128:
         raise ValueError(f"dim must be a multiple of 128 (ComfyUI detects num_heads = dim // 128), not {dim}")
     model = comfy.ldm.wan.model.WanModel(
-        model_type="t2v", dim=dim, ffn_dim=ffn_dim, num_heads=dim // 128, num_layers=num_layers,
-        in_dim=channels, out_dim=channels, text_dim=WAN_TEXT_DIM, operations=comfy.ops.disable_weight_init,
-        dtype=dtype)
+        model_type=model_type, dim=dim, ffn_dim=ffn_dim, num_heads=dim // 128, num_layers=num_layers,
+        in_dim=channels + image_channels, out_dim=channels, text_dim=WAN_TEXT_DIM,
+        operations=comfy.ops.disable_weight_init, dtype=dtype)
     return init_wan_(model, seed, **init)
 
 
@@ -184,6 +187,17 @@ def wan21_diffusion_model(folder: str | os.PathLike, name: str = "wan21_tiny_t2v
     embedding; ``init`` goes to ``init_wan_``."""
     model = wan_model(seed, dim, num_layers, ffn_dim, channels, **init)
     return _save(Path(folder) / name, model.state_dict())
+
+
+def wan_i2v_diffusion_model(folder: str | os.PathLike, version: str = "2.1", seed: int = 0, **widths) -> Path:
+    """Write a random image-to-video ``WanModel`` (36 input channels: latent, mask, start image)
+    as ``folder/wan<version>_tiny_i2v.safetensors``: version "2.1" with the CLIP-vision
+    projection (``img_emb``, 1280-wide input) and image cross-attention, which ``UNETLoader``
+    detects as ``WAN21_I2V``; "2.2" without them, as the Wan 2.2 I2V A14B experts are, detected
+    as ``WAN21_T2V`` with 36 input channels."""
+    model_type = {"2.1": "i2v", "2.2": "t2v"}[version]
+    model = wan_model(seed, model_type=model_type, image_channels=20, **widths)
+    return _save(Path(folder) / f"wan{version.replace('.', '')}_tiny_i2v.safetensors", model.state_dict())
 
 
 def wan22_5b_diffusion_model(folder: str | os.PathLike, name: str = "wan22_tiny_ti2v_5b.safetensors",

@@ -3,8 +3,9 @@
 ComfyUI's DiTs route every ``optimized_attention`` of a block through
 ``transformer_options["optimized_attention_override"]``, which carries no site. So a per-block
 ``dit`` replace (``BlockTag``) copies the options with a fresh ``BlockSite``, and the override
-(``BlockAttention``) counts the block's calls: the first is self-attention, the second the text
-cross-attention. Both compose with what another node put there before: its override is the
+(``BlockAttention``) counts the block's calls: the first is self-attention, and the family says
+which one is the text cross-attention (the second, or the third where an image cross-attention
+runs before it, as in Wan's image-to-video blocks); other calls run plain. Both compose with what another node put there before: its override is the
 backend our plain and fused attention run on, its block replace is called inside ours.
 
 One video is one row of ComfyUI's batch, so the tokens of all frames are one query sequence
@@ -58,10 +59,11 @@ class BlockTag:
 
 class BlockAttention:
     """The pack's ``optimized_attention_override``: hands a labelled call to the dispatcher with
-    the attention function the block would have used (``previous`` override, or ComfyUI's)."""
+    the attention function the block would have used (``previous`` override, or ComfyUI's).
+    ``text_call``: the number of the block's text cross-attention call (1 is self-attention)."""
 
-    def __init__(self, dispatcher, previous=None):
-        self.dispatcher, self.previous = dispatcher, previous
+    def __init__(self, dispatcher, previous=None, text_call: int = 2):
+        self.dispatcher, self.previous, self.text_call = dispatcher, previous, text_call
 
     def __call__(self, func, *args, **kwargs):
         q, k, v = args[:3]
@@ -79,7 +81,7 @@ class BlockAttention:
         if site is None or info is None or rest or kwargs.get("mask") is not None or kwargs.get("skip_reshape"):
             return attend(q, k, v, heads)  # not a block the pack labelled, or a call shape it does not fuse
         site.calls += 1
-        if site.calls > 2:  # a third attention in a block (image cross-attention of other variants)
+        if site.calls not in (1, self.text_call):  # an image cross-attention (image-to-video blocks)
             return attend(q, k, v, heads)
         attn = "attn1" if site.calls == 1 else "attn2"
         extra = {"n_heads": heads, "fatezero": info, "block": site.block, "attention_fn": attend,
@@ -116,9 +118,10 @@ class DiTSeam:
     source_by_block = True
     label_block = staticmethod(label_block)
 
-    def __init__(self, depth: int, blend_blocks: frozenset, patch_size: tuple[int, ...]):
+    def __init__(self, depth: int, blend_blocks: frozenset, patch_size: tuple[int, ...], text_call: int = 2):
+        """``text_call``: which attention call of a block is the text cross-attention."""
         self.sites = list(range(depth))
-        self.blend_blocks, self.patch_size = blend_blocks, patch_size
+        self.blend_blocks, self.patch_size, self.text_call = blend_blocks, patch_size, text_call
 
     @staticmethod
     def site_key(extra: dict):
@@ -149,7 +152,7 @@ class DiTSeam:
         previous = opts.get("optimized_attention_override")
         if isinstance(previous, BlockAttention):  # an earlier FateZero patch: take its place
             previous = previous.previous
-        opts["optimized_attention_override"] = BlockAttention(dispatcher, previous)
+        opts["optimized_attention_override"] = BlockAttention(dispatcher, previous, self.text_call)
         table = opts.get("patches_replace", {}).get("dit", {})
         for block in self.sites:
             existing = table.get(("double_block", block))
@@ -157,13 +160,12 @@ class DiTSeam:
                 existing = existing.previous
             model_patcher.set_model_patch_replace(BlockTag(block, existing), "dit", "double_block", block)
 
-    @staticmethod
-    def prepare_call(opts: dict, dispatcher) -> dict:
+    def prepare_call(self, opts: dict, dispatcher) -> dict:
         """Per call: an override set after the fusion node (an attention backend) becomes the
         backend of ours rather than replacing it; no other node's replaces to compose per site."""
         current = opts.get("optimized_attention_override")
         if not (isinstance(current, BlockAttention) and current.dispatcher is dispatcher):
-            opts["optimized_attention_override"] = BlockAttention(dispatcher, current)
+            opts["optimized_attention_override"] = BlockAttention(dispatcher, current, self.text_call)
         return {}
 
     def token_grid(self, x) -> tuple[int, int, int]:
@@ -184,10 +186,15 @@ class DiTFamily(ModelFamily):
     def depth(diffusion_model) -> int:
         return len(diffusion_model.blocks)
 
+    @staticmethod
+    def text_call(diffusion_model) -> int:
+        """Which attention call of a block is the text cross-attention (1 is self-attention)."""
+        return 2
+
     def seam(self, diffusion_model, blend_choice: str = "") -> DiTSeam:
         depth = self.depth(diffusion_model)
         blend = frozenset(parse_blocks(blend_choice, depth, self.default_blend_blocks))
-        return DiTSeam(depth, blend, tuple(diffusion_model.patch_size))
+        return DiTSeam(depth, blend, tuple(diffusion_model.patch_size), self.text_call(diffusion_model))
 
     def fused_sites(self, diffusion_model, choice: str = "") -> frozenset:
         return frozenset(parse_blocks(choice, self.depth(diffusion_model), self.default_fused_blocks))

@@ -35,6 +35,7 @@ from .plan import FusionPlan
 from .run_state import RunState
 from .source_blocks import SourceWalk, walks_by_block
 from .source_row import SourceRow
+from .start_image import check_edit
 from .video_norm import VideoBatch, set_video_group_norm
 
 
@@ -111,6 +112,8 @@ class FateZeroPatch:
     # -- runs -------------------------------------------------------------------------------
     def sample_run(self, executor, noise, latent_image, *args, **kwargs):
         """``OUTER_SAMPLE``: one run (or one per window), its state made here and dropped at the end."""
+        if self.plan is not None:  # an image-to-video edit's start image, as connected to the sampler
+            check_edit(self.node, self.plan.store.info, getattr(executor, "class_obj", None))
         if self.window:
             frames = self.plan.store.info.frames if self.plan is not None else latent_image.shape[0]
             subs = window_sampling.windows.sub_videos(frames, self.window, self.temporal_mode)
