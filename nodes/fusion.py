@@ -15,6 +15,7 @@ from .common import (BLEND_TYPE, STORE_TYPE, check_source_prompt, check_store_co
 
 NODE = "FateZero Attention Fusion"
 MODES = ("auto", "replace", "refine")
+SOURCE_LATENTS = ("inverted", "noised source")
 
 
 class FateZeroAttentionFusion:
@@ -47,11 +48,15 @@ class FateZeroAttentionFusion:
         }, "optional": {
             "blend_mask": (BLEND_TYPE, {"tooltip": "From FateZero Blend Mask: keep the edit's own self-attention inside the edited object."}),
             "fused_blocks": ("STRING", {"default": "auto", "tooltip": "Wan: transformer blocks whose self- and cross-attention are fused, e.g. '0-14' or '0%-50%' ('all' for every block); 'auto' = " + WAN_FUSED_BLOCKS + " of the depth. SD layers are chosen by size."}),
+            "source_latents": (list(SOURCE_LATENTS), {"default": SOURCE_LATENTS[0], "tooltip": "Wan: where the source row's latent at each step comes from. 'inverted': the inversion's trajectory (sample from its inverted_noise on its edit_sigmas). 'noised source': the clean source latent noised to each step's sigma with the noise connected here, which the sampler must also use (RandomNoise, latent_image = the source latent); the sampler may then use any steps, scheduler and sampler."}),
+            "noise": ("NOISE", {"tooltip": "Wan, source_latents 'noised source': the same NOISE (e.g. RandomNoise) the sampler starts from."}),
         }}
 
     def patch(self, model, attention_store, clip, source_prompt, target_prompt, cross_replace_steps,
-              self_replace_steps, mapping, reweight, cross_replace_words, blend_mask=None, fused_blocks="auto"):
+              self_replace_steps, mapping, reweight, cross_replace_words, blend_mask=None, fused_blocks="auto",
+              source_latents=SOURCE_LATENTS[0], noise=None):
         store = attention_store
+        source_noise = noised_source(store, source_latents, noise)
         for name, value in (("cross_replace_steps", cross_replace_steps), ("self_replace_steps", self_replace_steps)):
             if not 0.0 <= value <= 1.0:
                 raise FateZeroError(f"{NODE}: '{name}' is {value}; use a fraction of the steps between 0 and 1.")
@@ -101,13 +106,34 @@ class FateZeroAttentionFusion:
         plan = FusionPlan(store, S, aligned, equalizer, cross_steps_per_token, self_steps, blend=blend_mask,
                           target_blend_positions=target_blend, max_query=store.info.fuse_max_query,
                           fused_sites=fused_sites, expert=expert, target_context=target_context,
-                          target_prompt=target_prompt)
+                          target_prompt=target_prompt, source_noise=source_noise)
         check_store_conditioning(store, NODE, plan.fused_steps)
         patch = FateZeroPatch(family, store.info.temporal_mode, store.info.temporal_min_channels,
                               store.info.video_groupnorm, plan=plan, node=NODE)
         patched = model.clone()
         patch.install(patched)
         return (patched,)
+
+
+def noised_source(store, source_latents: str, noise) -> torch.Tensor | None:
+    """The noised-source mode's noise (the sampler's, drawn for the store's latent), or None."""
+    if source_latents == SOURCE_LATENTS[0]:
+        return None
+    if store.info.family.inverter != "flow" or store.clean_latent is None:
+        why = ("a store from an older version of the pack, which lacks the clean latent; run the inversion again"
+               if store.info.family.inverter == "flow" else f"a {store.info.model_family} store: SD edits from its "
+               "inverted trajectory")
+        raise FateZeroError(f"{NODE}: 'source_latents' noised source needs a Wan store with its clean latent; this is "
+                            f"{why}. Or choose 'inverted'.")
+    if noise is None:
+        raise FateZeroError(f"{NODE}: 'source_latents' noised source brings the source to each step's sigma with the "
+                            "noise the sampler starts from; connect that NOISE (e.g. RandomNoise) to 'noise' as well "
+                            "as to the sampler, or choose 'inverted'.")
+    drawn = noise.generate_noise({"samples": torch.zeros_like(store.clean_latent)})
+    if tuple(drawn.shape) != tuple(store.clean_latent.shape):
+        raise FateZeroError(f"{NODE}: 'noise' gave a tensor of shape {tuple(drawn.shape)} for a latent of "
+                            f"{tuple(store.clean_latent.shape)}; connect RandomNoise (or another core NOISE).")
+    return drawn.float()
 
 
 NODE_CLASS_MAPPINGS = {"FateZeroAttentionFusion": FateZeroAttentionFusion}

@@ -114,6 +114,7 @@ def invert_flow(node: str, family, model, source_conditioning, latent: dict, ste
     out = latent.copy()
     out["samples"] = model.model.process_latent_out(inverted.cpu().float())
     store.inverted_latent, store.inverted_noise = out["samples"].clone(), inverted.cpu().float()
+    store.clean_latent = model.model.process_latent_in(samples.float()).cpu()  # the sampler's space
     # the sampler's schedule ends at sigma 0; the high-noise sampler edits the steps that start at
     # sigma >= boundary (SplitSigmas' step)
     return out, store, store.sampler_sigmas(), InvertedNoise(store.inverted_noise), store.expert_split_step()

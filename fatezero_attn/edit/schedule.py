@@ -38,6 +38,12 @@ def edit_step(sigma: float, inv_sigmas: torch.Tensor, rel_tol: float = 1e-4) -> 
     return n - 1 - j
 
 
+def nearest_edit_step(sigma: float, inv_sigmas: torch.Tensor) -> int:
+    """The edit step whose start sigma is nearest ``sigma``: a sampler on its own schedule (the
+    noised-source mode) takes its fractions and blend maps from that step."""
+    return len(inv_sigmas) - 2 - int((inv_sigmas[1:] - sigma).abs().argmin())
+
+
 def cross_replace_count(steps: int, cross_replace_steps: float) -> int:
     """Edit steps ``k`` below this fuse cross-attention (the authors' rounding, over N + 1)."""
     return int(cross_replace_steps * (steps + 1))

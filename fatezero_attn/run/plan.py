@@ -30,6 +30,9 @@ class FusionPlan:
     # the target prompt as the fusion node's CLIP encodes it ([tokens, width]); None: not checked
     target_context: torch.Tensor | None = field(default=None, repr=False)
     target_prompt: str = ""
+    # noised-source mode: the noise the edit's sampler starts from; the source row at a step is the
+    # store's clean latent brought to that step's sigma with it, not the inverted trajectory
+    source_noise: torch.Tensor | None = field(default=None, repr=False)
     # read on every attention call: plain ints, computed once from the fields above
     cross_steps: int = field(init=False, repr=False)  # edit steps k < cross_steps fuse some token
     fused_steps: int = field(init=False, repr=False)  # k < fused_steps need the source row

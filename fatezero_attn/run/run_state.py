@@ -25,10 +25,11 @@ class SourceAttention:
     by_block: bool = False
     entry: dict | None = None
     last_site: tuple | None = None  # a walk's last fused site: the source row stops there
+    sigma: float | None = None  # the sigma of the call it was made for (a noised source's steps are the sampler's)
 
-    def ready(self, step: int) -> bool:
-        """Whether a call of edit step ``step`` can use this (a walked source is used once)."""
-        return self.step == step and not (self.by_block and self.entry is None)
+    def ready(self, step: int, sigma: float) -> bool:
+        """Whether a call of edit step ``step`` at ``sigma`` can use this (a walked source is used once)."""
+        return self.step == step and self.sigma == sigma and not (self.by_block and self.entry is None)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from ..edit.schedule import edit_step
+from ..edit.schedule import edit_step, nearest_edit_step
 from ..errors import FateZeroError
 from ..store import model_state
 from .call_info import CallInfo
@@ -91,28 +91,33 @@ class SourceRow:
                   by_block: bool = False) -> SourceAttention:
         """The fused sites' q, k of the inversion's call ``N-1-step``: from the store's source cache
         when it holds that call, else by running the source row alone (``by_block``: up to the first
-        block, to walk beside this call)."""
-        if run.source is not None and run.source.ready(step):
+        block, to walk beside this call). In the noised-source mode the source row is the store's
+        clean latent noised to this call's sigma with the plan's noise, as the sampler noises a latent."""
+        x, sigma = args["input"], float(args["timestep"][0])
+        if run.source is not None and run.source.ready(step, sigma):
             return run.source  # a second call of the same step (several conds, PAG, ...)
         run.source = None  # free the previous step's tensors first
         plan = run.plan
         store = plan.store
         j = plan.inversion_call(step)
-        x = args["input"]
         if store.cached(step):  # cache mode: the inversion kept this call's tensors
-            run.source = SourceAttention(step, store.cache.read(j, x.device))
+            run.source = SourceAttention(step, store.cache.read(j, x.device), sigma=sigma)
             if run.fused_layers is None:  # in the order a source pass meets them, for later uncached steps
                 run.fused_layers = list(run.source.qk)
             return run.source
-        src_x = store.unet_inputs[j].to(x)
-        t = torch.full((store.info.frames,), float(store.sigmas[j + 1]), device=x.device)  # the inversion's sigma
+        if plan.source_noise is not None:  # noised source: the clean source at this call's sigma
+            ms = apply_model.__self__.model_sampling
+            src_x = ms.noise_scaling(torch.tensor([sigma]), plan.source_noise, store.clean_latent).to(x)
+        else:
+            src_x, sigma = store.unet_inputs[j].to(x), float(store.sigmas[j + 1])  # the inversion's call
+        t = torch.full((store.info.frames,), sigma, device=x.device)
         c = store.source_inputs(x.device)
         control = store.extra.get("source_control")  # the inversion's ControlNet / T2I-Adapter, if any
         # per-call entries (sigmas, ...) from this call; patches only from the fusion node's MODEL
         opts = {k: v for k, v in call_opts.items() if k not in ("patches", "patches_replace")}
         opts.update(copy_options(self.options), wrappers=copy_options(self.wrappers),
                     cond_or_uncond=[0], uuids=["fatezero-source"], sample_sigmas=store.sigmas.to(x.device))
-        source = SourceAttention(step, by_block=by_block)
+        source = SourceAttention(step, by_block=by_block, sigma=float(args["timestep"][0]))
         opts["fatezero"] = CallInfo(["source"], store.info.frames, run, step, source, dict(self.patches_at_install),
                                     block_hook=entry_hook(source) if by_block else None)
         c["transformer_options"] = opts
@@ -148,7 +153,8 @@ class SourceRow:
     def edit_step(self, plan: FusionPlan, sigma: float, opts: dict) -> int:
         """The edit step of a call at ``sigma``; a sigma of no edit step, or of the other expert, stops."""
         store, expert = plan.store, plan.expert
-        step = edit_step(sigma, store.sigmas)
+        # a noised source follows the sampler's own schedule, each step read as the store's nearest
+        step = edit_step(sigma, store.sigmas) if plan.source_noise is None else nearest_edit_step(sigma, store.sigmas)
         if step is not None and expert is not None and (sigma >= store.info.expert_boundary) != (expert == "high"):
             side = "high" if expert == "low" else "low"
             raise FateZeroError(

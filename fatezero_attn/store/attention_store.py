@@ -99,6 +99,9 @@ class AttentionStore:
     # files of older versions, and in a windowed store's sub-video stores)
     inverted_latent: torch.Tensor | None = None
     inverted_noise: torch.Tensor | None = None
+    # a flow model's clean source latent in the sampler's space, from which the fusion node's noised
+    # source mode brings the source row to each step's sigma (None in files of older versions)
+    clean_latent: torch.Tensor | None = None
 
     def __post_init__(self):
         if not self.source_conds:  # a store built by hand (tests): the prompt is the only conditioning
@@ -184,7 +187,8 @@ class AttentionStore:
 
     def nbytes(self) -> int:
         tensors = [self.sigmas, self.unet_inputs, self.source_context, self.cross_maps, *self.source_conds.values()]
-        tensors += [t for t in (self.anchor_latents, self.inverted_latent, self.inverted_noise) if t is not None]
+        tensors += [t for t in (self.anchor_latents, self.inverted_latent, self.inverted_noise, self.clean_latent)
+                    if t is not None]
         caches = [self.cache] if self.cache else self.window_caches
         return sum(t.numel() * t.element_size() for t in tensors) + sum(c.nbytes() for c in caches)
 
@@ -230,7 +234,7 @@ class AttentionStore:
                 raise ValueError("the source caches do not match the store's windows")
         for cache in [self.cache] if self.cache else self.window_caches:
             cache.check(i.steps)
-        for name in ("inverted_latent", "inverted_noise"):
+        for name in ("inverted_latent", "inverted_noise", "clean_latent"):
             t = getattr(self, name)
             if t is not None and tuple(t.shape[-2:]) != tuple(i.latent_hw):
                 raise ValueError(f"{name} has shape {tuple(t.shape)}, metadata says {i.latent_hw}")

@@ -20,7 +20,7 @@ def save_store(store: AttentionStore, path: Path) -> None:
     tensors = {"sigmas": store.sigmas, "unet_inputs": store.unet_inputs,
                "source_context": store.source_context, "cross_maps": store.cross_maps,
                **{f"cond.{k}": v for k, v in store.source_conds.items()},
-               **{k: v for k in ("anchor_latents", "inverted_latent", "inverted_noise")
+               **{k: v for k in ("anchor_latents", "inverted_latent", "inverted_noise", "clean_latent")
                   if (v := getattr(store, k)) is not None},
                **store.cache_tensors()}
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
@@ -76,6 +76,6 @@ def load_store(path: Path) -> AttentionStore:
     store = AttentionStore(info, tensors["sigmas"], tensors["unet_inputs"], tensors["source_context"], tensors["cross_maps"],
                 conds, None if subs or not caches else caches[0], window_caches=caches if subs else [],
                 anchor_latents=tensors.get("anchor_latents"), inverted_latent=tensors.get("inverted_latent"),
-                inverted_noise=tensors.get("inverted_noise"))
+                inverted_noise=tensors.get("inverted_noise"), clean_latent=tensors.get("clean_latent"))
     store.check_consistent()
     return store

@@ -1,0 +1,103 @@
+"""The source row's two modes on Wan (issue 34): the inverted trajectory against the noised
+source (the clean latent noised to each step's sigma with the sampler's noise).
+
+A random-weight WanModel (default: the tests' tiny shape) with ModelSamplingSD3 shift 5, CFG 1,
+euler, the fusion node's default fractions (0.8) and fused blocks (the first half). For each step
+count the inversion runs with the few-step default of fixed-point iterations (4 up to 8 steps,
+else 1), then:
+- ``inverted``: the edit from the inversion's noise on its edit_sigmas;
+- ``noised source``: the edit from RandomNoise on the source latent, the same step count;
+- ``plain from noise``: that noise sampled without fusion (what the model makes alone).
+Each with the source prompt as target (how close the edit stays to the clip: the structure a
+mode keeps) and with one word swapped; the figure is ``|x_edit - x| / |x|`` on the latent.
+Random weights: this compares the modes' hold on the source, not edit quality.
+
+    .host/venv/bin/python bench/bench_source_modes.py            # about 3 min on 2 idle CPU cores
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+import harness
+from harness import call_node, log
+from report import table
+from wan_phases import smooth_video
+
+SOURCE = "a silver jeep driving down a curvy road in the countryside"
+SWAP = "a red jeep driving down a curvy road in the countryside"
+MODES = ("inverted", "noised source", "plain from noise")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", default="4,8,30")
+    p.add_argument("--shift", type=float, default=5.0)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--ffn", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise-seed", type=int, default=11)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", help="JSON path (default bench/results/source-modes-<timestamp>.json)")
+    args = p.parse_args(argv)
+    torch = harness.start_comfy("cpu", args.threads)
+    import comfy.sd
+    import models_wan
+    import results
+    pack, nodes = harness.load_pack(False)
+    defaults = pack.fatezero_attn.defaults
+    core = nodes.NODE_CLASS_MAPPINGS
+    node = lambda name: core[name]()
+    sd = models_wan.wan_model(seed=args.seed, dim=args.dim, num_layers=args.layers, ffn_dim=args.ffn).state_dict()
+    model = node("ModelSamplingSD3").patch(comfy.sd.load_diffusion_model_state_dict(sd), args.shift)[0]
+    clip = models_wan.wan_text_encoder(models_wan.train_spiece())
+    encode = lambda text: node("CLIPTextEncode").encode(clip, text)[0]
+    prompts = {SOURCE: encode(SOURCE), SWAP: encode(SWAP)}
+    latent = smooth_video(3, 8, 8)
+    x = latent["samples"]
+    euler = node("KSamplerSelect").get_sampler("euler")[0]
+    fresh = node("RandomNoise").get_noise(args.noise_seed)[0]
+
+    def edit(mode: str, store, inverted: dict, steps: int, target: str) -> float:
+        fused = model
+        if mode != "plain from noise":
+            fused = call_node(node("FateZeroAttentionFusion"), model=model, attention_store=store, clip=clip,
+                              source_prompt=SOURCE, target_prompt=target, source_latents=mode,
+                              noise=fresh if mode == "noised source" else None)[0]
+        guider = node("CFGGuider").get_guider(fused, prompts[target], prompts[target], 1.0)[0]
+        if mode == "inverted":
+            noise, sigmas, start = inverted["inverted_noise"], inverted["edit_sigmas"], inverted["inverted_latent"]
+        else:
+            noise, sigmas, start = fresh, node("BasicScheduler").get_sigmas(model, "simple", steps, 1.0)[0], latent
+        out = node("SamplerCustomAdvanced").sample(noise, guider, euler, sigmas, start)[0]["samples"]
+        return float((out - x).norm() / x.norm())
+
+    rows, data = [], {}
+    for steps in harness.ints(args.steps):
+        log(f"{steps} steps ...")
+        iterations = defaults.WAN_FEW_STEP_ITERATIONS if steps <= 8 else defaults.WAN_FIXED_POINT_ITERATIONS
+        inversion = node("FateZeroDDIMInversion")
+        out = call_node(inversion, model=model, source_conditioning=prompts[SOURCE], latent=latent, steps=steps,
+                        fixed_point_iterations=iterations)
+        inverted = dict(zip(type(inversion).RETURN_NAMES, out))
+        store = inverted["attention_store"]
+        data[steps] = {f"{mode}, {which}": edit(mode, store, inverted, steps, target)
+                       for which, target in (("same prompt", SOURCE), ("word swapped", SWAP)) for mode in MODES}
+        rows.append([str(steps), str(iterations), *(f"{v:.3f}" for v in data[steps].values())])
+    head = ["steps", "iterations", *data[next(iter(data))]]
+    commit = subprocess.run(["git", "-C", str(harness.PACK_DIR), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    print(f"\n|x_edit - x| / |x| on the latent, WanModel dim {args.dim}, {args.layers} blocks (random weights, seed "
+          f"{args.seed}), shift {args.shift:g}, CFG 1, euler, fractions 0.8, fused blocks auto; commit {commit}")
+    print(table(rows, head))
+    out = results.result_path(args.out, time.strftime("%Y%m%d-%H%M%S"), "source-modes-")
+    results.write_results(out, {"command": " ".join(sys.argv), "commit": commit, "args": vars(args), "errors": data})
+    print(f"JSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
