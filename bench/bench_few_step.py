@@ -18,33 +18,19 @@ import time
 import harness
 from harness import call_node, log
 from report import table
-from wan_phases import smooth_video
+from wan_phases import add_tiny_world_options, smooth_video, tiny_world
 
 SOURCE = "a silver jeep driving down a curvy road in the countryside"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", default="4,8,30")
+    add_tiny_world_options(p)
     p.add_argument("--iterations", default="1,2,3,4,6,8")
-    p.add_argument("--shift", type=float, default=5.0)
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--ffn", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", help="JSON path (default bench/results/few-step-<timestamp>.json)")
     args = p.parse_args(argv)
-    torch = harness.start_comfy("cpu", args.threads)
-    import comfy.sd
-    import models_wan
+    pack, core, model, clip = tiny_world(args)
     import results
-    pack, nodes = harness.load_pack(False)
-    core = nodes.NODE_CLASS_MAPPINGS
-    sd = models_wan.wan_model(seed=args.seed, dim=args.dim, num_layers=args.layers, ffn_dim=args.ffn).state_dict()
-    model = comfy.sd.load_diffusion_model_state_dict(sd)
-    model = core["ModelSamplingSD3"]().patch(model, args.shift)[0]
-    clip = models_wan.wan_text_encoder(models_wan.train_spiece())
     source = core["CLIPTextEncode"]().encode(clip, SOURCE)[0]
     empty = core["CLIPTextEncode"]().encode(clip, "")[0]
     latent = smooth_video(3, 8, 8)

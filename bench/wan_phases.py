@@ -25,6 +25,31 @@ def build_model(args):
     return patcher, params
 
 
+def add_tiny_world_options(p) -> None:
+    """The few-step benches' model options: the tests' tiny random Wan, shift 5 as the templates."""
+    p.add_argument("--steps", default="4,8,30")
+    p.add_argument("--shift", type=float, default=5.0)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--ffn", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+
+
+def tiny_world(args):
+    """``(pack, core node classes, shifted MODEL, Wan CLIP)`` for the few-step benches: the random
+    ``WanModel`` of ``args`` through ComfyUI's loader, ModelSamplingSD3 at ``args.shift``, and the
+    tests' umT5 with a trained SentencePiece model."""
+    harness.start_comfy("cpu", args.threads)
+    import comfy.sd
+    import models_wan
+    pack, nodes = harness.load_pack(False)
+    core = nodes.NODE_CLASS_MAPPINGS
+    sd = models_wan.wan_model(seed=args.seed, dim=args.dim, num_layers=args.layers, ffn_dim=args.ffn).state_dict()
+    model = core["ModelSamplingSD3"]().patch(comfy.sd.load_diffusion_model_state_dict(sd), args.shift)[0]
+    return pack, core, model, models_wan.wan_text_encoder(models_wan.train_spiece())
+
+
 def smooth_video(latent_frames: int, h: int, w: int, channels: int = 16, seed: int = 0):
     """A video-like latent ``[1, channels, T, h, w]``: low-frequency noise drifting over the frames."""
     import torch
