@@ -99,7 +99,7 @@ def given_region(mask: torch.Tensor, info) -> torch.Tensor:
                   f"{frames + info.family.frame_compression - 1} frames fits)" if info.latent_frames else "")
         raise FateZeroError(f"{NODE}: 'mask' has {given} frames and the inverted video {frames}{latent}. Make the mask "
                             "from the frames the inversion got (e.g. segment the IMAGE output of the node that loads "
-                            "the clip, with the same frame count and start), or give one frame for every frame.")
+                            "the clip, with the same frame count and start), or give a single frame, used for every frame.")
     video_hw = sheet.video_size(info)
     mask = crop_like_vae(mask, video_hw, info.family.vae_scale)
     h, w = mask.shape[-2:]
