@@ -43,3 +43,59 @@ def test_blend_mask_per_layer_and_preview(pack):
     assert preview.shape == (2, 16, 16)
     torch.testing.assert_close(preview[0, 0, 0], torch.tensor(2 / 3))  # in the mask at 2 of 3 steps
     torch.testing.assert_close(preview[0, 15, 15], torch.tensor(1 / 3))
+
+
+def test_given_mask_cell_is_in_when_more_than_half_covered(pack):
+    """Area resampling then a strict threshold at one half: a cell 3/4 covered is in, one exactly
+    half covered is not (strict, as tau is); a mask coarser than the grid is spread over its cells."""
+    masks = pack.fatezero_attn.edit.masks
+    region = torch.zeros(1, 8, 8)
+    region[0, 0:4, 0:3] = 1.0   # cell (0, 0) of a 2x2 grid: 12 of its 16 pixels
+    region[0, 0:4, 4:6] = 1.0   # cell (0, 1): 8 of 16, exactly half
+    region[0, 4:8, 0:1] = 1.0   # cell (1, 0): 4 of 16
+    region[0, 4:8, 4:8] = 0.6   # cell (1, 1): a soft mask, mean 0.6
+    got = masks.region_mask(region, (2, 2))
+    assert got.dtype == torch.bool and torch.equal(got[0], torch.tensor([[True, False], [False, True]]))
+    up = masks.region_mask(torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]), (4, 4))  # a small mask on a finer grid
+    assert torch.equal(up[0], torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool))
+
+
+def test_map_frame_takes_the_union_of_its_video_frames(pack):
+    masks = pack.fatezero_attn.edit.masks
+    video = torch.zeros(5, 2, 2)
+    video[0, 0, 0] = 1.0
+    video[1, 0, 1] = 1.0
+    video[3, 1, 1] = 0.4
+    got = masks.region_frames(video, [[0], [1, 2, 3, 4]])  # Wan: frame 0 alone, then four frames a latent frame
+    assert torch.equal(got, torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [0.0, 0.4]]]))
+    one = masks.region_frames(video[:1], [[0], [1, 2], [3]])  # one frame: the same for every frame
+    assert one.shape == (3, 2, 2) and all(torch.equal(f, video[0]) for f in one)
+
+
+def test_mask_the_size_of_vae_encodes_input_is_cut_as_vae_encode_cuts_it(pack):
+    masks = pack.fatezero_attn.edit.masks
+    mask = torch.arange(21 * 19, dtype=torch.float32).view(1, 21, 19)
+    cut = masks.crop_like_vae(mask, (16, 16), 8)  # 21 -> 16 from row 2, 19 -> 16 from column 1
+    assert torch.equal(cut, mask[:, 2:18, 1:17])
+    assert masks.crop_like_vae(mask, (40, 40), 8) is mask  # another size: stretched later, not cut
+
+
+def test_blend_mask_with_a_given_mask_alone_or_intersected(pack):
+    masks = pack.fatezero_attn.edit.masks
+    pooled = torch.zeros(2, 2, 2, 2)
+    pooled[0, :, 0, :] = 1.0  # call 0: the top row of cells
+    pooled[1, :, :, 0] = 1.0  # call 1: the left column
+    region = torch.zeros(2, 2, 2)
+    region[0, :, 1] = 1.0     # frame 0: the right column
+    region[1, 1, :] = 1.0     # frame 1: the bottom row
+    words = masks.BlendMask(pooled, 0.5, ["jeep"])
+    both = masks.BlendMask(pooled, 0.5, ["jeep"], region=region)
+    alone = masks.BlendMask(pooled[:, :, :0, :0], 0.5, [], region=region)
+    for j in range(2):
+        assert torch.equal(alone.mask(j, (2, 2)), region > 0)
+        assert torch.equal(both.mask(j, (2, 2)), words.mask(j, (2, 2)) & (region > 0))
+    assert both.mask(0, (2, 2))[0].tolist() == [[False, True], [False, False]]  # top row AND right column
+    assert not both.mask(1, (2, 2))[0].any()                                      # left column AND right column
+    torch.testing.assert_close(alone.keep_edit(1, (2, 2)), (region > 0).flatten(1)[..., None].float())
+    assert torch.equal(alone.rows(slice(1, 2)).mask(0, (2, 2)), region[1:] > 0)
+    torch.testing.assert_close(alone.preview((4, 4)), region.repeat_interleave(2, 1).repeat_interleave(2, 2))

@@ -388,3 +388,17 @@ def test_preview_picture_for_the_readme(node, clip, sd_store):
         docs = Path(__file__).resolve().parents[1] / "docs" / "preview.png"
         picture.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(docs, optimize=True)
         assert docs.stat().st_size < 300_000
+
+
+def test_map_frame_sources_are_the_video_frames_of_each_map_frame(pack, pv):
+    """What a given mask on FateZero Blend Mask is mapped by: a frame of the maps holds one video
+    frame (SD), four after the first (Wan's latent frames), or one clip frame per row of a
+    windowed store (the anchor, frame 2 of 5, copied into the windows that borrow it)."""
+    st = pack.fatezero_attn.store.attention_store
+    sd = st.StoreInfo("x", 3, 3, (16, 16), "middle", 0, False)
+    assert pv.map_frame_sources(sd) == [[0], [1], [2]]
+    wan = st.StoreInfo("x", 3, 1, (8, 8), "per-frame", 0, False, model_family="WAN21", latent_frames=3)
+    assert pv.map_frame_sources(wan) == [[0], [1, 2, 3, 4], [5, 6, 7, 8]]
+    windowed = st.StoreInfo("x", 3, 5, (16, 16), "middle", 0, False, window=2)
+    # windows [0, 1] + anchor 2 in its middle, [2, 3] (the anchor its own), [4] + anchor 2 first
+    assert pv.map_frame_sources(windowed) == [[0], [2], [1], [2], [3], [2], [4]]

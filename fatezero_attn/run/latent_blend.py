@@ -33,7 +33,8 @@ def latent_blend(run: RunState, args: dict) -> torch.Tensor:
 
     The authors blend after the update: ``z = z_inv + M (z - z_inv)``, with ``z_inv`` the
     inverted latent at this step's UNet timestep (one step noisier than z, as in their
-    code) and M the source mask of this step OR the target words' mask so far."""
+    code) and M the source mask of this step (the Blend Mask node's: its words', its given mask or
+    both) OR the target words' mask so far."""
     denoised, x = args["denoised"], args["input"]
     plan = run.plan
     sigma = float(args["sigma"][0])
@@ -48,7 +49,7 @@ def latent_blend(run: RunState, args: dict) -> torch.Tensor:
     x_next = x + (sigma_next - sigma) * (x - denoised) / sigma  # what ComfyUI's ddim step will produce
     j = plan.inversion_call(step)
     size = tuple(x.shape[-2:])
-    src = threshold_mask(plan.blend.pooled[j].to(x), size, plan.blend.tau)
+    src = plan.blend.mask(j, size).to(x.device)  # the words' mask, a given mask, or both
     tgt = threshold_mask(word_maps(run.target_maps[None], list(plan.target_blend_positions))[0].to(x), size,
                          plan.blend.tau)
     # both latents in z-space: x = z * sqrt(1 + sigma^2)

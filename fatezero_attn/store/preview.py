@@ -61,6 +61,18 @@ def video_rows(info) -> list[int]:
     return list(range(info.frames))
 
 
+def map_frame_sources(info) -> list[list[int]]:
+    """For each frame of the maps of a store (``StoreInfo``), the video frames it holds: the inverse
+    of ``video_rows``, with a windowed store's every row (the anchor frame's copies too)."""
+    if info.window and not info.latent_frames:
+        return [[f] for sub in windows.sub_videos(info.frames, info.window, info.temporal_mode) for f in sub.frames]
+    rows = video_rows(info)
+    sources = [[] for _ in range(max(rows) + 1)]
+    for frame, row in enumerate(rows):
+        sources[row].append(frame)
+    return sources
+
+
 def video_size(info) -> tuple[int, int]:
     """``(H, W)`` in pixels of the video a store (``StoreInfo``) was inverted from: its latent grid
     times the family's VAE scale."""
