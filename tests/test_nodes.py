@@ -127,15 +127,16 @@ def test_steps_advice_is_the_number_to_type_when_ddim_uniform_adds_a_step(node, 
     assert torch.isfinite(ok[0]["samples"]).all()  # 30 typed, 31 steps run: the store's schedule
 
 
-def test_long_source_prompt_is_refused_before_the_inversion_runs(node, tiny_model, encode, latent):
-    import time
+def test_long_source_prompt_is_refused_before_the_inversion_runs(node, tiny_model, encode, latent, monkeypatch):
+    import comfy.samplers
+    sampled = []
+    monkeypatch.setattr(comfy.samplers.CFGGuider, "sample", lambda *args, **kwargs: sampled.append(args))
     long_prompt = " ".join(["jeep"] * 90)
-    start = time.time()
     msg = expect_error(lambda: node("FateZeroDDIMInversion").invert(tiny_model, encode(long_prompt), latent, 50,
                                                                     "per-frame", 0, False,
                                                                     "alphas_cumprod[0] (authors)"),
                        "FateZero DDIM Inversion", "'source_conditioning'", "2 CLIP windows", "Shorten the prompt")
-    assert time.time() - start < 5, "refused only after sampling"
+    assert not sampled, "refused only after sampling"
     assert "one CLIP window of 75 tokens" in msg
 
 

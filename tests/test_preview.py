@@ -13,7 +13,6 @@ inverted in windows of 2), one of the tiny Wan model, and synthetic 48-frame sto
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -348,19 +347,13 @@ def test_bad_inputs_name_the_node_the_input_and_the_fix(node, pack, clip, sd_sto
         render(node, empty, clip)
 
 
-def test_preview_image_shows_it_and_48_frames_at_512x288_are_fast(node, pack, clip):
+def test_preview_image_shows_48_frames_at_512x288(node, pack, clip):
+    """A long clip's sheet, all frames and at most 16 (its speed: ``make bench-preview``)."""
     store = synthetic_store(pack, clip, frames=48, steps=50)
     images = torch.rand(48, 288, 512, 3, generator=torch.Generator().manual_seed(3))
-    render(node, store, clip, words="jeep")  # the source prompt is checked once per CLIP, store and prompt
-    times = {}
     for max_frames in (0, 16):
-        t = time.perf_counter()
         out = render(node, store, clip, blend="silver, jeep", images=images, max_frames=max_frames)
-        times[max_frames] = time.perf_counter() - t
         assert out.shape[0] == (2 if max_frames else 6) and out.shape[-1] == 3
-    print(f"\n48 frames at 512x288, 50 steps, 10 words + mask, one thread: max_frames 16 {times[16]:.2f} s, "
-          f"all frames {times[0]:.2f} s")
-    assert times[0] < 60
     shown = node("PreviewImage").save_images(out)["ui"]["images"]
     assert len(shown) == 2 and all(i["type"] == "temp" for i in shown)
 
