@@ -148,14 +148,17 @@ def wan_files() -> dict[str, str]:
     """The tiny random Wan parts (``models_wan``) by role -> file name, written into the test
     models folder's diffusion_models/ and vae/ (the folders the test server reads too) and
     registered with folder_paths, for UNETLoader and VAELoader: ``"wan21"`` (detected as
-    WAN21_T2V), ``"wan22_5b"`` (48 channels, WAN22_T2V) and ``"vae"`` (the Wan 2.1 VAE); and
-    ``"lora"`` in loras/, a random LoRA for ``"wan21"`` that stands in for the lightx2v LoRAs.
+    WAN21_T2V), ``"wan22_5b"`` (48 channels, WAN22_T2V), ``"wan22_i2v"`` (a Wan 2.2 I2V A14B
+    expert: 36 input channels) and ``"vae"`` (the Wan 2.1 VAE); and ``"lora"`` in loras/, a random
+    LoRA on the blocks' attention, which fits ``"wan21"`` and ``"wan22_i2v"`` alike (the same
+    widths) and stands in for the lightx2v LoRAs.
     Rebuilt every session (bit-identical, well under a second). There is no text-encoder
     file: CLIPLoader cannot load a tiny umT5 (see ``models_wan``); use ``wan_clip``."""
     import folder_paths
     paths = {
         "wan21": ("diffusion_models", models_wan.wan21_diffusion_model(CACHE / "diffusion_models")),
         "wan22_5b": ("diffusion_models", models_wan.wan22_5b_diffusion_model(CACHE / "diffusion_models")),
+        "wan22_i2v": ("diffusion_models", models_wan.wan_i2v_diffusion_model(CACHE / "diffusion_models", "2.2")),
         "vae": ("vae", models_wan.wan21_vae(CACHE / "vae")),
         "lora": ("loras", models_wan.wan21_lora(CACHE / "loras")),
     }

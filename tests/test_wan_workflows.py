@@ -7,28 +7,51 @@ core loaders' place (``tests/comfy_test_nodes/wan_text_encoder.py`` says why). T
 with SamplerCustomAdvanced on the inversion's noise, sigmas and latent; the A14B graph splits the
 sigmas at the inversion's expert_split_step between its two experts' samplers. The 4-step A14B
 graph (issue 34) is ComfyUI's A14B T2V template with the lightx2v LoRAs, the FateZero nodes put in:
-it runs at its own 4 steps, its LoRA nodes loading the tests' random Wan LoRA.
+it runs at its own 4 steps, its LoRA nodes loading the tests' random Wan LoRA. The first-frame
+graph (issue 35) is ComfyUI's A14B I2V template so: it runs on the tiny Wan 2.2 I2V expert, and
+its Load Image gets an edited first frame the test writes into the server's input folder.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import workflow_files as wf
 from test_workflows import _only, _video_of, clip_rate
 
 WAN_SIZE = dict(width=64, height=64, frames=5, steps=3)
 FEW_STEP = "fatezero_wan22_a14b_lightx2v_4step_edit"
-# ComfyUI's Wan 2.2 A14B T2V template (comfyui-workflow-templates-json 0.1.123, video_wan2_2_14B_t2v.json):
-# each loader's file, folder and download, as its loader nodes' properties.models list them
+FIRST_FRAME = "fatezero_wan22_a14b_i2v_first_frame_edit"
+FOUR_STEP = (FEW_STEP, FIRST_FRAME)  # ComfyUI's A14B templates with the lightx2v LoRAs: 4 steps, 2 + 2
+UNET = {"fatezero_wan22_5b_local_edit": "wan22_5b", FIRST_FRAME: "wan22_i2v"}  # else "wan21"
+# ComfyUI's Wan 2.2 A14B templates (comfyui-workflow-templates-json 0.1.123, video_wan2_2_14B_t2v.json;
+# comfyui-workflow-templates-media-video 0.3.12, video_wan2_2_14B_i2v.json): each loader's file, folder and
+# download, as its loader nodes' properties.models list them, and the experts' switch point
 HF = "https://huggingface.co/Comfy-Org/{}/resolve/main/split_files/{}/{}"
-TEMPLATE_FILES = {
-    "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": ("Wan_2.2_ComfyUI_Repackaged", "diffusion_models"),
-    "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": ("Wan_2.2_ComfyUI_Repackaged", "diffusion_models"),
-    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors": ("Wan_2.2_ComfyUI_Repackaged", "loras"),
-    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors": ("Wan_2.2_ComfyUI_Repackaged", "loras"),
+SHARED_FILES = {
     "umt5_xxl_fp8_e4m3fn_scaled.safetensors": ("Wan_2.1_ComfyUI_repackaged", "text_encoders"),
     "wan_2.1_vae.safetensors": ("Wan_2.2_ComfyUI_Repackaged", "vae"),
 }
+TEMPLATES = {
+    FEW_STEP: (0.875, {
+        "high": ("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
+                 "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors"),
+        "low": ("wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
+                "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors")}),
+    FIRST_FRAME: (0.9, {
+        "high": ("wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors",
+                 "wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors"),
+        "low": ("wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors",
+                "wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors")}),
+}
+
+
+def write_edited_first_frame(folder, name: str) -> None:
+    """What a user's image editor made of the clip's first frame: a smooth random picture of
+    another size and shape than the test clip's frames (WanImageToVideo scales and crops it)."""
+    low = np.random.default_rng(5).integers(0, 256, (3, 4, 3), dtype=np.uint8)
+    Image.fromarray(low).resize((96, 48), Image.BILINEAR).save(folder / name)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +67,8 @@ def run_wan(server, wan_files, build):
 
     def run_once(name):
         if name not in done:
-            size = dict(WAN_SIZE, steps=4) if name == FEW_STEP else WAN_SIZE  # its own 2 + 2 steps
-            api = build.resize(wf.load(wf.api_path(name)), unet_name=wan_files["wan22_5b" if "5b" in name else "wan21"],
+            size = dict(WAN_SIZE, steps=4) if name in FOUR_STEP else WAN_SIZE  # its own 2 + 2 steps
+            api = build.resize(wf.load(wf.api_path(name)), unet_name=wan_files[UNET.get(name, "wan21")],
                                vae_name=wan_files["vae"], lora_name=wan_files["lora"], prefix=f"fatezero_test_{name}/",
                                **size)
             for node in api.values():
@@ -53,6 +76,8 @@ def run_wan(server, wan_files, build):
                     node["class_type"] = "FateZeroTestWanCLIPLoader"
                 elif node["class_type"] == "VAELoader" and "5b" in name:
                     node["class_type"] = "FateZeroTestWan22VAELoader"
+                elif node["class_type"] == "LoadImage":
+                    write_edited_first_frame(server.input_dir, node["inputs"]["image"])
             assert wf.validate_api(api, object_info) == []
             done[name] = api, server.run(api, timeout=900)
         return done[name]
@@ -109,33 +134,77 @@ def test_wan_workflow_edits_from_the_inverted_noise(name):
         assert "model_high_noise" in settings
 
 
-def test_four_step_workflow_is_the_a14b_template_with_fatezero(pack):
+@pytest.mark.parametrize("name", FOUR_STEP)
+def test_four_step_workflow_is_the_a14b_template_with_fatezero(pack, name):
     """The template's graph (tests/test_wan_few_step.py runs it at the node level): each expert's
     fp8 file -> its lightx2v 4-step LoRA at strength 1 -> ModelSamplingSD3 shift 5 -> the FateZero
     nodes; CFG 1, euler, 4 steps split at the inversion's expert_split_step, the few-step
-    fixed-point iterations; each loader offers the template's download of its file."""
-    api = wf.load(wf.api_path(FEW_STEP))
+    fixed-point iterations, the template's expert switch point; each loader offers the template's
+    download of its file."""
+    boundary, files = TEMPLATES[name]
+    api = wf.load(wf.api_path(name))
     inv = api[_only(api, "FateZeroDDIMInversion")]["inputs"]
     assert (inv["steps"], inv["fixed_point_iterations"]) == (4, pack.fatezero_attn.defaults.WAN_FEW_STEP_ITERATIONS)
-    assert inv["flow_inversion"] == "fixed-point" and inv["expert_boundary"] == 0.875
+    assert inv["flow_inversion"] == "fixed-point" and inv["expert_boundary"] == boundary
     experts = {"high": inv["model_high_noise"][0], "low": inv["model"][0]}
     for which, shift_id in experts.items():
         shift = api[shift_id]
         assert shift["class_type"] == "ModelSamplingSD3" and shift["inputs"]["shift"] == 5.0
         lora = api[shift["inputs"]["model"][0]]
         assert lora["class_type"] == "LoraLoaderModelOnly" and lora["inputs"]["strength_model"] == 1.0
-        assert lora["inputs"]["lora_name"] == f"wan2.2_t2v_lightx2v_4steps_lora_v1.1_{which}_noise.safetensors"
         loader = api[lora["inputs"]["model"][0]]
-        assert loader["inputs"]["unet_name"] == f"wan2.2_t2v_{which}_noise_14B_fp8_scaled.safetensors"
+        assert (loader["inputs"]["unet_name"], lora["inputs"]["lora_name"]) == files[which]
     fusions = [k for k, n in api.items() if n["class_type"] == "FateZeroAttentionFusion"]
     assert sorted(api[k]["inputs"]["model"][0] for k in fusions) == sorted(experts.values())
     guiders = [n["inputs"] for n in api.values() if n["class_type"] == "CFGGuider"]
     assert len(guiders) == 2 and all(g["cfg"] == 1.0 for g in guiders)
     assert api[_only(api, "SplitSigmas")]["inputs"]["step"] == [_only(api, "FateZeroDDIMInversion"), 4]
-    ui = wf.load(wf.ui_path(FEW_STEP))
+    ui = wf.load(wf.ui_path(name))
     offered = {}
     for node in ui["nodes"]:
         for model in node["properties"].get("models", []):
             assert model["name"] in node["widgets_values"], f"node {node['id']} offers a file it does not load"
             offered[model["name"]] = (model["url"], model["directory"])
-    assert offered == {name: (HF.format(repo, folder, name), folder) for name, (repo, folder) in TEMPLATE_FILES.items()}
+    template = {**{unet: ("Wan_2.2_ComfyUI_Repackaged", "diffusion_models") for unet, _ in files.values()},
+                **{lora: ("Wan_2.2_ComfyUI_Repackaged", "loras") for _, lora in files.values()}, **SHARED_FILES}
+    assert offered == {file: (HF.format(repo, folder, file), folder) for file, (repo, folder) in template.items()}
+
+
+def _source(api: dict, link: list) -> tuple[str, dict]:
+    """The class and inputs of the node ``link`` comes from."""
+    node = api[link[0]]
+    return node["class_type"], node["inputs"]
+
+
+def test_first_frame_workflow_conditions_the_source_on_the_clip_and_the_edit_on_the_edited_frame():
+    """Issue 35's graph: the inversion's source_conditioning is WanImageToVideo's positive of the
+    source prompt and the loaded clip's first frame (ImageFromBatch 0, 1); both experts' guiders
+    take the positive and negative of a second WanImageToVideo of the target prompt and the frame
+    Load Image loads; both WanImageToVideo get width, height and length from the loaded frames,
+    no CLIP vision (Wan 2.2 I2V has none), and the same negative prompt."""
+    api = wf.load(wf.api_path(FIRST_FRAME))
+    video = _only(api, "FateZeroLoadVideo")
+    inv = api[_only(api, "FateZeroDDIMInversion")]["inputs"]
+    assert inv["source_conditioning"][1] == 0 and inv["latent"] == [_only(api, "VAEEncode"), 0]
+    kind, source = _source(api, inv["source_conditioning"])
+    assert kind == "WanImageToVideo"
+    guiders = [n["inputs"] for n in api.values() if n["class_type"] == "CFGGuider"]
+    edit_id = guiders[0]["positive"][0]
+    assert all((g["positive"], g["negative"]) == ([edit_id, 0], [edit_id, 1]) for g in guiders)
+    edit = api[edit_id]["inputs"]
+    assert edit_id != inv["source_conditioning"][0] and api[edit_id]["class_type"] == "WanImageToVideo"
+    for inputs, prompt in ((source, "Source prompt"), (edit, "Target prompt")):
+        kind, encode = _source(api, inputs["positive"])
+        assert kind == "CLIPTextEncode" and api[encode["text"][0]]["_meta"]["title"].startswith(prompt)
+        assert "clip_vision_output" not in inputs and inputs["batch_size"] == 1
+        size = _source(api, inputs["width"])
+        assert size == ("GetImageSize", {"image": [video, 0]})
+        assert [inputs[k] for k in ("width", "height", "length")] == [[inputs["width"][0], i] for i in range(3)]
+    assert source["negative"] == edit["negative"] and source["vae"] == edit["vae"]
+    assert _source(api, source["start_image"]) == ("ImageFromBatch", {"image": [video, 0], "batch_index": 0, "length": 1})
+    kind, load = _source(api, edit["start_image"])
+    assert kind == "LoadImage" and load["image"] == "fatezero_edited_first_frame.png" and edit["start_image"][1] == 0
+    note, = [n["widgets_values"][0] for n in wf.load(wf.ui_path(FIRST_FRAME))["nodes"] if n["type"] == "Note"]
+    for named in ("Qwen-Image-Edit 2511", "Flux 2 Klein", "fatezero_edited_first_frame.png", "DisableNoise",
+                  "random"):
+        assert named in note

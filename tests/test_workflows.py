@@ -118,7 +118,10 @@ def test_workflow_names_a_clip_its_prompt_describes(name, build, comfy_nodes, tm
     start, count, nth = inputs["start_frame"], inputs["frame_count"], inputs["every_nth"]
     last = start + (count - 1) * nth
     assert clip.shot[0] <= start and last <= clip.shot[1], f"frames {start}-{last} leave the shot {clip.shot}"
-    encode = api[api[_only(api, "FateZeroDDIMInversion")]["inputs"]["source_conditioning"][0]]["inputs"]
+    encode = api[api[_only(api, "FateZeroDDIMInversion")]["inputs"]["source_conditioning"][0]]
+    if encode["class_type"] == "WanImageToVideo":  # image-to-video: the source prompt reaches it as its positive
+        encode = api[encode["inputs"]["positive"][0]]
+    encode = encode["inputs"]
     source = api[encode["text"][0]]["inputs"]["value"]  # the text node that feeds the inversion's encoder
     assert source == clip.source, "the source prompt must describe the clip"
 

@@ -16,6 +16,11 @@ WAN22_VAE = "wan2.2_vae.safetensors"
 # The lightx2v 4-step LoRAs of ComfyUI's Wan 2.2 A14B T2V template, one per expert (issue 34).
 WAN22_T2V_LIGHTX2V_HIGH = "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors"
 WAN22_T2V_LIGHTX2V_LOW = "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors"
+# ComfyUI's Wan 2.2 A14B I2V template (video_wan2_2_14B_i2v.json): its two experts and their 4-step LoRAs (issue 35).
+WAN22_I2V_HIGH = "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors"
+WAN22_I2V_LOW = "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors"
+WAN22_I2V_LIGHTX2V_HIGH = "wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors"
+WAN22_I2V_LIGHTX2V_LOW = "wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors"
 
 # Where ComfyUI's Wan 2.2 A14B T2V template (comfyui-workflow-templates-json,
 # video_wan2_2_14B_t2v.json) downloads each file: name -> (models folder, URL). A loader node's
@@ -30,3 +35,7 @@ DOWNLOADS = {
     UMT5: ("text_encoders", f"{_WAN21_REPO}/text_encoders/{UMT5}"),
     WAN21_VAE: ("vae", f"{_WAN22_REPO}/vae/{WAN21_VAE}"),
 }
+# ... and the A14B I2V template's (video_wan2_2_14B_i2v.json), from the same repository
+DOWNLOADS.update({name: (folder, f"{_WAN22_REPO}/{folder}/{name}") for folder, name in (
+    ("diffusion_models", WAN22_I2V_HIGH), ("diffusion_models", WAN22_I2V_LOW),
+    ("loras", WAN22_I2V_LIGHTX2V_HIGH), ("loras", WAN22_I2V_LIGHTX2V_LOW))})

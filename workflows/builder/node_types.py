@@ -109,6 +109,21 @@ TYPES.update({
         (("preview", "IMAGE"),)),
 })
 
+# Wan image-to-video (issue 35): the first frames and the start-image conditioning
+TYPES.update({
+    "LoadImage": NodeType("Load Image", (("image", "COMBO", R),), (("IMAGE", "IMAGE"), ("MASK", "MASK")), upload=True),
+    "ImageFromBatch": NodeType("ImageFromBatch", (("image", "IMAGE", R), ("batch_index", "INT", R), ("length", "INT", R)),
+                               (("IMAGE", "IMAGE"),)),
+    "GetImageSize": NodeType("Get Image Size", (("image", "IMAGE", R),),
+                             (("width", "INT"), ("height", "INT"), ("batch_size", "INT"))),
+    "WanImageToVideo": NodeType(
+        "WanImageToVideo",
+        (("positive", "CONDITIONING", R), ("negative", "CONDITIONING", R), ("vae", "VAE", R), ("width", "INT", R),
+         ("height", "INT", R), ("length", "INT", R), ("batch_size", "INT", R),
+         ("clip_vision_output", "CLIP_VISION_OUTPUT", O), ("start_image", "IMAGE", O)),
+        (("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent", "LATENT"))),
+})
+
 UI_ONLY_TYPES = {"Note"}  # frontend-only nodes: in the UI file, never in the API file
 
 

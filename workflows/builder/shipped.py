@@ -9,12 +9,13 @@ from pathlib import Path
 from .formats import dumps, to_api, to_ui
 from .sd import SD_WORKFLOWS
 from .wan import WAN_WORKFLOWS
+from .wan_i2v import WAN_I2V_WORKFLOWS
 
 # ComfyUI's template browser offers workflows/*.json; the API files sit apart so it does not
 # offer them as graphs.
 WORKFLOW_DIR = Path(__file__).resolve().parents[1]
 API_DIR = WORKFLOW_DIR / "api"
-WORKFLOWS = SD_WORKFLOWS + WAN_WORKFLOWS
+WORKFLOWS = SD_WORKFLOWS + WAN_WORKFLOWS + WAN_I2V_WORKFLOWS
 
 
 def files() -> dict[Path, str]:

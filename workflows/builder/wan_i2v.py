@@ -1,0 +1,87 @@
+"""The Wan image-to-video workflow (issue 35): edit the clip's first frame in an image editor, and
+Wan 2.2 I2V A14B carries the edit through the clip along the source's motion. The graph is
+ComfyUI's A14B I2V template (fp8 experts, lightx2v 4-step LoRAs, shift 5, CFG 1, euler, 4 steps
+split 2 + 2) with the FateZero nodes, as the 4-step T2V workflow is its T2V template's."""
+from __future__ import annotations
+
+from .clips import LOCAL_TARGET, RABBIT
+from .graph import GROUP_COLORS, PROMPT_COLOR, SOURCE_COLOR, X1, Group, Node, Workflow
+from .model_files import (WAN21_VAE, WAN22_I2V_HIGH, WAN22_I2V_LIGHTX2V_HIGH, WAN22_I2V_LIGHTX2V_LOW,
+                          WAN22_I2V_LOW)
+from .notes import MORE, clip_line, note, wan_run
+from .wan import (FEW_STEP_CFG, FEW_STEP_ITERATIONS, FEW_STEP_SHIFT, FEW_STEPS, add_expert_loras, few_step_layout,
+                  left_of_the_experts, offer_downloads, wan_graph)
+
+EDITED_FIRST_FRAME = "fatezero_edited_first_frame.png"  # a placeholder: the user's edited frame in ComfyUI/input
+I2V_BOUNDARY = 0.9  # Wan 2.2 I2V A14B's released expert switch point (T2V: 0.875)
+I2V_FRAMES, I2V_SIZE = 81, 640  # ComfyUI's A14B I2V template's video: 81 frames at 640x640
+# WanImageToVideo's widgets (the links from Get Image Size override width, height and length)
+SIZE_VALUES = {"width": I2V_SIZE, "height": I2V_SIZE, "length": I2V_FRAMES, "batch_size": 1}
+
+
+def add_start_images(nodes: list[Node], groups: list[Group]) -> None:
+    """Two WanImageToVideo below the prompts (nodes 34-38, group 2b): the source prompt with the
+    clip's first frame (ImageFromBatch of the loaded frames) into the inversion's
+    source_conditioning; the target prompt with the edited first frame (Load Image) into both
+    experts' CFGGuiders. Both take width, height and length from the loaded frames (Get Image
+    Size), so their start images always fit the inversion's latent."""
+    x = X1 + 20
+    size = {"width": (36, 0), "height": (36, 1), "length": (36, 2)}
+    nodes += [
+        Node(34, "ImageFromBatch", (x, 860), (400, 82), {"batch_index": 0, "length": 1}, {"image": (2, 0)},
+             title="ImageFromBatch (the clip's first frame)", color=SOURCE_COLOR),
+        Node(36, "GetImageSize", (x, 980), (400, 66), links={"image": (2, 0)},
+             title="Get Image Size (the clip's width, height, length)"),
+        Node(37, "WanImageToVideo", (x, 1090), (400, 210), dict(SIZE_VALUES),
+             {"positive": (6, 0), "negative": (8, 0), "vae": (22, 0), **size, "start_image": (34, 0)},
+             title="WanImageToVideo (source: the clip's first frame)", color=SOURCE_COLOR),
+        Node(35, "LoadImage", (x, 1340), (400, 380), {"image": EDITED_FIRST_FRAME},
+             title="Load Image (your edited first frame)", color=PROMPT_COLOR),
+        Node(38, "WanImageToVideo", (x, 1760), (400, 210), dict(SIZE_VALUES),
+             {"positive": (7, 0), "negative": (8, 0), "vae": (22, 0), **size, "start_image": (35, 0)},
+             title="WanImageToVideo (edit: the edited first frame)", color=PROMPT_COLOR),
+    ]
+    by_id = {n.id: n for n in nodes}
+    by_id[9].links["source_conditioning"] = (37, 0)
+    for guider in (23, 28):
+        by_id[guider].links.update({"positive": (38, 0), "negative": (38, 1)})
+    groups.append(Group("2b. First frames: the clip's and your edited one", (X1, 790, 440, 1220),
+                        GROUP_COLORS["prompts"]))
+
+
+def wan22_a14b_i2v_first_frame_edit() -> Workflow:
+    """The rabbit's first frame edited to a pink rabbit (by the user, in any image editor), carried
+    through 81 frames by the two I2V experts with the source's attention fused."""
+    nodes, groups = wan_graph(unet=WAN22_I2V_LOW, vae=WAN21_VAE, clip=RABBIT, start=40, nth=1, target=LOCAL_TARGET,
+                              cross=0.8, self_=0.8, mapping="replace", reweight="",
+                              prefix="fatezero/wan22_a14b_i2v_first_frame_pink_rabbit", frames=I2V_FRAMES,
+                              width=I2V_SIZE, height=I2V_SIZE, steps=FEW_STEPS, cfg=FEW_STEP_CFG,
+                              shift=FEW_STEP_SHIFT, fps=16.0, high_noise_unet=WAN22_I2V_HIGH, boundary=I2V_BOUNDARY,
+                              iterations=FEW_STEP_ITERATIONS)
+    add_expert_loras(nodes, WAN22_I2V_LIGHTX2V_HIGH, WAN22_I2V_LIGHTX2V_LOW)
+    few_step_layout(nodes)
+    add_start_images(nodes, groups)
+    offer_downloads(nodes)
+    nodes.append(left_of_the_experts(note(
+        "FateZero on Wan 2.2 I2V A14B, first-frame edit, as ComfyUI's A14B I2V template (lightx2v 4 steps, CFG 1, "
+        "shift 5): you edit the clip's first frame, the model carries the edit through the clip along its own motion; "
+        f"{I2V_FRAMES} frames at {I2V_SIZE}x{I2V_SIZE}.", clip_line(nodes),
+        *wan_run(f"{WAN22_I2V_HIGH} and {WAN22_I2V_LOW}", WAN21_VAE),
+        f"- LoRAs (loras): {WAN22_I2V_LIGHTX2V_HIGH} and the low_noise one, strength 1, each right after its "
+        "expert's loader, so the inversion and the edit run the same LoRA'd model.",
+        "- Edited first frame: edit the clip's first frame (Load Video's start_frame) in any image editor (ComfyUI's "
+        "image-edit templates: Qwen-Image-Edit 2511, Flux 2 Klein edit) as the target prompt says; save it in "
+        f"ComfyUI/input and pick it in Load Image ({EDITED_FIRST_FRAME} is a placeholder).",
+        "- Both WanImageToVideo take width, height and length from the loaded clip (Get Image Size), as the inverted "
+        "latent needs; your frame is scaled and center-cropped to it. Source: source prompt + the clip's first frame; "
+        "edit: target prompt + your frame.",
+        f"- expert_boundary {I2V_BOUNDARY} (the I2V release's), 4 steps split 2 + 2, fixed_point_iterations 4. The "
+        "low-noise sampler has DisableNoise: it continues the high-noise sampler's output, already at the split step; "
+        "new noise would leave the inversion's path. Only random tiny models ran this graph: quality unmeasured.",
+        MORE)))
+    return Workflow("fatezero_wan22_a14b_i2v_first_frame_edit",
+                    "Wan 2.2 A14B image-to-video first-frame edit, 4 steps: your edited frame through the clip",
+                    nodes, groups)
+
+
+WAN_I2V_WORKFLOWS = (wan22_a14b_i2v_first_frame_edit,)
