@@ -116,7 +116,7 @@ def section(text: str, title: str) -> str:
 def test_every_workflow_is_in_the_workflow_table():
     rows = [line for line in section(README.read_text(), "Workflows").splitlines() if line.startswith("|")]
     named = {m for row in rows for m in re.findall(r"([\w.-]+\.json)", row.split("|")[1])}
-    shipped = {p.name for p in (PACK_DIR / "workflows").glob("*.json")}
+    shipped = {p.name for p in (PACK_DIR / "example_workflows").glob("*.json")}
     assert shipped, "no workflows found"
     assert not shipped - named, f"workflows missing from the README's table: {sorted(shipped - named)}"
     assert not named - shipped, f"the README's table names workflows that do not exist: {sorted(named - shipped)}"

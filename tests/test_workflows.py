@@ -1,4 +1,4 @@
-"""The shipped example workflows (workflows/*.json, workflows/api/*_api.json) on a real server.
+"""The shipped example workflows (example_workflows/*.json, workflows/api/*_api.json) on a real server.
 
 - every API file is valid for the running server's /object_info;
 - every API file runs through /prompt on the small random SD1.5 checkpoint (and the random
@@ -11,7 +11,7 @@
 - every UI file describes the same graph as its API twin (node ids, types, titles, links,
   widget values mapped through /object_info's input order);
 - the files are what workflows/build.py writes, and ComfyUI offers the UI files (only) as
-  the pack's templates.
+  the pack's templates, from example_workflows/, the folder name it asks node packs to use.
 """
 from __future__ import annotations
 
@@ -252,11 +252,23 @@ def test_ui_comparison_catches_drift(object_info):
         wf.ui_graph(ui, object_info)
 
 
+# The folder names ComfyUI 0.3.75 and the newest release scan for a node pack's templates
+# (app/custom_node_manager.py); all but the first log a hint to rename the folder, and the newest
+# lists a file found under two of them twice.
+TEMPLATE_FOLDER, OLD_TEMPLATE_FOLDERS = "example_workflows", ("example", "examples", "workflow", "workflows")
+
+
 def test_server_offers_the_ui_files_as_templates(server):
-    templates = server.get("/workflow_templates")
-    assert sorted(templates.get("ComfyUI-FateZero", [])) == sorted(wf.NAMES)
-    with urllib.request.urlopen(f"{server.url}/api/workflow_templates/ComfyUI-FateZero/fatezero_style_edit.json") as r:
-        assert json.loads(r.read()) == wf.load(wf.ui_path("fatezero_style_edit"))
+    """GET /api/workflow_templates lists every UI file under the pack's folder name, and
+    /api/workflow_templates/<pack>/<name>.json serves each file as shipped; no API file is
+    offered, and no JSON sits in a folder ComfyUI would scan under an older name."""
+    assert wf.ui_path(wf.NAMES[0]).parent.name == TEMPLATE_FOLDER
+    assert [p for old in OLD_TEMPLATE_FOLDERS for p in (wf.PACK_DIR / old).glob("*.json")] == []
+    templates = server.get("/api/workflow_templates")
+    assert sorted(templates.get(host.PACK_NAME, [])) == sorted(wf.NAMES)
+    for name in wf.NAMES:
+        with urllib.request.urlopen(f"{server.url}/api/workflow_templates/{host.PACK_NAME}/{name}.json") as r:
+            assert json.loads(r.read()) == wf.load(wf.ui_path(name)), name
 
 
 # -- running the workflows ---------------------------------------------------------------------
