@@ -137,8 +137,9 @@ def test_workflow_names_a_clip_its_prompt_describes(name, build, comfy_nodes, tm
 
 
 def test_controlnet_steers_the_edit_not_the_inversion():
-    """Source frames -> Apply ControlNet (target and negative prompts) -> the sampler; the
-    inversion keeps the plain source encoding; fusion and inversion take the same MODEL."""
+    """Source frames -> core Canny -> Apply ControlNet (an SD1.5 canny ControlNet; target and
+    negative prompts) -> the sampler; the inversion keeps the plain source encoding; fusion and
+    inversion take the same MODEL."""
     api = wf.load(wf.api_path("fatezero_controlnet_local_edit"))
 
     def one(kind):
@@ -152,8 +153,12 @@ def test_controlnet_steers_the_edit_not_the_inversion():
     _, inv = one("FateZeroDDIMInversion")
     _, fusion = one("FateZeroAttentionFusion")
     _, sampler = one("SamplerCustom")
-    assert cnet_loader["control_net_name"].endswith(".pth") and "sd15" in cnet_loader["control_net_name"]
-    assert (cnet["control_net"], cnet["image"]) == ([loader, 0], [video, 0]), "the hint is the loaded source frames"
+    canny_id, canny = one("Canny")
+    name = cnet_loader["control_net_name"]
+    assert name.endswith(".safetensors") and "sd15" in name and "canny" in name, name
+    assert canny["image"] == [video, 0] and 0 < canny["low_threshold"] < canny["high_threshold"] < 1
+    assert (cnet["control_net"], cnet["image"]) == ([loader, 0], [canny_id, 0]), \
+        "the hint is the canny edge map of the loaded source frames"
     assert (cnet["strength"], cnet["start_percent"], cnet["end_percent"]) == (0.8, 0.0, 1.0)
     assert "vae" not in cnet, "an SD1.5 ControlNet takes no VAE"
     assert (sampler["positive"], sampler["negative"]) == ([apply_id, 0], [apply_id, 1])

@@ -3,7 +3,7 @@ points at their own file (the Notes say so)."""
 
 CHECKPOINT = "v1-5-pruned-emaonly.safetensors"  # ComfyUI's usual SD1.5 file name; pick yours
 SDXL_CHECKPOINT = "sd_xl_base_1.0.safetensors"   # SDXL base's usual file name
-CONTROLNET = "control_v11f1p_sd15_depth.pth"      # an SD1.5 ControlNet's usual file name; pick yours
+CONTROLNET = "control_v11p_sd15_canny_fp16.safetensors"  # SD1.5's canny ControlNet (the graph makes its edges)
 
 # Wan (issue 24): the usual file names of ComfyUI's Wan templates (Comfy-Org's repackaged files); pick yours.
 WAN21_T2V_1_3B = "wan2.1_t2v_1.3B_fp16.safetensors"
