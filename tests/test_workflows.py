@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import urllib.request
+from pathlib import Path
 
 import av
 import numpy as np
@@ -274,6 +275,78 @@ def test_server_offers_the_ui_files_as_templates(server):
     for name in wf.NAMES:
         with urllib.request.urlopen(f"{server.url}/api/workflow_templates/{host.PACK_NAME}/{name}.json") as r:
             assert json.loads(r.read()) == wf.load(wf.ui_path(name)), name
+
+
+# -- the models each workflow loads ---------------------------------------------------------
+# The frontend's missing-model dialog (comfyui-frontend-package 1.32.9, MissingModelsWarning) offers a
+# file only from these sources and with these endings; any other entry shows "not allowed".
+DIALOG_SOURCES, DIALOG_SUFFIXES = ("https://huggingface.co/", "https://civitai.com/"), (".safetensors", ".sft")
+
+
+def template_models() -> dict[str, set]:
+    """name -> {(loader type, directory, url without '?download=true')} over every properties.models
+    entry of ComfyUI's own templates (the comfyui-workflow-templates packages ComfyUI pins)."""
+    import importlib.util
+    out: dict[str, set] = {}
+    for package in ("image", "video", "other", "api"):
+        spec = importlib.util.find_spec(f"comfyui_workflow_templates_media_{package}")
+        if spec is None:
+            continue
+        for path in (Path(list(spec.submodule_search_locations)[0]) / "templates").glob("*.json"):
+            data = json.loads(path.read_text())
+            for node in data.get("nodes", []) if isinstance(data, dict) else []:
+                for m in (node.get("properties") or {}).get("models") or []:
+                    out.setdefault(m["name"], set()).add((node["type"], m.get("directory"), m["url"].split("?")[0]))
+    return out
+
+
+def _loader_files(name: str) -> list[tuple[dict, str]]:
+    """(UI node, the file its widget names) for every loader node of a workflow's UI file (a
+    loader's widgets have no control_after_generate value, so widgets_values follows its widgets)."""
+    inputs = {kind: input_name for kind, input_name in wf.USER_FILE_INPUTS}
+    out = []
+    for node in wf.load(wf.ui_path(name))["nodes"]:
+        if node["type"] in inputs:
+            widgets = [slot["name"] for slot in node["inputs"] if "widget" in slot]
+            out.append((node, node["widgets_values"][widgets.index(inputs[node["type"]])]))
+    return out
+
+
+@pytest.mark.parametrize("name", wf.NAMES)
+def test_every_loader_offers_its_files_download(name):
+    """Each loader node lists, in properties.models, exactly the file its widget names, with a
+    download the frontend's dialog accepts, into the folder ComfyUI's own templates use for that
+    loader; a file ComfyUI's templates also ship has their URL."""
+    templates = template_models()
+    assert templates, "no comfyui-workflow-templates data found"
+    loaders = _loader_files(name)
+    assert loaders, f"{name} has no loader node"
+    folders = {(kind, d) for entries in templates.values() for kind, d, _ in entries}
+    sources = {u.rsplit("/", 1)[0] for entries in templates.values() for _, _, u in entries}
+    for node, file in loaders:
+        where = f"{name} node {node['id']} ({node['type']})"
+        models = node["properties"].get("models", [])
+        assert [m["name"] for m in models] == [file], f"{where} loads {file}, offers {models}"
+        m = models[0]
+        assert m["url"].startswith(DIALOG_SOURCES) and m["name"].endswith(DIALOG_SUFFIXES), f"{where}: {m}"
+        assert m["url"].split("?")[0].endswith("/" + file), f"{where}: {m['url']} is not {file}"
+        assert (node["type"], m["directory"]) in folders, f"{where}: ComfyUI's templates never put it in {m['directory']}"
+        assert m["url"].rsplit("/", 1)[0] in sources, f"{where}: ComfyUI's templates download nothing from there"
+        if file in templates:
+            assert (node["type"], m["directory"], m["url"]) in templates[file], \
+                f"{where}: ComfyUI's templates have {sorted(templates[file])}"
+
+
+def test_readme_and_docs_give_every_download():
+    """The README's models table and docs/models.md link every file the workflows offer."""
+    readme = (wf.PACK_DIR / "README.md").read_text()
+    docs = (wf.PACK_DIR / "docs" / "models.md").read_text()
+    offered = {(m["name"], m["directory"], m["url"]) for n in wf.NAMES for node, _ in _loader_files(n)
+               for m in node["properties"]["models"]}
+    for file, directory, url in sorted(offered):
+        assert f"({url})" in readme, f"README.md does not link {file}"
+        row = next((line for line in docs.splitlines() if f"({url})" in line), None)
+        assert row is not None and f"`{directory}`" in row, f"docs/models.md has no row for {file} in {directory}"
 
 
 # -- running the workflows ---------------------------------------------------------------------

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .formats import dumps, to_api, to_ui
+from .model_files import offer_downloads
 from .sd import SD_WORKFLOWS
 from .wan import WAN_WORKFLOWS
 
@@ -25,6 +26,7 @@ def files() -> dict[Path, str]:
     out = {}
     for make in WORKFLOWS:
         wf = make()
+        offer_downloads(wf.nodes)  # every loader's file with its download, for the missing-model dialog
         out[TEMPLATE_DIR / f"{wf.name}.json"] = dumps(to_ui(wf))
         out[API_DIR / f"{wf.name}_api.json"] = dumps(to_api(wf))
     return out

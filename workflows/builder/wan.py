@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .clips import BICYCLE, LOCAL_BLEND, LOCAL_TARGET, RABBIT, STYLE_TARGET, WAN_NEGATIVE, Clip
 from .graph import GROUP_COLORS, NOTE_X, X0, X2, X3, Group, Node, Workflow
-from .model_files import (DOWNLOADS, UMT5, WAN21_T2V_1_3B, WAN21_VAE, WAN22_T2V_HIGH, WAN22_T2V_LIGHTX2V_HIGH,
+from .model_files import (UMT5, WAN21_T2V_1_3B, WAN21_VAE, WAN22_T2V_HIGH, WAN22_T2V_LIGHTX2V_HIGH,
                           WAN22_T2V_LIGHTX2V_LOW, WAN22_T2V_LOW, WAN22_TI2V_5B, WAN22_VAE)
 from .notes import BLEND_LINE, LOCAL_LINE, MORE, WAN_STYLE_LINE, clip_line, note, wan_run
 from .parts import add_blend_branch, decode_and_save, fusion_node, load_video, prompt_nodes, stage_groups
@@ -151,16 +151,6 @@ def few_step_layout(nodes: list[Node]) -> None:
                 node.pos = (x, rows[node.id])
 
 
-def offer_downloads(nodes: list[Node]) -> None:
-    """On each loader, its file's template download (``model_files.DOWNLOADS``) in
-    properties.models: ComfyUI's missing-model dialog offers the files a user lacks."""
-    for node in nodes:
-        for value in node.values.values():
-            if value in DOWNLOADS:
-                directory, url = DOWNLOADS[value]
-                node.models = ({"name": value, "url": url, "directory": directory},)
-
-
 def wan22_a14b_lightx2v_4step_edit() -> Workflow:
     """The two-expert style edit as ComfyUI's A14B T2V template runs Wan: fp8 experts, each with
     its lightx2v 4-step LoRA, shift 5, CFG 1, euler, 4 steps split 2 + 2, and the inversion with
@@ -173,7 +163,6 @@ def wan22_a14b_lightx2v_4step_edit() -> Workflow:
                               high_noise_unet=WAN22_T2V_HIGH, boundary=0.875, iterations=FEW_STEP_ITERATIONS)
     add_expert_loras(nodes, WAN22_T2V_LIGHTX2V_HIGH, WAN22_T2V_LIGHTX2V_LOW)
     few_step_layout(nodes)
-    offer_downloads(nodes)
     nodes.append(left_of_the_experts(note(
         "FateZero on Wan 2.2 T2V A14B with the lightx2v 4-step LoRAs, as ComfyUI's A14B template: a rabbit cartoon "
         "-> watercolor painting; 33 frames at 832x480, 4 steps, CFG 1, shift 5.", clip_line(nodes),
