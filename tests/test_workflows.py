@@ -337,6 +337,34 @@ def test_every_loader_offers_its_files_download(name):
                 f"{where}: ComfyUI's templates have {sorted(templates[file])}"
 
 
+def _note(name: str) -> str:
+    note, = [n["widgets_values"][0] for n in wf.load(wf.ui_path(name))["nodes"] if n["type"] == "Note"]
+    return note
+
+
+@pytest.mark.parametrize("name", wf.NAMES)
+def test_note_names_the_models_its_graph_loads(name):
+    """The Read-me Note names the checkpoint or diffusion model files its loaders load (the SDXL
+    workflow's Note its SDXL file, not an SD1.5 checkpoint), and, where a second sampler continues
+    the first (Wan 2.2 A14B: DisableNoise, the high-noise sampler's output), says why."""
+    note = _note(name)
+    api = wf.load(wf.api_path(name))
+    for node in api.values():
+        for kind, key in (("CheckpointLoaderSimple", "ckpt_name"), ("UNETLoader", "unet_name")):
+            if node["class_type"] == kind:
+                assert node["inputs"][key] in note, f"the Note does not name {node['inputs'][key]}"
+    checkpoint_lines = [line for line in note.splitlines() if line.startswith("- Load Checkpoint")]
+    for line in checkpoint_lines:
+        family = "SDXL" if "sd_xl" in line else "SD1.5"
+        assert family in line and ("SD1.5" not in line or family == "SD1.5"), line
+    disable = [k for k, n in api.items() if n["class_type"] == "DisableNoise"]
+    if disable:
+        continued = [n["inputs"] for n in api.values() if n["inputs"].get("noise") == [disable[0], 0]]
+        assert len(continued) == 1 and api[continued[0]["latent_image"][0]]["class_type"] == "SamplerCustomAdvanced"
+        line = next((line for line in note.splitlines() if "DisableNoise" in line), "")
+        assert "output" in line and "continues" in line, f"the Note does not explain DisableNoise: {line!r}"
+
+
 def test_readme_and_docs_give_every_download():
     """The README's models table and docs/models.md link every file the workflows offer."""
     readme = (wf.PACK_DIR / "README.md").read_text()

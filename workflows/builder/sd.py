@@ -4,7 +4,7 @@ from __future__ import annotations
 from .clips import ATTRIBUTE_TARGET, BICYCLE, LOCAL_BLEND, LOCAL_TARGET, RABBIT, STYLE_TARGET, Clip
 from .graph import GROUP_COLORS, X0, X1, X2, X3, Group, Node, Workflow
 from .model_files import CHECKPOINT, CONTROLNET, SDXL_CHECKPOINT
-from .notes import BLEND_LINE, LOCAL_LINE, MORE, SD_RUN, STYLE_LINE, clip_line, note
+from .notes import BLEND_LINE, LOCAL_LINE, MORE, SD_RUN, STYLE_LINE, clip_line, note, sd_run
 from .parts import add_blend_branch, decode_and_save, fusion_node, load_video, prompt_nodes, stage_groups
 
 
@@ -57,7 +57,7 @@ def sd_style(name: str, title: str, prefix: str, headline: str, *extra: str, cli
     """The style edit (the authors' watercolor settings) on ``clip`` at ``size``, with its Note."""
     nodes, groups = edit_graph(clip=clip, target=STYLE_TARGET + clip.source, cross=0.8, self_=0.8, mapping="refine",
                                reweight="watercolor:10", cross_words="", prefix=prefix, blend=None, **size)
-    nodes.append(note(headline, clip_line(nodes), *SD_RUN, STYLE_LINE, *extra, MORE))
+    nodes.append(note(headline, clip_line(nodes), *sd_run(size.get("checkpoint", CHECKPOINT)), STYLE_LINE, *extra, MORE))
     return Workflow(name, title, nodes, groups)
 
 
