@@ -23,7 +23,7 @@ class FateZeroAttentionFusion:
                    "SamplerCustom: sigmas = the inversion's edit_sigmas (ends at alphas_cumprod[0], the authors' "
                    "exact schedule), sampler KSamplerSelect ddim, add_noise off, CFG 7.5. Alternative: "
                    "KSamplerAdvanced with ddim, ddim_uniform, the inversion's steps, add_noise disable, CFG 7.5, "
-                   "which ends at sigma 0 instead. Wan 2.1: SamplerCustomAdvanced with the inversion's "
+                   "which ends at sigma 0 instead. Wan 2.1 / 2.2: SamplerCustomAdvanced with the inversion's "
                    "inverted_noise, edit_sigmas and inverted_latent, sampler euler, CFGGuider.")
     CATEGORY = CATEGORY
     FUNCTION = "patch"
@@ -46,7 +46,7 @@ class FateZeroAttentionFusion:
             "cross_replace_words": ("STRING", {"default": "", "tooltip": "Per-word cross_replace_steps, 'word:fraction' comma separated (target words); others use the global value."}),
         }, "optional": {
             "blend_mask": (BLEND_TYPE, {"tooltip": "From FateZero Blend Mask: keep the edit's own self-attention inside the edited object."}),
-            "fused_blocks": ("STRING", {"default": "auto", "tooltip": "Wan: transformer blocks whose self- and cross-attention are fused, e.g. '0-14' or '0%-50%' ('all' for every block); 'auto' = " + WAN_FUSED_BLOCKS + " of the depth. SD layers are chosen by size."}),
+            "fused_blocks": ("STRING", {"default": "auto", "tooltip": "Wan only (SD layers are chosen by size): transformer blocks whose self- and cross-attention are fused, e.g. '0-14' or '0%-50%' ('all' for every block); 'auto' = " + WAN_FUSED_BLOCKS + " of the depth."}),
         }}
 
     def patch(self, model, attention_store, clip, source_prompt, target_prompt, cross_replace_steps,
