@@ -45,7 +45,7 @@ def word_tokenizer(clip, node: str):
              if hasattr(getattr(clip.tokenizer, name, None), "tokenizer")]
     if not found:
         raise FateZeroError(f"{node}: 'clip' has no CLIP-L, OpenCLIP-H, CLIP-G or umT5 tokenizer "
-                            f"({type(clip.tokenizer).__name__}); FateZero supports SD1.x, SD2.x, SDXL and Wan 2.1 "
+                            f"({type(clip.tokenizer).__name__}); FateZero supports SD1.x, SD2.x, SDXL and Wan 2.1 / 2.2 "
                             "models. Connect the checkpoint's own CLIP (for Wan: CLIPLoader, type wan).")
     return lambda word: found[0](word, add_special_tokens=False)["input_ids"]
 

@@ -24,7 +24,7 @@ class FateZeroAttentionFusion:
                    "SamplerCustom: sigmas = the inversion's edit_sigmas (ends at alphas_cumprod[0], the authors' "
                    "exact schedule), sampler KSamplerSelect ddim, add_noise off, CFG 7.5. Alternative: "
                    "KSamplerAdvanced with ddim, ddim_uniform, the inversion's steps, add_noise disable, CFG 7.5, "
-                   "which ends at sigma 0 instead. Wan 2.1: SamplerCustomAdvanced with the inversion's "
+                   "which ends at sigma 0 instead. Wan 2.1 / 2.2: SamplerCustomAdvanced with the inversion's "
                    "inverted_noise, edit_sigmas and inverted_latent, sampler euler, CFGGuider.")
     CATEGORY = CATEGORY
     FUNCTION = "patch"
@@ -47,9 +47,9 @@ class FateZeroAttentionFusion:
             "cross_replace_words": ("STRING", {"default": "", "tooltip": "Per-word cross_replace_steps, 'word:fraction' comma separated (target words); others use the global value."}),
         }, "optional": {
             "blend_mask": (BLEND_TYPE, {"tooltip": "From FateZero Blend Mask: keep the edit's own self-attention inside the edited object."}),
-            "fused_blocks": ("STRING", {"default": "auto", "tooltip": "Wan: transformer blocks whose self- and cross-attention are fused, e.g. '0-14' or '0%-50%' ('all' for every block); 'auto' = " + WAN_FUSED_BLOCKS + " of the depth. SD layers are chosen by size."}),
+            "fused_blocks": ("STRING", {"default": "auto", "tooltip": "Wan only (SD layers are chosen by size): transformer blocks whose self- and cross-attention are fused, e.g. '0-14' or '0%-50%' ('all' for every block); 'auto' = " + WAN_FUSED_BLOCKS + " of the depth."}),
             "source_latents": (list(SOURCE_LATENTS), {"default": SOURCE_LATENTS[0], "tooltip": "Wan: where the source row's latent at each step comes from. 'inverted': the inversion's trajectory (sample from its inverted_noise on its edit_sigmas). 'noised source': the clean source latent noised to each step's sigma with the noise connected here, which the sampler must also use (RandomNoise, latent_image = the source latent); the sampler may then use any steps, scheduler and sampler."}),
-            "noise": ("NOISE", {"tooltip": "Wan, source_latents 'noised source': the same NOISE (e.g. RandomNoise) the sampler starts from."}),
+            "noise": ("NOISE", {"tooltip": "Wan only, source_latents 'noised source': the same NOISE (e.g. RandomNoise) the sampler starts from."}),
         }}
 
     def patch(self, model, attention_store, clip, source_prompt, target_prompt, cross_replace_steps,

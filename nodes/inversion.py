@@ -40,10 +40,12 @@ class FateZeroDDIMInversion:
                    "what attention fusion needs. SD 1.x/2.x/SDXL: DDIM inversion; to edit, sample the inverted "
                    "latent with SamplerCustom: sigmas = edit_sigmas (the steps set here; ends at alphas_cumprod[0] as "
                    "the authors' schedule), sampler KSamplerSelect ddim, add_noise off (KSamplerAdvanced with ddim, "
-                   "ddim_uniform, the same steps, add_noise disable also works but ends at sigma 0). Wan 2.1: Euler "
-                   "flow inversion (refined by fixed-point iteration by default) on the 'simple' schedule; to edit, "
+                   "ddim_uniform, the same steps, add_noise disable also works but ends at sigma 0). Wan 2.1 and 2.2 "
+                   "(T2V 1.3B / 14B, TI2V 5B, T2V A14B with its high-noise expert on model_high_noise): Euler flow "
+                   "inversion (refined by fixed-point iteration by default) on the 'simple' schedule; to edit, "
                    "SamplerCustomAdvanced with noise = inverted_noise, sigmas = edit_sigmas, sampler euler, "
-                   "latent_image = inverted_latent.")
+                   "latent_image = inverted_latent (A14B: one sampler per expert, split at expert_split_step). The "
+                   "inputs marked 'Wan only' come last; an SD graph leaves them as they are.")
     CATEGORY = CATEGORY
     FUNCTION = "invert"
     RETURN_TYPES = ("LATENT", STORE_TYPE, "SIGMAS", "NOISE", "INT")
@@ -60,7 +62,7 @@ class FateZeroDDIMInversion:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("MODEL", {"tooltip": "The checkpoint's MODEL (SD1.x, SD2.x, SDXL, or Wan 2.1 text-to-video from Load Diffusion Model), with the LoRAs and patches you want in the source row; connect the same MODEL to the fusion node."}),
+            "model": ("MODEL", {"tooltip": "The checkpoint's MODEL (SD1.x, SD2.x, SDXL from Load Checkpoint, or Wan 2.1 / 2.2 text-to-video from Load Diffusion Model: T2V 1.3B / 14B, TI2V 5B, the A14B low-noise expert), with the LoRAs and patches you want in the source row; connect the same MODEL to the fusion node."}),
             "source_conditioning": ("CONDITIONING", {"tooltip": "CLIPTextEncode of the source prompt, which describes the input video."}),
             "latent": ("LATENT", {"tooltip": "VAEEncode of the video frames: for SD all frames are one batch; for Wan one video latent (4n+1 frames)."}),
             "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Steps of the inversion and of the edit (edit_sigmas carries them to SamplerCustom; with KSamplerAdvanced set the same number there). The authors use 50 (10 for a fast style edit)."}),
@@ -71,12 +73,12 @@ class FateZeroDDIMInversion:
         }, "optional": {  # optional: graphs saved before these inputs existed still validate
             "store_mode": (list(source_cache.STORE_MODES), {"default": "auto", "tooltip": "'cache' keeps the source row's attention inputs (CPU memory, size logged) so editing costs about what plain sampling costs; 'recompute' keeps only the latent trajectory (smallest) and re-runs the source row at each fused step; 'auto' caches when it takes at most half the free memory. Both give the same edit."}),
             "cache_replace_steps": ("FLOAT", {"default": defaults.CACHE_REPLACE_STEPS, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Cache mode: the largest cross/self_replace_steps you will use on the fusion node; the cache covers those steps (steps beyond are recomputed)."}),
-            "window": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": "SD: frames per window for long clips: each window runs as its own video (its frames plus the anchor frame the temporal mode reads), so memory depends on the window, not the clip. 0 = all frames at once. The store records it; the edit follows."}),
-            "flow_inversion": (list(FLOW_METHODS), {"default": defaults.WAN_INVERSION, "tooltip": "Wan: 'euler' inverts with one model call per step; 'fixed-point' refines each step so the edit's Euler step lands back on the previous latent (better reconstruction, fixed_point_iterations more calls per step)."}),
-            "fixed_point_iterations": ("INT", {"default": defaults.WAN_FIXED_POINT_ITERATIONS, "min": 1, "max": 10, "tooltip": "Wan, fixed-point: extra model calls per inversion step."}),
-            "blend_blocks": ("STRING", {"default": "auto", "tooltip": "Wan: transformer blocks whose cross-attention makes the blend mask, e.g. '10-19' or '33%-67%'; 'auto' = " + defaults.WAN_BLEND_BLOCKS + " of the depth."}),
-            "model_high_noise": ("MODEL", {"tooltip": "Wan 2.2 A14B: the high-noise expert (model is then the low-noise one). The inversion runs it at sigmas >= expert_boundary; connect it, with the same patches, to the high-noise sampler's fusion node."}),
-            "expert_boundary": ("FLOAT", {"default": 0.875, "min": 0.0, "max": 1.0, "step": 0.005, "tooltip": "Wan 2.2 A14B: the sigma where the high-noise expert hands over to the low-noise one (0.875 text-to-video, 0.9 image-to-video in the released configs)."}),
+            "window": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": "SD only (Wan: 0): frames per window for long clips: each window runs as its own video (its frames plus the anchor frame the temporal mode reads), so memory depends on the window, not the clip. 0 = all frames at once. The store records it; the edit follows."}),
+            "flow_inversion": (list(FLOW_METHODS), {"default": defaults.WAN_INVERSION, "tooltip": "Wan only: 'euler' inverts with one model call per step; 'fixed-point' (default) solves each step so that the edit's Euler step lands back on the previous latent, with fixed_point_iterations model calls per step (plus one for the first step): 1 costs what 'euler' costs and reconstructs better."}),
+            "fixed_point_iterations": ("INT", {"default": defaults.WAN_FIXED_POINT_ITERATIONS, "min": 1, "max": 10, "tooltip": "Wan only, fixed-point: model calls per inversion step (plus one for the first step). 1 (default) costs what 'euler' costs; at few steps (4, lightx2v) use 4: each more call brings the edit's steps closer to the recorded ones."}),
+            "blend_blocks": ("STRING", {"default": "auto", "tooltip": "Wan only: transformer blocks whose cross-attention makes the blend mask, e.g. '10-19' or '33%-67%'; 'auto' = " + defaults.WAN_BLEND_BLOCKS + " of the depth."}),
+            "model_high_noise": ("MODEL", {"tooltip": "Wan only (Wan 2.2 A14B; SD: leave unconnected): the high-noise expert (model is then the low-noise one). The inversion runs it at sigmas >= expert_boundary; connect it, with the same patches, to the high-noise sampler's fusion node."}),
+            "expert_boundary": ("FLOAT", {"default": 0.875, "min": 0.0, "max": 1.0, "step": 0.005, "tooltip": "Wan only (Wan 2.2 A14B): the sigma where the high-noise expert hands over to the low-noise one (0.875 text-to-video, 0.9 image-to-video in the released configs)."}),
         }}
 
     def invert(self, model, source_conditioning, latent, steps, temporal_mode, temporal_min_channels,

@@ -11,8 +11,9 @@
 4. runs workflows/api/fatezero_style_edit_api.json (the watercolor edit),
    fatezero_local_edit_api.json (pink rabbit with a blend mask, for the mask preview) and
    fatezero_controlnet_local_edit_api.json (the same, steered by a ControlNet on the source
-   frames). The ControlNet must fit the checkpoint: with a real checkpoint, --controlnet or
-   the first file of models/controlnet whose name has 'sd15' (else the first file); with
+   frames' canny edges). The ControlNet must fit the checkpoint: with a real checkpoint,
+   --controlnet or the first file of models/controlnet whose name has 'sd15' and 'canny' (else
+   'sd15', else the first file); with
    none there, that workflow is skipped with a notice (the random ControlNet is shaped for
    the random model's UNet and would not apply to a real one). With the random checkpoint,
    the random ControlNet built for it, with the same notice as the random checkpoint;
@@ -111,11 +112,13 @@ def pick_checkpoint(comfy: Path, wanted: str | None) -> tuple[str | None, Path |
 
 
 def pick_controlnet(comfy: Path) -> str | None:
-    """The first file in ComfyUI's models/controlnet whose name has 'sd15', else the first file."""
+    """The first file in ComfyUI's models/controlnet whose name has 'sd15' and 'canny' (the workflow
+    feeds it canny edges), else 'sd15', else the first file."""
     folder = comfy / "models" / "controlnet"
     found = sorted(p for p in folder.rglob("*") if p.suffix in MODEL_SUFFIXES and p.is_file()) if folder.is_dir() else []
     sd15 = [p for p in found if "sd15" in p.name.lower()]
-    return (sd15 or found)[0].relative_to(folder).as_posix() if found else None
+    canny = [p for p in sd15 if "canny" in p.name.lower()]
+    return (canny or sd15 or found)[0].relative_to(folder).as_posix() if found else None
 
 
 def build_random_models() -> tuple[str, str, Path]:
@@ -190,8 +193,9 @@ def saved_files(server: HostServer, entry: dict, api: dict, class_type: str) -> 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Run the FateZero example workflows on a local ComfyUI (make demo).")
     ap.add_argument("--ckpt", help="checkpoint name as ComfyUI lists it (default: the first in models/checkpoints)")
-    ap.add_argument("--controlnet", help="SD1.5 ControlNet name as ComfyUI lists it (default: the first in "
-                                         "models/controlnet with 'sd15' in its name, else the first)")
+    ap.add_argument("--controlnet", help="SD1.5 canny ControlNet name as ComfyUI lists it (default: the first in "
+                                         "models/controlnet with 'sd15' and 'canny' in its name, else 'sd15', "
+                                         "else the first)")
     ap.add_argument("--size", type=int, help="frame width and height in pixels, a multiple of 8")
     ap.add_argument("--frames", type=int, help="number of frames to edit")
     ap.add_argument("--steps", type=int, help="DDIM steps (inversion and editing)")

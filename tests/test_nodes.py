@@ -57,6 +57,48 @@ def test_style_edit_pipeline(node, tiny_model, clip, encode, inverted, latent, l
     assert not torch.allclose(edited, plain, atol=1e-3)
 
 
+def _changed(spec: tuple):
+    """A valid value other than the default of a widget input's spec (None for a socket)."""
+    kind, opts = spec[0], spec[1]
+    if isinstance(kind, list):
+        return next(v for v in kind if v != opts.get("default"))
+    if kind == "INT":
+        return min(opts["default"] + 2, opts.get("max", opts["default"] + 2))
+    if kind == "FLOAT":
+        return (opts["default"] + opts.get("min", 0.0)) / 2
+    if kind == "STRING":
+        return "1-2"
+    return None
+
+
+def test_wan_only_inputs_come_last_are_optional_and_leave_an_sd_inversion_alone(pack, node, tiny_model, encode,
+                                                                               latent, inverted):
+    """The inversion inputs whose tooltip starts 'Wan only' (the five an SD user sees for nothing)
+    are optional, after every other input, so saved graphs keep their widget order; set to other
+    values on an SD model they change nothing, and the one socket among them is refused by name."""
+    types = pack.NODE_CLASS_MAPPINGS["FateZeroDDIMInversion"].INPUT_TYPES()
+    specs = {**types["required"], **types["optional"]}
+    order = list(specs)
+    wan_only = [name for name in order if specs[name][1]["tooltip"].startswith("Wan only")]
+    assert len(wan_only) >= 5, wan_only
+    assert order[-len(wan_only):] == wan_only, f"Wan-only inputs must come last: {order}"
+    assert set(wan_only) <= set(types["optional"])
+    fusion = pack.NODE_CLASS_MAPPINGS["FateZeroAttentionFusion"].INPUT_TYPES()
+    assert fusion["optional"]["fused_blocks"][1]["tooltip"].startswith("Wan only")
+
+    changed = {name: _changed(specs[name]) for name in wan_only}
+    sockets = [name for name, value in changed.items() if value is None]
+    assert sockets == ["model_high_noise"], sockets
+    widgets = {name: value for name, value in changed.items() if value is not None}
+    inv, _, sigmas = inverted
+    out = node("FateZeroDDIMInversion").invert(tiny_model, encode(SRC), latent, STEPS, "middle", 0, True,
+                                               "alphas_cumprod[0] (authors)", **widgets)
+    assert torch.equal(out[0]["samples"], inv["samples"]) and torch.equal(out[2], sigmas), widgets
+    expect_error(lambda: node("FateZeroDDIMInversion").invert(tiny_model, encode(SRC), latent, STEPS, "middle", 0, True,
+                                                              "alphas_cumprod[0] (authors)", model_high_noise=tiny_model),
+                 "'model_high_noise'", "Leave it unconnected")
+
+
 def test_word_swap_with_per_word_windows(node, tiny_model, clip, encode, inverted):
     inv, store, _ = inverted
     tgt = "a silver tiger driving down a curvy road in the countryside"

@@ -116,7 +116,7 @@ def section(text: str, title: str) -> str:
 def test_every_workflow_is_in_the_workflow_table():
     rows = [line for line in section(README.read_text(), "Workflows").splitlines() if line.startswith("|")]
     named = {m for row in rows for m in re.findall(r"([\w.-]+\.json)", row.split("|")[1])}
-    shipped = {p.name for p in (PACK_DIR / "workflows").glob("*.json")}
+    shipped = {p.name for p in (PACK_DIR / "example_workflows").glob("*.json")}
     assert shipped, "no workflows found"
     assert not shipped - named, f"workflows missing from the README's table: {sorted(shipped - named)}"
     assert not named - shipped, f"the README's table names workflows that do not exist: {sorted(named - shipped)}"
@@ -127,3 +127,35 @@ def test_every_registered_node_is_named_in_the_readme(pack):
     names = {cls: pack.NODE_DISPLAY_NAME_MAPPINGS.get(cls, cls) for cls in pack.NODE_CLASS_MAPPINGS}
     missing = sorted(f"{name} ({cls})" for cls, name in names.items() if name not in text)
     assert not missing, f"nodes the README does not mention by display name: {missing}"
+
+
+def test_install_names_the_registry_first_then_the_clone_of_the_repository_url():
+    """pyproject.toml names the repository; the README's install steps give the registry route
+    (`comfy node install <project name>`) first and the `git clone` of that URL second."""
+    import tomllib
+    meta = tomllib.loads((PACK_DIR / "pyproject.toml").read_text())
+    urls = meta["project"].get("urls", {})
+    assert {"Repository", "Documentation", "Issues"} <= set(urls), f"[project.urls] has {sorted(urls)}"
+    repo = urls["Repository"]
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", repo), repo
+    assert all(u.startswith(repo) for u in urls.values()), urls
+    icon = meta["tool"]["comfy"].get("Icon")
+    assert icon is None or icon.startswith("https://"), f"Icon = {icon!r}: a URL or no key"
+    steps = [line for line in section(README.read_text(), "Install in your ComfyUI").splitlines()
+             if re.match(r"\d+\. ", line)]
+    assert len(steps) >= 2, steps
+    assert f"`comfy node install {meta['project']['name']}`" in steps[0], steps[0]
+    assert re.search(rf"git clone {re.escape(repo)}(\.git)?[ `]", steps[1]), steps[1]
+
+
+def test_first_edit_box_has_six_steps_near_the_top():
+    """The six-step first edit (open the template ... find the result), a quote box within the
+    first 40 lines, naming a template that ships."""
+    lines = README.read_text().splitlines()
+    box = [i for i, line in enumerate(lines) if re.match(r"> \d+\. ", line)]
+    assert box and box[0] < 40, "no numbered steps in a '>' box near the top"
+    numbers = [int(re.match(r"> (\d+)\. ", lines[i]).group(1)) for i in box]
+    assert numbers == [1, 2, 3, 4, 5, 6], numbers
+    text = " ".join(lines[box[0]:box[-1] + 2])
+    shipped = {p.stem for p in (PACK_DIR / "example_workflows").glob("*.json")}
+    assert any(f"`{name}`" in text for name in shipped), "the box names no shipped template"

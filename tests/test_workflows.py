@@ -1,4 +1,4 @@
-"""The shipped example workflows (workflows/*.json, workflows/api/*_api.json) on a real server.
+"""The shipped example workflows (example_workflows/*.json, workflows/api/*_api.json) on a real server.
 
 - every API file is valid for the running server's /object_info;
 - every API file runs through /prompt on the small random SD1.5 checkpoint (and the random
@@ -11,13 +11,14 @@
 - every UI file describes the same graph as its API twin (node ids, types, titles, links,
   widget values mapped through /object_info's input order);
 - the files are what workflows/build.py writes, and ComfyUI offers the UI files (only) as
-  the pack's templates.
+  the pack's templates, from example_workflows/, the folder name it asks node packs to use.
 """
 from __future__ import annotations
 
 import copy
 import json
 import urllib.request
+from pathlib import Path
 
 import av
 import numpy as np
@@ -140,8 +141,9 @@ def test_workflow_names_a_clip_its_prompt_describes(name, build, comfy_nodes, tm
 
 
 def test_controlnet_steers_the_edit_not_the_inversion():
-    """Source frames -> Apply ControlNet (target and negative prompts) -> the sampler; the
-    inversion keeps the plain source encoding; fusion and inversion take the same MODEL."""
+    """Source frames -> core Canny -> Apply ControlNet (an SD1.5 canny ControlNet; target and
+    negative prompts) -> the sampler; the inversion keeps the plain source encoding; fusion and
+    inversion take the same MODEL."""
     api = wf.load(wf.api_path("fatezero_controlnet_local_edit"))
 
     def one(kind):
@@ -155,8 +157,12 @@ def test_controlnet_steers_the_edit_not_the_inversion():
     _, inv = one("FateZeroDDIMInversion")
     _, fusion = one("FateZeroAttentionFusion")
     _, sampler = one("SamplerCustom")
-    assert cnet_loader["control_net_name"].endswith(".pth") and "sd15" in cnet_loader["control_net_name"]
-    assert (cnet["control_net"], cnet["image"]) == ([loader, 0], [video, 0]), "the hint is the loaded source frames"
+    canny_id, canny = one("Canny")
+    name = cnet_loader["control_net_name"]
+    assert name.endswith(".safetensors") and "sd15" in name and "canny" in name, name
+    assert canny["image"] == [video, 0] and 0 < canny["low_threshold"] < canny["high_threshold"] < 1
+    assert (cnet["control_net"], cnet["image"]) == ([loader, 0], [canny_id, 0]), \
+        "the hint is the canny edge map of the loaded source frames"
     assert (cnet["strength"], cnet["start_percent"], cnet["end_percent"]) == (0.8, 0.0, 1.0)
     assert "vae" not in cnet, "an SD1.5 ControlNet takes no VAE"
     assert (sampler["positive"], sampler["negative"]) == ([apply_id, 0], [apply_id, 1])
@@ -255,11 +261,123 @@ def test_ui_comparison_catches_drift(object_info):
         wf.ui_graph(ui, object_info)
 
 
+# The folder names ComfyUI 0.3.75 and the newest release scan for a node pack's templates
+# (app/custom_node_manager.py); all but the first log a hint to rename the folder, and the newest
+# lists a file found under two of them twice.
+TEMPLATE_FOLDER, OLD_TEMPLATE_FOLDERS = "example_workflows", ("example", "examples", "workflow", "workflows")
+
+
 def test_server_offers_the_ui_files_as_templates(server):
-    templates = server.get("/workflow_templates")
-    assert sorted(templates.get("ComfyUI-FateZero", [])) == sorted(wf.NAMES)
-    with urllib.request.urlopen(f"{server.url}/api/workflow_templates/ComfyUI-FateZero/fatezero_style_edit.json") as r:
-        assert json.loads(r.read()) == wf.load(wf.ui_path("fatezero_style_edit"))
+    """GET /api/workflow_templates lists every UI file under the pack's folder name, and
+    /api/workflow_templates/<pack>/<name>.json serves each file as shipped; no API file is
+    offered, and no JSON sits in a folder ComfyUI would scan under an older name."""
+    assert wf.ui_path(wf.NAMES[0]).parent.name == TEMPLATE_FOLDER
+    assert [p for old in OLD_TEMPLATE_FOLDERS for p in (wf.PACK_DIR / old).glob("*.json")] == []
+    templates = server.get("/api/workflow_templates")
+    assert sorted(templates.get(host.PACK_NAME, [])) == sorted(wf.NAMES)
+    for name in wf.NAMES:
+        with urllib.request.urlopen(f"{server.url}/api/workflow_templates/{host.PACK_NAME}/{name}.json") as r:
+            assert json.loads(r.read()) == wf.load(wf.ui_path(name)), name
+
+
+# -- the models each workflow loads ---------------------------------------------------------
+# The frontend's missing-model dialog (comfyui-frontend-package 1.32.9, MissingModelsWarning) offers a
+# file only from these sources and with these endings; any other entry shows "not allowed".
+DIALOG_SOURCES, DIALOG_SUFFIXES = ("https://huggingface.co/", "https://civitai.com/"), (".safetensors", ".sft")
+
+
+def template_models() -> dict[str, set]:
+    """name -> {(loader type, directory, url without '?download=true')} over every properties.models
+    entry of ComfyUI's own templates (the comfyui-workflow-templates packages ComfyUI pins)."""
+    import importlib.util
+    out: dict[str, set] = {}
+    for package in ("image", "video", "other", "api"):
+        spec = importlib.util.find_spec(f"comfyui_workflow_templates_media_{package}")
+        if spec is None:
+            continue
+        for path in (Path(list(spec.submodule_search_locations)[0]) / "templates").glob("*.json"):
+            data = json.loads(path.read_text())
+            for node in data.get("nodes", []) if isinstance(data, dict) else []:
+                for m in (node.get("properties") or {}).get("models") or []:
+                    out.setdefault(m["name"], set()).add((node["type"], m.get("directory"), m["url"].split("?")[0]))
+    return out
+
+
+def _loader_files(name: str) -> list[tuple[dict, str]]:
+    """(UI node, the file its widget names) for every loader node of a workflow's UI file (a
+    loader's widgets have no control_after_generate value, so widgets_values follows its widgets)."""
+    inputs = {kind: input_name for kind, input_name in wf.USER_FILE_INPUTS}
+    out = []
+    for node in wf.load(wf.ui_path(name))["nodes"]:
+        if node["type"] in inputs:
+            widgets = [slot["name"] for slot in node["inputs"] if "widget" in slot]
+            out.append((node, node["widgets_values"][widgets.index(inputs[node["type"]])]))
+    return out
+
+
+@pytest.mark.parametrize("name", wf.NAMES)
+def test_every_loader_offers_its_files_download(name):
+    """Each loader node lists, in properties.models, exactly the file its widget names, with a
+    download the frontend's dialog accepts, into the folder ComfyUI's own templates use for that
+    loader; a file ComfyUI's templates also ship has their URL."""
+    templates = template_models()
+    assert templates, "no comfyui-workflow-templates data found"
+    loaders = _loader_files(name)
+    assert loaders, f"{name} has no loader node"
+    folders = {(kind, d) for entries in templates.values() for kind, d, _ in entries}
+    sources = {u.rsplit("/", 1)[0] for entries in templates.values() for _, _, u in entries}
+    for node, file in loaders:
+        where = f"{name} node {node['id']} ({node['type']})"
+        models = node["properties"].get("models", [])
+        assert [m["name"] for m in models] == [file], f"{where} loads {file}, offers {models}"
+        m = models[0]
+        assert m["url"].startswith(DIALOG_SOURCES) and m["name"].endswith(DIALOG_SUFFIXES), f"{where}: {m}"
+        assert m["url"].split("?")[0].endswith("/" + file), f"{where}: {m['url']} is not {file}"
+        assert (node["type"], m["directory"]) in folders, f"{where}: ComfyUI's templates never put it in {m['directory']}"
+        assert m["url"].rsplit("/", 1)[0] in sources, f"{where}: ComfyUI's templates download nothing from there"
+        if file in templates:
+            assert (node["type"], m["directory"], m["url"]) in templates[file], \
+                f"{where}: ComfyUI's templates have {sorted(templates[file])}"
+
+
+def _note(name: str) -> str:
+    note, = [n["widgets_values"][0] for n in wf.load(wf.ui_path(name))["nodes"] if n["type"] == "Note"]
+    return note
+
+
+@pytest.mark.parametrize("name", wf.NAMES)
+def test_note_names_the_models_its_graph_loads(name):
+    """The Read-me Note names the checkpoint or diffusion model files its loaders load (the SDXL
+    workflow's Note its SDXL file, not an SD1.5 checkpoint), and, where a second sampler continues
+    the first (Wan 2.2 A14B: DisableNoise, the high-noise sampler's output), says why."""
+    note = _note(name)
+    api = wf.load(wf.api_path(name))
+    for node in api.values():
+        for kind, key in (("CheckpointLoaderSimple", "ckpt_name"), ("UNETLoader", "unet_name")):
+            if node["class_type"] == kind:
+                assert node["inputs"][key] in note, f"the Note does not name {node['inputs'][key]}"
+    checkpoint_lines = [line for line in note.splitlines() if line.startswith("- Load Checkpoint")]
+    for line in checkpoint_lines:
+        family = "SDXL" if "sd_xl" in line else "SD1.5"
+        assert family in line and ("SD1.5" not in line or family == "SD1.5"), line
+    disable = [k for k, n in api.items() if n["class_type"] == "DisableNoise"]
+    if disable:
+        continued = [n["inputs"] for n in api.values() if n["inputs"].get("noise") == [disable[0], 0]]
+        assert len(continued) == 1 and api[continued[0]["latent_image"][0]]["class_type"] == "SamplerCustomAdvanced"
+        line = next((line for line in note.splitlines() if "DisableNoise" in line), "")
+        assert "output" in line and "continues" in line, f"the Note does not explain DisableNoise: {line!r}"
+
+
+def test_readme_and_docs_give_every_download():
+    """The README's models table and docs/models.md link every file the workflows offer."""
+    readme = (wf.PACK_DIR / "README.md").read_text()
+    docs = (wf.PACK_DIR / "docs" / "models.md").read_text()
+    offered = {(m["name"], m["directory"], m["url"]) for n in wf.NAMES for node, _ in _loader_files(n)
+               for m in node["properties"]["models"]}
+    for file, directory, url in sorted(offered):
+        assert f"({url})" in readme, f"README.md does not link {file}"
+        row = next((line for line in docs.splitlines() if f"({url})" in line), None)
+        assert row is not None and f"`{directory}`" in row, f"docs/models.md has no row for {file} in {directory}"
 
 
 # -- running the workflows ---------------------------------------------------------------------

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 PACK_DIR = Path(__file__).resolve().parents[1]
-WORKFLOW_DIR = PACK_DIR / "workflows"
+WORKFLOW_DIR = PACK_DIR / "workflows"            # build.py and the API files
+TEMPLATE_DIR = PACK_DIR / "example_workflows"    # the UI files: ComfyUI's templates folder for a node pack
 API_DIR = WORKFLOW_DIR / "api"
 SD_NAMES = ("fatezero_style_edit", "fatezero_attribute_edit", "fatezero_local_edit",
             "fatezero_controlnet_local_edit", "fatezero_long_clip_edit", "fatezero_sdxl_style_edit")
@@ -50,7 +51,7 @@ def build_module():
 
 
 def ui_path(name: str) -> Path:
-    return WORKFLOW_DIR / f"{name}.json"
+    return TEMPLATE_DIR / f"{name}.json"
 
 
 def api_path(name: str) -> Path:

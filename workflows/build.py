@@ -1,12 +1,13 @@
 """The pack's example workflows, described once and written in both of ComfyUI's formats.
 
-    python workflows/build.py          write workflows/<name>.json (UI) and workflows/api/<name>_api.json
+    python workflows/build.py          write example_workflows/<name>.json (UI) and workflows/api/<name>_api.json
     python workflows/build.py --check  exit 1 if a file on disk differs from this description
 
 UI format is what the frontend saves and loads (nodes with positions, links, groups, a
-Note); ComfyUI lists these files in its template browser under the pack's name. API
-format is what ``POST /prompt`` takes; those files sit in ``api/`` so the template
-browser, which reads only ``workflows/*.json``, does not offer them as graphs.
+Note); they go to the pack's ``example_workflows/``, the folder ComfyUI serves as the pack's
+templates (Browse Templates lists them under the pack's folder name). API format is what
+``POST /prompt`` takes; those files sit in ``workflows/api/``, a folder ComfyUI does not
+scan, so the template browser does not offer them as graphs.
 
 Both files of a workflow come from the same ``Node`` list (``builder/``, by part), so they
 cannot drift; ``tests/test_workflows.py`` checks them against the server's ``/object_info``
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = "fatezero_workflow_builder"
+PACK_DIR = Path(__file__).resolve().parents[1]
 
 
 def _load_builder() -> None:
@@ -40,10 +42,11 @@ _load_builder()
 # What the tests and the demo job (scripts/main_job.py) read from this module.
 from fatezero_workflow_builder.clips import BICYCLE, CLIPS, RABBIT  # noqa: E402
 from fatezero_workflow_builder.model_files import UMT5, WAN21_T2V_1_3B, WAN21_VAE  # noqa: E402
-from fatezero_workflow_builder.shipped import API_DIR, WORKFLOW_DIR, WORKFLOWS, files, load_api, resize  # noqa: E402
+from fatezero_workflow_builder.shipped import (API_DIR, TEMPLATE_DIR, WORKFLOW_DIR, WORKFLOWS, files,  # noqa: E402
+                                               load_api, resize)
 
-__all__ = ["API_DIR", "BICYCLE", "CLIPS", "RABBIT", "UMT5", "WAN21_T2V_1_3B", "WAN21_VAE", "WORKFLOWS",
-           "WORKFLOW_DIR", "files", "load_api", "main", "resize"]
+__all__ = ["API_DIR", "BICYCLE", "CLIPS", "RABBIT", "TEMPLATE_DIR", "UMT5", "WAN21_T2V_1_3B", "WAN21_VAE",
+           "WORKFLOWS", "WORKFLOW_DIR", "files", "load_api", "main", "resize"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,17 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     wanted = files()
     if args.check:
-        stale = [str(p.relative_to(WORKFLOW_DIR)) for p, text in wanted.items()
+        stale = [str(p.relative_to(PACK_DIR)) for p, text in wanted.items()
                  if not p.exists() or p.read_text() != text]
         if stale:
             print("out of date (run python workflows/build.py):", ", ".join(stale))
             return 1
         print(f"{len(wanted)} workflow files up to date")
         return 0
-    API_DIR.mkdir(exist_ok=True)
+    for folder in (TEMPLATE_DIR, API_DIR):
+        folder.mkdir(exist_ok=True)
     for path, text in wanted.items():
         path.write_text(text)
-        print("wrote", path.relative_to(WORKFLOW_DIR.parent))
+        print("wrote", path.relative_to(PACK_DIR))
     return 0
 
 

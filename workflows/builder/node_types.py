@@ -50,6 +50,8 @@ TYPES = {
          ("image", "IMAGE", R), ("strength", "FLOAT", R), ("start_percent", "FLOAT", R),
          ("end_percent", "FLOAT", R), ("vae", "VAE", O)),
         (("positive", "CONDITIONING"), ("negative", "CONDITIONING"))),
+    "Canny": NodeType("Canny", (("image", "IMAGE", R), ("low_threshold", "FLOAT", R), ("high_threshold", "FLOAT", R)),
+                      (("IMAGE", "IMAGE"),)),
     "MaskToImage": NodeType("Convert Mask to Image", (("mask", "MASK", R),), (("IMAGE", "IMAGE"),)),
     "SaveImage": NodeType("Save Image", (("images", "IMAGE", R), ("filename_prefix", "STRING", R)), ()),
     "FateZeroLoadVideo": NodeType(

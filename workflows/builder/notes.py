@@ -6,7 +6,7 @@ lines; every input's tooltip and docs/nodes.md say the rest.
 from __future__ import annotations
 
 from .graph import NOTE_COLOR, NOTE_X, Node
-from .model_files import UMT5
+from .model_files import CHECKPOINT, SDXL_CHECKPOINT, UMT5
 
 
 def note(title: str, *lines: str) -> Node:
@@ -30,12 +30,25 @@ PROMPTS_LINE = ("- Source prompt: what the clip shows (describe yours instead). 
 MORE = "Every input has a tooltip; docs/nodes.md explains each node, README 'When results look bad' what to move."
 
 # -- SD: how to run the graph, then the settings of each kind of edit ----------------------
-SD_RUN = (
-    "- Load Checkpoint: your SD1.5 checkpoint (SD 2.x and SDXL work at their own size).",
-    PROMPTS_LINE,
-    "- Steps: the inversion is the ONE place to set the steps; SamplerCustom (ddim, add_noise off, CFG 7.5) "
-    "takes the inversion's edit_sigmas and inverted latent.",
-)
+CHECKPOINT_LINES = {
+    CHECKPOINT: f"- Load Checkpoint: {CHECKPOINT} (SD1.5; missing, the dialog on opening offers it) or your own SD1.5 "
+                "checkpoint; SD 2.x works too, at its own size.",
+    SDXL_CHECKPOINT: f"- Load Checkpoint: {SDXL_CHECKPOINT} (SDXL base; missing, the dialog on opening offers it) or "
+                     "your own SDXL base checkpoint; not the refiner.",
+}
+
+
+def sd_run(checkpoint: str) -> tuple[str, ...]:
+    """How to run an SD graph that loads ``checkpoint``."""
+    return (
+        CHECKPOINT_LINES[checkpoint],
+        PROMPTS_LINE,
+        "- Steps: the inversion is the ONE place to set the steps; SamplerCustom (ddim, add_noise off, CFG 7.5) "
+        "takes the inversion's edit_sigmas and inverted latent.",
+    )
+
+
+SD_RUN = sd_run(CHECKPOINT)
 STYLE_LINE = ("- Style: cross/self_replace_steps 0.8 keep the clip's layout and motion for 80% of the steps; mapping "
               "refine (the target adds words); reweight watercolor:10 strengthens the style word.")
 BLEND_LINE = ("- Blend Mask: blend_words = the SOURCE words of the object you edit, tau 0.3 (lower grows the mask). "
@@ -48,8 +61,8 @@ def wan_run(unet: str, vae: str) -> tuple[str, ...]:
     """How to run a Wan graph: the model files it loads (``unet`` may name both experts), then
     what differs from SD."""
     return (
-        f"- Models: {unet} (diffusion_models), {UMT5} (text_encoders, type wan), {vae} (vae): the usual names of "
-        "ComfyUI's Wan templates; pick yours.",
+        f"- Models: {unet} (diffusion_models), {UMT5} (text_encoders, type wan), {vae} (vae): the names of "
+        "ComfyUI's Wan templates; missing, the dialog on opening offers them; or pick yours.",
         PROMPTS_LINE + " frame_count is 4n+1 (Wan's VAE).",
         "- Steps are set in the inversion only. The sampler takes its inverted_noise, edit_sigmas and "
         "inverted_latent, with euler and a CFGGuider on the fusion node's MODEL.",
@@ -59,3 +72,6 @@ def wan_run(unet: str, vae: str) -> tuple[str, ...]:
 
 
 WAN_STYLE_LINE = "- Style: cross/self_replace_steps 0.8, mapping refine, reweight watercolor:4."
+EXPERT_HANDOVER_LINE = ("- The low-noise sampler continues the high-noise one: its latent_image is that sampler's output, "
+                        "already at the split sigma, so its noise is DisableNoise (adds none) and its sigmas are "
+                        "SplitSigmas' low_sigmas.")

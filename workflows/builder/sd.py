@@ -4,7 +4,7 @@ from __future__ import annotations
 from .clips import ATTRIBUTE_TARGET, BICYCLE, LOCAL_BLEND, LOCAL_TARGET, RABBIT, STYLE_TARGET, Clip
 from .graph import GROUP_COLORS, X0, X1, X2, X3, Group, Node, Workflow
 from .model_files import CHECKPOINT, CONTROLNET, SDXL_CHECKPOINT
-from .notes import BLEND_LINE, LOCAL_LINE, MORE, SD_RUN, STYLE_LINE, clip_line, note
+from .notes import BLEND_LINE, LOCAL_LINE, MORE, SD_RUN, STYLE_LINE, clip_line, note, sd_run
 from .parts import add_blend_branch, decode_and_save, fusion_node, load_video, prompt_nodes, stage_groups
 
 
@@ -57,7 +57,7 @@ def sd_style(name: str, title: str, prefix: str, headline: str, *extra: str, cli
     """The style edit (the authors' watercolor settings) on ``clip`` at ``size``, with its Note."""
     nodes, groups = edit_graph(clip=clip, target=STYLE_TARGET + clip.source, cross=0.8, self_=0.8, mapping="refine",
                                reweight="watercolor:10", cross_words="", prefix=prefix, blend=None, **size)
-    nodes.append(note(headline, clip_line(nodes), *SD_RUN, STYLE_LINE, *extra, MORE))
+    nodes.append(note(headline, clip_line(nodes), *sd_run(size.get("checkpoint", CHECKPOINT)), STYLE_LINE, *extra, MORE))
     return Workflow(name, title, nodes, groups)
 
 
@@ -91,23 +91,27 @@ def local_edit() -> Workflow:
 
 
 def controlnet_local_edit() -> Workflow:
-    """The local edit with a ControlNet on the source frames steering the sampler."""
+    """The local edit steered by SD1.5's canny ControlNet: core Canny turns the source frames into
+    the edge maps that ControlNet was trained on, and the ControlNet steers the sampler only."""
     nodes, groups = local_graph("fatezero/controlnet_pink_rabbit")
     by_id = {n.id: n for n in nodes}
     nodes += [
-        Node(18, "ControlNetLoader", (X1 + 20, 880), (400, 58), {"control_net_name": CONTROLNET}),
-        Node(19, "ControlNetApplyAdvanced", (X1 + 20, 980), (400, 186),
+        Node(42, "Canny", (X1 + 20, 880), (400, 82), {"low_threshold": 0.4, "high_threshold": 0.8},
+             {"image": (2, 0)}, title="Canny (the source frames' edges: the hint)"),
+        Node(18, "ControlNetLoader", (X1 + 20, 1000), (400, 58), {"control_net_name": CONTROLNET}),
+        Node(19, "ControlNetApplyAdvanced", (X1 + 20, 1100), (400, 186),
              {"strength": 0.8, "start_percent": 0.0, "end_percent": 1.0},
-             {"positive": (7, 0), "negative": (8, 0), "control_net": (18, 0), "image": (2, 0)},
-             title="Apply ControlNet (source frames as hint)"),
+             {"positive": (7, 0), "negative": (8, 0), "control_net": (18, 0), "image": (42, 0)},
+             title="Apply ControlNet (canny edges of the source frames)"),
     ]
     by_id[11].links.update({"positive": (19, 0), "negative": (19, 1)})
-    groups.append(Group("2b. ControlNet on the source frames", (X1, 800, 440, 400), GROUP_COLORS["control"]))
+    groups.append(Group("2b. ControlNet on the source frames' edges", (X1, 800, 440, 520), GROUP_COLORS["control"]))
     nodes.append(note(
-        "FateZero local edit steered by a ControlNet on the source frames: the grey rabbit turns pink.",
+        "FateZero local edit steered by a ControlNet on the source frames' edges: the grey rabbit turns pink.",
         clip_line(nodes), *SD_RUN, LOCAL_LINE, BLEND_LINE,
-        f"- ControlNet ({CONTROLNET}: pick yours) steers the sampler only, strength 0.8; the hint is the source "
-        "frames: put a depth or canny preprocessor in between for those ControlNets.", MORE))
+        f"- ControlNet: core Canny (0.4 / 0.8) makes each source frame's edge map, the hint {CONTROLNET} was "
+        "trained on; it steers the sampler only, strength 0.8. Another ControlNet: its own preprocessor in Canny's "
+        "place.", MORE))
     return Workflow("fatezero_controlnet_local_edit", "local edit with a blend mask and a ControlNet: pink rabbit",
                     nodes, groups)
 

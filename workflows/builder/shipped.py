@@ -7,13 +7,17 @@ import json
 from pathlib import Path
 
 from .formats import dumps, to_api, to_ui
+from .model_files import offer_downloads
 from .sd import SD_WORKFLOWS
 from .wan import WAN_WORKFLOWS
 from .wan_i2v import WAN_I2V_WORKFLOWS
 
-# ComfyUI's template browser offers workflows/*.json; the API files sit apart so it does not
-# offer them as graphs.
-WORKFLOW_DIR = Path(__file__).resolve().parents[1]
+# ComfyUI serves each custom node's example_workflows/*.json at /api/workflow_templates/<folder>/
+# and its template browser lists them under the pack's folder name (older folder names such as
+# workflows/ still work but log a hint to rename them). The API files sit in workflows/api/, which
+# ComfyUI does not scan, so the browser does not offer them as graphs.
+WORKFLOW_DIR = Path(__file__).resolve().parents[1]        # workflows/: build.py, builder/, api/
+TEMPLATE_DIR = WORKFLOW_DIR.parent / "example_workflows"  # the UI files ComfyUI offers as templates
 API_DIR = WORKFLOW_DIR / "api"
 WORKFLOWS = SD_WORKFLOWS + WAN_WORKFLOWS + WAN_I2V_WORKFLOWS
 
@@ -23,7 +27,8 @@ def files() -> dict[Path, str]:
     out = {}
     for make in WORKFLOWS:
         wf = make()
-        out[WORKFLOW_DIR / f"{wf.name}.json"] = dumps(to_ui(wf))
+        offer_downloads(wf.nodes)  # every loader's file with its download, for the missing-model dialog
+        out[TEMPLATE_DIR / f"{wf.name}.json"] = dumps(to_ui(wf))
         out[API_DIR / f"{wf.name}_api.json"] = dumps(to_api(wf))
     return out
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from .clips import BICYCLE, LOCAL_BLEND, LOCAL_TARGET, RABBIT, STYLE_TARGET, WAN_NEGATIVE, Clip
 from .graph import GROUP_COLORS, NOTE_X, X0, X2, X3, Group, Node, Workflow
-from .model_files import (DOWNLOADS, UMT5, WAN21_T2V_1_3B, WAN21_VAE, WAN22_T2V_HIGH, WAN22_T2V_LIGHTX2V_HIGH,
+from .model_files import (UMT5, WAN21_T2V_1_3B, WAN21_VAE, WAN22_T2V_HIGH, WAN22_T2V_LIGHTX2V_HIGH,
                           WAN22_T2V_LIGHTX2V_LOW, WAN22_T2V_LOW, WAN22_TI2V_5B, WAN22_VAE)
-from .notes import BLEND_LINE, LOCAL_LINE, MORE, WAN_STYLE_LINE, clip_line, note, wan_run
+from .notes import BLEND_LINE, EXPERT_HANDOVER_LINE, LOCAL_LINE, MORE, WAN_STYLE_LINE, clip_line, note, wan_run
 from .parts import add_blend_branch, decode_and_save, fusion_node, load_video, prompt_nodes, stage_groups
 
 
@@ -118,7 +118,7 @@ def wan22_a14b_two_expert_edit() -> Workflow:
         *wan_run(f"{WAN22_T2V_HIGH} and {WAN22_T2V_LOW}", WAN21_VAE), WAN_STYLE_LINE,
         "- Two experts, one inversion: model = the low-noise expert, model_high_noise = the high-noise one, switch at "
         "expert_boundary 0.875 (T2V; 0.9 for I2V). SplitSigmas at expert_split_step feeds one sampler per expert.",
-        MORE)))
+        EXPERT_HANDOVER_LINE, MORE)))
     return Workflow("fatezero_wan22_a14b_two_expert_edit", "Wan 2.2 A14B two-expert style edit: watercolor rabbit",
                     nodes, groups)
 
@@ -151,16 +151,6 @@ def few_step_layout(nodes: list[Node]) -> None:
                 node.pos = (x, rows[node.id])
 
 
-def offer_downloads(nodes: list[Node]) -> None:
-    """On each loader, its file's template download (``model_files.DOWNLOADS``) in
-    properties.models: ComfyUI's missing-model dialog offers the files a user lacks."""
-    for node in nodes:
-        for value in node.values.values():
-            if value in DOWNLOADS:
-                directory, url = DOWNLOADS[value]
-                node.models = ({"name": value, "url": url, "directory": directory},)
-
-
 def wan22_a14b_lightx2v_4step_edit() -> Workflow:
     """The two-expert style edit as ComfyUI's A14B T2V template runs Wan: fp8 experts, each with
     its lightx2v 4-step LoRA, shift 5, CFG 1, euler, 4 steps split 2 + 2, and the inversion with
@@ -173,17 +163,15 @@ def wan22_a14b_lightx2v_4step_edit() -> Workflow:
                               high_noise_unet=WAN22_T2V_HIGH, boundary=0.875, iterations=FEW_STEP_ITERATIONS)
     add_expert_loras(nodes, WAN22_T2V_LIGHTX2V_HIGH, WAN22_T2V_LIGHTX2V_LOW)
     few_step_layout(nodes)
-    offer_downloads(nodes)
     nodes.append(left_of_the_experts(note(
         "FateZero on Wan 2.2 T2V A14B with the lightx2v 4-step LoRAs, as ComfyUI's A14B template: a rabbit cartoon "
         "-> watercolor painting; 33 frames at 832x480, 4 steps, CFG 1, shift 5.", clip_line(nodes),
         *wan_run(f"{WAN22_T2V_HIGH} and {WAN22_T2V_LOW}", WAN21_VAE),
         f"- LoRAs (loras): {WAN22_T2V_LIGHTX2V_HIGH} and the low_noise one, strength 1, each right after its "
-        "expert's loader, so the inversion and the edit run the same LoRA'd model. Missing files: the dialog offers "
-        "the template's downloads.",
+        "expert's loader, so the inversion and the edit run the same LoRA'd model.",
         "- 4 steps split 2 + 2 at expert_split_step; fixed_point_iterations 4 (1 leaves a 6x larger reconstruction "
         "error at 4 steps, docs/wan.md). Tested on random weights only: quality unmeasured. Style: as the 20-step "
-        "graph, cross/self 0.8, reweight watercolor:4.", MORE)))
+        "graph, cross/self 0.8, reweight watercolor:4.", EXPERT_HANDOVER_LINE, MORE)))
     return Workflow("fatezero_wan22_a14b_lightx2v_4step_edit",
                     "Wan 2.2 A14B 4-step lightx2v style edit at CFG 1: watercolor rabbit", nodes, groups)
 

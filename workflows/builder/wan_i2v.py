@@ -10,7 +10,7 @@ from .model_files import (WAN21_VAE, WAN22_I2V_HIGH, WAN22_I2V_LIGHTX2V_HIGH, WA
                           WAN22_I2V_LOW)
 from .notes import MORE, clip_line, note, wan_run
 from .wan import (FEW_STEP_CFG, FEW_STEP_ITERATIONS, FEW_STEP_SHIFT, FEW_STEPS, add_expert_loras, few_step_layout,
-                  left_of_the_experts, offer_downloads, wan_graph)
+                  left_of_the_experts, wan_graph)
 
 EDITED_FIRST_FRAME = "fatezero_edited_first_frame.png"  # a placeholder: the user's edited frame in ComfyUI/input
 I2V_BOUNDARY = 0.9  # Wan 2.2 I2V A14B's released expert switch point (T2V: 0.875)
@@ -61,7 +61,6 @@ def wan22_a14b_i2v_first_frame_edit() -> Workflow:
     add_expert_loras(nodes, WAN22_I2V_LIGHTX2V_HIGH, WAN22_I2V_LIGHTX2V_LOW)
     few_step_layout(nodes)
     add_start_images(nodes, groups)
-    offer_downloads(nodes)
     nodes.append(left_of_the_experts(note(
         "FateZero on Wan 2.2 I2V A14B, first-frame edit, as ComfyUI's A14B I2V template (lightx2v 4 steps, CFG 1, "
         "shift 5): you edit the clip's first frame, the model carries the edit through the clip along its own motion; "
