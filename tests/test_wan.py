@@ -328,6 +328,42 @@ def test_bad_inputs_are_refused_by_name(node, wan, encode, inverted):
         invert(node, wan, source, video(), blend_blocks="0-99")
 
 
+def with_sampling(model, prediction, **attributes):
+    """A clone of ``model`` whose sampling mixes ``prediction`` into its flow schedule, as ComfyUI's
+    ``model_sampling()`` builds it (and ModelSamplingDiscrete / ModelNoiseScale patch it in 0.38)."""
+    import comfy.model_sampling
+    original = model.get_model_object("model_sampling")
+
+    class ModelSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, prediction):
+        pass
+    sampling = ModelSampling(model.model.model_config)
+    sampling.set_parameters(shift=original.shift, multiplier=original.multiplier)
+    for name, value in attributes.items():
+        setattr(sampling, name, value)
+    patched = model.clone()
+    patched.add_object_patch("model_sampling", sampling)
+    return patched
+
+
+def test_image_to_image_flow_sampling_is_refused_by_name(node, pack, wan, encode):
+    import comfy.model_sampling
+
+    class IMG_TO_IMG_FLOW(comfy.model_sampling.CONST):  # ComfyUI 0.38's, the sampling of WAN21_FlowRVS
+        def calculate_denoised(self, sigma, model_output, model_input):
+            return model_output
+
+        def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+            return latent_image
+
+    family_of = pack.fatezero_attn.families.family_of
+    assert family_of(with_sampling(wan, comfy.model_sampling.CONST)).name == "WAN21"  # the same rebuild, plain flow
+    flowrvs = with_sampling(wan, IMG_TO_IMG_FLOW)
+    assert family_of(flowrvs) is None
+    with pytest.raises(ValueError, match=r"FateZero DDIM Inversion: 'model' .* Its sampling is IMG_TO_IMG_FLOW "
+                                         r"\(ComfyUI's WAN21_FlowRVS .* no noise to invert"):
+        invert(node, flowrvs, encode(SRC), video())
+
+
 def test_source_row_walks_one_block_at_a_time_and_edits_as_a_whole_pass(node, pack, monkeypatch, wan, wan_clip,
                                                                          encode, inverted):
     """Issue 33: at a fused step the source row goes through each block just before the edit rows,

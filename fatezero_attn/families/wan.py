@@ -21,6 +21,15 @@ class WanFamily(DiTFamily):
 WAN21 = WanFamily("WAN21", 832, 8, 4)
 WAN22_5B = WanFamily("WAN22-5B", 1280, 16, 4)
 FAMILIES = (WAN21, WAN22_5B)
+# CONST subclasses of ComfyUI >= 0.38 that start sampling from the input latent, not from noise
+# (WAN21_FlowRVS's IMG_TO_IMG_FLOW; ModelSamplingAuraFlow's img_to_img_velocity): nothing to invert to
+IMAGE_TO_IMAGE_SAMPLINGS = ("IMG_TO_IMG_FLOW", "IMG_TO_IMG_VELOCITY")
+
+
+def image_to_image_sampling(model_sampling) -> str | None:
+    """The name of the image-to-image flow prediction mixed into ``model_sampling``, or None (by
+    name: ComfyUI 0.3.75 has no such class)."""
+    return next((c.__name__ for c in type(model_sampling).__mro__ if c.__name__ in IMAGE_TO_IMAGE_SAMPLINGS), None)
 
 
 def detect(model_patcher) -> WanFamily | None:
@@ -34,5 +43,7 @@ def detect(model_patcher) -> WanFamily | None:
     if type(dm) is not WanModel or getattr(dm, "model_type", None) != "t2v" or dm.out_dim not in (16, 48):
         return None
     if not isinstance(model_patcher.get_model_object("model_sampling"), sampling.CONST):
+        return None
+    if image_to_image_sampling(model_patcher.get_model_object("model_sampling")):
         return None
     return WAN21 if dm.out_dim == 16 else WAN22_5B
