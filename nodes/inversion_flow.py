@@ -11,7 +11,8 @@ import torch
 
 from ..fatezero_attn.errors import FateZeroError
 from ..fatezero_attn.families import family_of
-from ..fatezero_attn.inversion.flow import InvertedNoise, flow_inversion_sigmas, sample_flow_inversion
+from ..fatezero_attn.inversion.flow import (InvertedNoise, flow_inversion_sigmas, noise_scale,
+                                              sample_flow_inversion)
 from ..fatezero_attn.run.capture import Recorder
 from ..fatezero_attn.run.patch import FateZeroPatch
 from ..fatezero_attn.store import model_state
@@ -59,6 +60,13 @@ def invert_flow(node: str, family, model, source_conditioning, latent: dict, ste
         check_experts(node, family, model, high_noise_model, boundary)
     context = source_conditioning[0][0]
     ms = model.get_model_object("model_sampling")
+    # the noise the edit starts from, at sigma 1, is the first sampler's model's
+    scale = noise_scale((model if high_noise_model is None else high_noise_model).get_model_object("model_sampling"))
+    if not scale > 0.0:
+        raise FateZeroError(f"{node}: the {'model' if high_noise_model is None else 'model_high_noise'} samples "
+                            f"with noise_scale {scale:g} (ModelNoiseScale), so its sampler starts from no noise at all "
+                            "and no inverted latent can be reached. Set ModelNoiseScale's noise_scale above 0 (1 for Wan) "
+                            "or remove that node.")
     edit_sigmas = comfy.samplers.calculate_sigmas(ms, FLOW_SCHEDULER, steps).cpu()
     sigmas = flow_inversion_sigmas(edit_sigmas).float()
     n = len(sigmas) - 1
@@ -107,7 +115,11 @@ def invert_flow(node: str, family, model, source_conditioning, latent: dict, ste
                            context.detach().cpu().float(), cross.float().cpu(), rec.conds)
     out = latent.copy()
     out["samples"] = model.model.process_latent_out(inverted.cpu().float())
-    store.inverted_latent, store.inverted_noise = out["samples"].clone(), inverted.cpu().float()
+    # the sampler multiplies its noise by the model's noise scale before it starts (ComfyUI >= 0.38)
+    store.inverted_latent, store.inverted_noise = out["samples"].clone(), inverted.cpu().float() / scale
+    if scale != 1.0:
+        log.info("%s: the model samples with noise_scale %g; inverted_noise is the inverted latent divided by it.",
+                 node, scale)
     # the sampler's schedule ends at sigma 0; the high-noise sampler edits the steps that start at
     # sigma >= boundary (SplitSigmas' step)
     return out, store, store.sampler_sigmas(), InvertedNoise(store.inverted_noise), store.expert_split_step()

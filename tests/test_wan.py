@@ -364,6 +364,29 @@ def test_image_to_image_flow_sampling_is_refused_by_name(node, pack, wan, encode
         invert(node, flowrvs, encode(SRC), video())
 
 
+def test_inverted_noise_is_what_the_sampler_scales_to_the_inverted_latent(node, wan, encode):
+    """ComfyUI 0.38's CONST multiplies the sampler's noise by ``noise_scale`` (ModelNoiseScale);
+    0.3.75's ignores that attribute. Either way the edit's first latent is the inverted one."""
+    import comfy.model_sampling
+
+    class ScaledNoise(comfy.model_sampling.CONST):  # CONST.noise_scaling as ComfyUI 0.38 has it
+        def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+            sigma = comfy.model_sampling.reshape_sigma(sigma, noise.ndim)
+            return sigma * (self.noise_scale * noise) + (1.0 - sigma) * latent_image
+
+    for prediction, divided in ((ScaledNoise, 8.0), (comfy.model_sampling.CONST, 1.0)):
+        model = with_sampling(wan, prediction, noise_scale=8.0)
+        latent, store, sigmas, noise = invert(node, model, encode(SRC), video(), steps=3)[:4]
+        inverted = model.model.process_latent_in(latent["samples"])
+        given = noise.generate_noise(latent)
+        assert torch.allclose(given * divided, inverted, rtol=1e-5, atol=1e-5)
+        # the first line of ComfyUI's KSAMPLER.sample: where SamplerCustomAdvanced starts the edit
+        start = model.get_model_object("model_sampling").noise_scaling(sigmas[:1], given, inverted)
+        assert torch.allclose(start, inverted, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="noise_scale 0 .* Set ModelNoiseScale's noise_scale above 0"):
+        invert(node, with_sampling(wan, ScaledNoise, noise_scale=0.0), encode(SRC), video(), steps=3)
+
+
 def test_source_row_walks_one_block_at_a_time_and_edits_as_a_whole_pass(node, pack, monkeypatch, wan, wan_clip,
                                                                          encode, inverted):
     """Issue 33: at a fused step the source row goes through each block just before the edit rows,
