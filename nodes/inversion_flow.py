@@ -6,6 +6,7 @@ import logging
 
 import comfy.samplers
 import comfy.utils
+from comfy.patcher_extension import CallbacksMP
 import latent_preview
 import torch
 
@@ -79,6 +80,10 @@ def invert_flow(node: str, family, model, source_conditioning, latent: dict, ste
     if high_noise_model is not None:  # loaded (weights patched) by ComfyUI with the sampled MODEL
         expert = high_noise_model.clone()
         patched.set_additional_models("fatezero_high_noise_expert", [expert])
+        # and prepared as the sampled MODEL is (ComfyUI cleans it up with the sampler's models):
+        # 0.38 streams a dynamic-VRAM model's blocks ahead only for the patcher it was prepared by
+        patched.add_callback_with_key(CallbacksMP.ON_PRE_RUN, "fatezero_high_noise_expert",
+                                      lambda _: expert.pre_run())
     patch = FateZeroPatch(family, "per-frame", 0, False, recorder=rec, node=node, blend_choice=blend_blocks,
                           high_noise_expert=(boundary, expert) if expert is not None else None)
     patch.install(patched)
