@@ -28,7 +28,7 @@ from ..fatezero_attn.store import model_state, source_cache
 from ..fatezero_attn.store.attention_store import AttentionStore, StoreInfo
 from ..fatezero_attn.video import windows
 from . import CATEGORY
-from .common import STORE_TYPE, context_sha1, too_long
+from .common import STORE_TYPE, check_conditioning_width, context_sha1, too_long
 from .inversion_flow import invert_flow
 
 NODE = "FateZero DDIM Inversion"
@@ -102,6 +102,7 @@ class FateZeroDDIMInversion:
         if len(source_conditioning) != 1:
             raise FateZeroError(f"{NODE}: 'source_conditioning' holds {len(source_conditioning)} conditionings; "
                                 "connect one CLIPTextEncode of the source prompt.")
+        check_conditioning_width(source_conditioning[0][0], family, model, NODE, "source_conditioning")
         unsupported = sorted({"hooks", "gligen", "area"} & source_conditioning[0][1].keys())
         if unsupported:
             raise FateZeroError(f"{NODE}: 'source_conditioning' carries {', '.join(unsupported)}, which the edit's "

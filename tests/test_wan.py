@@ -328,6 +328,19 @@ def test_bad_inputs_are_refused_by_name(node, wan, encode, inverted):
         invert(node, wan, source, video(), blend_blocks="0-99")
 
 
+def test_conditioning_and_clip_of_another_text_encoder_are_refused_by_name(node, wan, inverted, sd15_clip):
+    """SD1.5's CLIP (77 x 768) on Wan (umT5, 4096 wide): refused by name, not as a matrix-shape error."""
+    sd_conditioning = node("CLIPTextEncode").encode(sd15_clip, SRC)[0]
+    with pytest.raises(ValueError, match=r"FateZero DDIM Inversion: 'source_conditioning' is text encoded 768 wide, "
+                                         r"SD1.x's CLIP-L; this WAN21 model reads text 4096 wide\. .*Load CLIP with "
+                                         r"type 'wan' and a umt5_xxl file"):
+        invert(node, wan, sd_conditioning, video())
+    with pytest.raises(ValueError, match=r"FateZero Attention Fusion: 'clip' encodes text 768 wide, SD1.x's CLIP-L; "
+                                         r"the attention store's WAN21 model was given text 4096 wide, umT5-XXL, "
+                                         r"Wan's\. Connect .*Load CLIP with type 'wan'"):
+        fuse(node, wan, inverted[1], sd15_clip, SWAP)
+
+
 def with_sampling(model, prediction, **attributes):
     """A clone of ``model`` whose sampling mixes ``prediction`` into its flow schedule, as ComfyUI's
     ``model_sampling()`` builds it (and ModelSamplingDiscrete / ModelNoiseScale patch it in 0.38)."""

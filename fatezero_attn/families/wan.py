@@ -14,8 +14,15 @@ from .dit import DiTFamily
 
 class WanFamily(DiTFamily):
     text_window = UMT5_WINDOW
+    text_encoder: ClassVar[str] = ("Load CLIP with type 'wan' and a umt5_xxl file (e.g. "
+                                   "umt5_xxl_fp8_e4m3fn_scaled.safetensors)")
     default_fused_blocks: ClassVar[str] = WAN_FUSED_BLOCKS
     default_blend_blocks: ClassVar[str] = WAN_BLEND_BLOCKS
+
+    def text_widths(self, diffusion_model) -> frozenset:
+        """umT5-XXL's 4096 for Wan: the input of ``text_embedding``'s first Linear."""
+        first = next((m for m in getattr(diffusion_model, "text_embedding", ()) if hasattr(m, "in_features")), None)
+        return frozenset() if first is None else frozenset({first.in_features})
 
 
 WAN21 = WanFamily("WAN21", 832, 8, 4)
