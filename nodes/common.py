@@ -129,10 +129,36 @@ def context_sha1(context: torch.Tensor) -> str:
     return hashlib.sha1(context.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
+# text-embedding width -> the text encoder that gives it
+TEXT_ENCODERS = {768: "SD1.x's CLIP-L", 1024: "SD2.x's OpenCLIP-H", 2048: "SDXL's CLIP-L and CLIP-G",
+                 4096: "umT5-XXL, Wan's"}
+
+
+def encoder_of(width: int) -> str:
+    return f"{width} wide, {TEXT_ENCODERS[width]}" if width in TEXT_ENCODERS else f"{width} wide"
+
+
+def check_conditioning_width(context: torch.Tensor, family, model, node: str, input_name: str) -> None:
+    """The conditioning must come from the MODEL's own text encoder: refused by name here rather
+    than as a matrix-shape error inside the model after the inversion started."""
+    widths = family.text_widths(model.model.diffusion_model)
+    width = int(context.shape[-1])
+    if widths and width not in widths:
+        wanted = " or ".join(str(w) for w in sorted(widths))
+        raise FateZeroError(f"{node}: '{input_name}' is text encoded {encoder_of(width)}; this {family.name} "
+                            f"model reads text {wanted} wide. Encode the prompt with the model's own text encoder: "
+                            f"{family.text_encoder}, into CLIPTextEncode.")
+
+
 def check_source_prompt(clip, text: str, store: AttentionStore, node: str) -> None:
     """The source prompt typed here must be the one the store was inverted with."""
     encoded = clip.encode_from_tokens(clip.tokenize(text))
     ref = store.source_context.to(encoded)
+    if encoded.shape[-1] != ref.shape[-1]:
+        family = store.info.family
+        raise FateZeroError(f"{node}: 'clip' encodes text {encoder_of(encoded.shape[-1])}; the attention store's "
+                            f"{family.name} model was given text {encoder_of(ref.shape[-1])}. Connect the CLIP that "
+                            f"encoded the inversion's source prompt: {family.text_encoder}.")
     if encoded.shape != ref.shape or (encoded - ref).abs().max() > 1e-3 * max(1.0, float(ref.abs().max())):
         raise FateZeroError(f"{node}: 'source_prompt' ('{text}') is not the prompt the attention store was inverted "
                             "with; connect the same text that feeds the inversion's source CLIPTextEncode.")

@@ -16,6 +16,7 @@ from ..fatezero_attn.edit.alignment import MAX_TOKENS
 from ..fatezero_attn.edit.schedule import inversion_sigmas
 from ..fatezero_attn.errors import FateZeroError
 from ..fatezero_attn.families import family_of
+from ..fatezero_attn.families.wan import image_to_image_sampling
 from ..fatezero_attn.families.sd_layout import attention_layout
 from ..fatezero_attn.inversion.ddim import sample_ddim_inversion
 from ..fatezero_attn.inversion.flow import METHODS as FLOW_METHODS
@@ -27,7 +28,7 @@ from ..fatezero_attn.store import model_state, source_cache
 from ..fatezero_attn.store.attention_store import AttentionStore, StoreInfo
 from ..fatezero_attn.video import windows
 from . import CATEGORY
-from .common import STORE_TYPE, context_sha1, too_long
+from .common import STORE_TYPE, check_conditioning_width, context_sha1, too_long
 from .inversion_flow import invert_flow
 
 NODE = "FateZero DDIM Inversion"
@@ -89,16 +90,22 @@ class FateZeroDDIMInversion:
         samples = latent["samples"]
         family = family_of(model)
         if family is None:
-            sampling = type(model.get_model_object("model_sampling")).__name__
-            raise FateZeroError(f"{NODE}: 'model' ({type(model.model).__name__}, sampling {sampling}) is not an SD1.x, "
-                                "SD2.x or SDXL text-to-image UNet on a discrete eps or v-prediction schedule, nor a "
-                                "Wan 2.1 / 2.2 text-to-video or image-to-video model on its flow schedule (VACE, Fun, "
-                                "camera, S2V and Animate models are not supported). Load an SD checkpoint with Load "
-                                "Checkpoint (without a continuous-schedule (EDM) patch), or a Wan T2V / I2V model with "
-                                "Load Diffusion Model.")
+            ms = model.get_model_object("model_sampling")
+            image_to_image = image_to_image_sampling(ms)
+            why = "" if image_to_image is None else (
+                f" Its sampling is {image_to_image} (ComfyUI's WAN21_FlowRVS video-to-video model, or a "
+                "ModelSamplingDiscrete img_to_img_flow / ModelSamplingAuraFlow img_to_img_velocity patch): it starts "
+                "from the input latent, not from noise, so there is no noise to invert the video to.")
+            raise FateZeroError(f"{NODE}: 'model' ({type(model.model).__name__}, sampling {type(ms).__name__}) is not an "
+                                "SD1.x, SD2.x or SDXL text-to-image UNet on a discrete eps or v-prediction schedule, nor "
+                                "a Wan 2.1 / 2.2 text-to-video or image-to-video model on its flow schedule (VACE, Fun, camera, S2V and "
+                                f"Animate models are not supported).{why} Load an SD checkpoint with Load Checkpoint "
+                                "(without a continuous-schedule (EDM) patch), or a Wan T2V / I2V model with "
+                                "Load Diffusion Model (without an image-to-image sampling patch).")
         if len(source_conditioning) != 1:
             raise FateZeroError(f"{NODE}: 'source_conditioning' holds {len(source_conditioning)} conditionings; "
                                 "connect one CLIPTextEncode of the source prompt.")
+        check_conditioning_width(source_conditioning[0][0], family, model, NODE, "source_conditioning")
         unsupported = sorted({"hooks", "gligen", "area"} & source_conditioning[0][1].keys())
         if unsupported:
             raise FateZeroError(f"{NODE}: 'source_conditioning' carries {', '.join(unsupported)}, which the edit's "

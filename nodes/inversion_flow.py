@@ -6,12 +6,14 @@ import logging
 
 import comfy.samplers
 import comfy.utils
+from comfy.patcher_extension import CallbacksMP
 import latent_preview
 import torch
 
 from ..fatezero_attn.errors import FateZeroError
 from ..fatezero_attn.families import family_of
-from ..fatezero_attn.inversion.flow import InvertedNoise, flow_inversion_sigmas, sample_flow_inversion
+from ..fatezero_attn.inversion.flow import (InvertedNoise, flow_inversion_sigmas, noise_scale,
+                                              sample_flow_inversion)
 from ..fatezero_attn.run.capture import Recorder
 from ..fatezero_attn.run.patch import FateZeroPatch
 from ..fatezero_attn.run.start_image import check_source
@@ -65,6 +67,13 @@ def invert_flow(node: str, family, model, source_conditioning, latent: dict, ste
         check_experts(node, family, model, high_noise_model, boundary)
     context = source_conditioning[0][0]
     ms = model.get_model_object("model_sampling")
+    # the noise the edit starts from, at sigma 1, is the first sampler's model's
+    scale = noise_scale((model if high_noise_model is None else high_noise_model).get_model_object("model_sampling"))
+    if not scale > 0.0:
+        raise FateZeroError(f"{node}: the {'model' if high_noise_model is None else 'model_high_noise'} samples "
+                            f"with noise_scale {scale:g} (ModelNoiseScale), so its sampler starts from no noise at all "
+                            "and no inverted latent can be reached. Set ModelNoiseScale's noise_scale above 0 (1 for Wan) "
+                            "or remove that node.")
     edit_sigmas = comfy.samplers.calculate_sigmas(ms, FLOW_SCHEDULER, steps).cpu()
     sigmas = flow_inversion_sigmas(edit_sigmas).float()
     n = len(sigmas) - 1
@@ -77,6 +86,10 @@ def invert_flow(node: str, family, model, source_conditioning, latent: dict, ste
     if high_noise_model is not None:  # loaded (weights patched) by ComfyUI with the sampled MODEL
         expert = high_noise_model.clone()
         patched.set_additional_models("fatezero_high_noise_expert", [expert])
+        # and prepared as the sampled MODEL is (ComfyUI cleans it up with the sampler's models):
+        # 0.38 streams a dynamic-VRAM model's blocks ahead only for the patcher it was prepared by
+        patched.add_callback_with_key(CallbacksMP.ON_PRE_RUN, "fatezero_high_noise_expert",
+                                      lambda _: expert.pre_run())
     patch = FateZeroPatch(family, "per-frame", 0, False, recorder=rec, node=node, blend_choice=blend_blocks,
                           high_noise_expert=(boundary, expert) if expert is not None else None)
     patch.install(patched)
@@ -113,7 +126,11 @@ def invert_flow(node: str, family, model, source_conditioning, latent: dict, ste
                            context.detach().cpu().float(), cross.float().cpu(), rec.conds)
     out = latent.copy()
     out["samples"] = model.model.process_latent_out(inverted.cpu().float())
-    store.inverted_latent, store.inverted_noise = out["samples"].clone(), inverted.cpu().float()
+    # the sampler multiplies its noise by the model's noise scale before it starts (ComfyUI >= 0.38)
+    store.inverted_latent, store.inverted_noise = out["samples"].clone(), inverted.cpu().float() / scale
+    if scale != 1.0:
+        log.info("%s: the model samples with noise_scale %g; inverted_noise is the inverted latent divided by it.",
+                 node, scale)
     store.clean_latent = model.model.process_latent_in(samples.float()).cpu()  # the sampler's space
     # the sampler's schedule ends at sigma 0; the high-noise sampler edits the steps that start at
     # sigma >= boundary (SplitSigmas' step)

@@ -1,6 +1,8 @@
 """FateZero Load Video: a clip from ComfyUI's input folder as an IMAGE batch."""
 from __future__ import annotations
 
+import logging
+
 import folder_paths
 import torch
 
@@ -10,6 +12,8 @@ from . import CATEGORY as PACK_CATEGORY  # "FateZero"
 
 NODE_NAME = "FateZero Load Video"
 MAX_SIZE = 16384  # ComfyUI's MAX_RESOLUTION
+WAN_FRAMES = 4  # a Wan VAE (2.1 and 2.2) packs the first frame alone, then 4 frames to a latent frame
+log = logging.getLogger("FateZero")
 
 
 def _error(e: ClipError) -> ValueError:
@@ -30,7 +34,8 @@ class FateZeroLoadVideo:
         "Rate to play the frames at: the source rate divided by every_nth, so the clip keeps its "
         "speed (for WebP and GIF, the mean of the frame durations). Image folders and still WebP "
         f"images have no rate and report {frame_decoding.FOLDER_FPS:g} fps.",
-        "How many frames were loaded (may be fewer than frame_count near the end of the clip).",
+        "How many frames were loaded (may be fewer than frame_count near the end of the clip). For Wan, "
+        "VAE Encode keeps 4n+1 of them (the log says so when the count is not 4n+1).",
     )
     FUNCTION = "load"
 
@@ -47,7 +52,9 @@ class FateZeroLoadVideo:
             "frame_count": ("INT", {
                 "default": 8, "min": 0, "max": 100000,
                 "tooltip": "How many frames to load; 0 = all. If the clip has fewer frames from "
-                           "start_frame on, the available ones are returned and a warning is logged."}),
+                           "start_frame on, the available ones are returned and a warning is logged. "
+                           "For Wan use 4n+1 (5, 9, 13, 17, ... 81): its VAE Encode drops the frames past "
+                           "the last 4n+1."}),
             "start_frame": ("INT", {
                 "default": 0, "min": 0, "max": 10_000_000,
                 "tooltip": "Index of the first frame to load (0 = the first frame of the clip)."}),
@@ -94,7 +101,19 @@ class FateZeroLoadVideo:
                                              width, height, resize)  # type: ignore[arg-type]
         except ClipError as e:
             raise _error(e) from None
+        wan_note(images.shape[0])
         return images, fps, images.shape[0]
+
+
+def wan_note(count: int) -> None:
+    """Log what a Wan VAE Encode will keep of ``count`` frames when that is not all of them."""
+    dropped = (count - 1) % WAN_FRAMES
+    if count > 1 and dropped:
+        kept = count - dropped
+        log.info("%s: %d frames loaded. A Wan VAE encodes 4n+1 frames: VAE Encode keeps the first %d (%d latent "
+                 "frames) and drops the last %d; set frame_count to %d or %d to edit every frame with Wan. SD "
+                 "models use all %d.", NODE_NAME, count, kept, 1 + (kept - 1) // WAN_FRAMES, dropped, kept,
+                 kept + WAN_FRAMES, count)
 
 
 NODE_CLASS_MAPPINGS = {"FateZeroLoadVideo": FateZeroLoadVideo}

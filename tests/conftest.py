@@ -144,6 +144,14 @@ def sd15(comfy_nodes, graph_files, checkpoint_name):
 
 
 @pytest.fixture(scope="session")
+def sd15_clip(checkpoint_dir, checkpoint_name):
+    """The test SD1.5 checkpoint's CLIP alone (its UNet and VAE not loaded)."""
+    import comfy.sd
+    return comfy.sd.load_checkpoint_guess_config(str(checkpoint_dir / "checkpoints" / checkpoint_name),
+                                                 output_vae=False, output_model=False)[1]
+
+
+@pytest.fixture(scope="session")
 def wan_files() -> dict[str, str]:
     """The tiny random Wan parts (``models_wan``) by role -> file name, written into the test
     models folder's diffusion_models/ and vae/ (the folders the test server reads too) and

@@ -137,3 +137,43 @@ def test_the_stub_family_fuses_its_source_row(pack, stub):
     assert torch.equal(edit(latent(3), 0), plain)  # fractions 0: the call as without the pack
     torch.testing.assert_close(edit(x, steps), plain)  # the source is the edit: fusing changes nothing
     assert not torch.allclose(edit(latent(3), steps), plain, atol=1e-3)  # another source: block 1 fused
+
+
+class Container:
+    """Shaped as ComfyUI 0.38's ``AttentionTensorContainer``: its one owner takes the tensor."""
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def take(self):
+        tensor, self.tensor = self.tensor, None
+        return tensor
+
+
+def test_attention_tensor_containers_are_unwrapped_by_the_override(pack):
+    """Wan's blocks in ComfyUI 0.38 call ``optimized_attention(q, k, v, heads=...)`` with q, k, v
+    in containers; the override takes the tensors out whether or not ComfyUI did already."""
+    dit = pack.fatezero_attn.families.dit
+    q, k, v = (torch.randn(1, TOKENS, DIM, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    backend_got, dispatched = [], []
+
+    def backend(q_, k_, v_, heads, **kwargs):
+        backend_got.append((q_, k_, v_, heads))
+        return q_
+
+    def dispatcher(attn, q_, k_, v_, extra):
+        dispatched.append((attn, q_, k_, v_, extra["n_heads"]))
+        return q_
+
+    override = dit.BlockAttention(dispatcher)
+    boxes = [Container(t) for t in (q, k, v)]
+    override(backend, *boxes, heads=HEADS, transformer_options={})  # not a labelled block: the backend's
+    assert backend_got[0][3] == HEADS and all(a is b for a, b in zip(backend_got[0][:3], (q, k, v)))
+    assert all(box.tensor is None for box in boxes)
+    opts = {dit.SITE: dit.BlockSite(0), "fatezero": object()}
+    override(backend, *(Container(t) for t in (q, k, v)), heads=HEADS, transformer_options=opts)
+    assert dispatched[0][0] == "attn1" and dispatched[0][4] == HEADS
+    assert all(a is b for a, b in zip(dispatched[0][1:4], (q, k, v)))
+    override(backend, q, k, v, HEADS, transformer_options=opts)  # tensors pass as they are
+    assert dispatched[1][0] == "attn2" and all(a is b for a, b in zip(dispatched[1][1:4], (q, k, v)))

@@ -134,6 +134,18 @@ def test_bad_inputs_name_node_input_and_fix(node, tiny_model, clip, inverted):
     expect_error(lambda: fuse(node, tiny_model, store, clip, mapping="replace"), FUSION, "'mapping'", "refine")
 
 
+def test_conditioning_and_clip_of_another_text_encoder_are_refused_by_name(node, tiny_model, inverted, latent,
+                                                                           wan_clip):
+    """Wan's umT5 (4096 wide) on an SD1 UNet (768): refused before the inversion runs, naming the loader."""
+    wan_conditioning = node("CLIPTextEncode").encode(wan_clip, SRC)[0]
+    expect_error(lambda: node("FateZeroDDIMInversion").invert(tiny_model, wan_conditioning, latent, STEPS, "middle", 0,
+                                                              True, "alphas_cumprod[0] (authors)"),
+                 "FateZero DDIM Inversion: 'source_conditioning' is text encoded 4096 wide, umT5-XXL",
+                 "this SD1 model reads text 768 wide", "the CLIP output of the Load Checkpoint node")
+    expect_error(lambda: fuse(node, tiny_model, inverted[1], wan_clip), FUSION, "'clip' encodes text 4096 wide",
+                 "SD1 model was given text 768 wide, SD1.x's CLIP-L", "the CLIP output of the Load Checkpoint node")
+
+
 def test_store_from_another_model_is_refused(node, clip, inverted):
     import models_sd1
     _, store, _ = inverted

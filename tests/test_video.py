@@ -160,6 +160,19 @@ def test_all_frames_and_short_clip_warning(node, input_dir, caplog):
     assert "only 250 frames" in caplog.text and "5 of the 8 requested" in caplog.text
 
 
+def test_a_frame_count_a_wan_vae_cuts_is_logged(node, input_dir, caplog):
+    """Wan's VAE Encode keeps 4n+1 frames; 10 become 9 (3 latent frames), and the log says so."""
+    with caplog.at_level(logging.INFO, logger="FateZero"):
+        load(node, frame_count=10, width=64, height=64)
+    assert "10 frames loaded" in caplog.text and "keeps the first 9 (3 latent frames) and drops the last 1" in caplog.text
+    assert "set frame_count to 9 or 13" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="FateZero"):
+        load(node, frame_count=9, width=64, height=64)
+        load(node, frame_count=1, width=64, height=64)
+    assert "A Wan VAE" not in caplog.text
+
+
 def test_image_folder(node, input_dir):
     folder = input_dir / "frames"
     folder.mkdir()

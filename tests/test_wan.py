@@ -328,6 +328,78 @@ def test_bad_inputs_are_refused_by_name(node, wan, encode, inverted):
         invert(node, wan, source, video(), blend_blocks="0-99")
 
 
+def test_conditioning_and_clip_of_another_text_encoder_are_refused_by_name(node, wan, inverted, sd15_clip):
+    """SD1.5's CLIP (77 x 768) on Wan (umT5, 4096 wide): refused by name, not as a matrix-shape error."""
+    sd_conditioning = node("CLIPTextEncode").encode(sd15_clip, SRC)[0]
+    with pytest.raises(ValueError, match=r"FateZero DDIM Inversion: 'source_conditioning' is text encoded 768 wide, "
+                                         r"SD1.x's CLIP-L; this WAN21 model reads text 4096 wide\. .*Load CLIP with "
+                                         r"type 'wan' and a umt5_xxl file"):
+        invert(node, wan, sd_conditioning, video())
+    with pytest.raises(ValueError, match=r"FateZero Attention Fusion: 'clip' encodes text 768 wide, SD1.x's CLIP-L; "
+                                         r"the attention store's WAN21 model was given text 4096 wide, umT5-XXL, "
+                                         r"Wan's\. Connect .*Load CLIP with type 'wan'"):
+        fuse(node, wan, inverted[1], sd15_clip, SWAP)
+
+
+def with_sampling(model, prediction, **attributes):
+    """A clone of ``model`` whose sampling mixes ``prediction`` into its flow schedule, as ComfyUI's
+    ``model_sampling()`` builds it (and ModelSamplingDiscrete / ModelNoiseScale patch it in 0.38)."""
+    import comfy.model_sampling
+    original = model.get_model_object("model_sampling")
+
+    class ModelSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, prediction):
+        pass
+    sampling = ModelSampling(model.model.model_config)
+    sampling.set_parameters(shift=original.shift, multiplier=original.multiplier)
+    for name, value in attributes.items():
+        setattr(sampling, name, value)
+    patched = model.clone()
+    patched.add_object_patch("model_sampling", sampling)
+    return patched
+
+
+def test_image_to_image_flow_sampling_is_refused_by_name(node, pack, wan, encode):
+    import comfy.model_sampling
+
+    class IMG_TO_IMG_FLOW(comfy.model_sampling.CONST):  # ComfyUI 0.38's, the sampling of WAN21_FlowRVS
+        def calculate_denoised(self, sigma, model_output, model_input):
+            return model_output
+
+        def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+            return latent_image
+
+    family_of = pack.fatezero_attn.families.family_of
+    assert family_of(with_sampling(wan, comfy.model_sampling.CONST)).name == "WAN21"  # the same rebuild, plain flow
+    flowrvs = with_sampling(wan, IMG_TO_IMG_FLOW)
+    assert family_of(flowrvs) is None
+    with pytest.raises(ValueError, match=r"FateZero DDIM Inversion: 'model' .* Its sampling is IMG_TO_IMG_FLOW "
+                                         r"\(ComfyUI's WAN21_FlowRVS .* no noise to invert"):
+        invert(node, flowrvs, encode(SRC), video())
+
+
+def test_inverted_noise_is_what_the_sampler_scales_to_the_inverted_latent(node, wan, encode):
+    """ComfyUI 0.38's CONST multiplies the sampler's noise by ``noise_scale`` (ModelNoiseScale);
+    0.3.75's ignores that attribute. Either way the edit's first latent is the inverted one."""
+    import comfy.model_sampling
+
+    class ScaledNoise(comfy.model_sampling.CONST):  # CONST.noise_scaling as ComfyUI 0.38 has it
+        def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+            sigma = comfy.model_sampling.reshape_sigma(sigma, noise.ndim)
+            return sigma * (self.noise_scale * noise) + (1.0 - sigma) * latent_image
+
+    for prediction, divided in ((ScaledNoise, 8.0), (comfy.model_sampling.CONST, 1.0)):
+        model = with_sampling(wan, prediction, noise_scale=8.0)
+        latent, store, sigmas, noise = invert(node, model, encode(SRC), video(), steps=3)[:4]
+        inverted = model.model.process_latent_in(latent["samples"])
+        given = noise.generate_noise(latent)
+        assert torch.allclose(given * divided, inverted, rtol=1e-5, atol=1e-5)
+        # the first line of ComfyUI's KSAMPLER.sample: where SamplerCustomAdvanced starts the edit
+        start = model.get_model_object("model_sampling").noise_scaling(sigmas[:1], given, inverted)
+        assert torch.allclose(start, inverted, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="noise_scale 0 .* Set ModelNoiseScale's noise_scale above 0"):
+        invert(node, with_sampling(wan, ScaledNoise, noise_scale=0.0), encode(SRC), video(), steps=3)
+
+
 def test_source_row_walks_one_block_at_a_time_and_edits_as_a_whole_pass(node, pack, monkeypatch, wan, wan_clip,
                                                                          encode, inverted):
     """Issue 33: at a fused step the source row goes through each block just before the edit rows,

@@ -86,6 +86,24 @@ def test_different_experts_change_the_edit_and_a_swap_is_refused(node, wan_clip,
         two_expert_edit(node, wan_clip, encode, low, high, both)
 
 
+def test_the_high_noise_expert_is_prepared_as_the_sampled_model_is(node, encode, experts, monkeypatch):
+    """ComfyUI's sampler prepares (``pre_run``) the MODEL it samples and only loads the others; the
+    inversion calls the high-noise expert itself, so it prepares that one too (ComfyUI 0.38 reads
+    ``current_patcher`` to stream a dynamic-VRAM model's blocks ahead), and ComfyUI cleans it up."""
+    high, low = experts["different"]
+    seen = []
+    apply_model = type(high.model).apply_model
+
+    def spy(self, *args, **kwargs):
+        if self is high.model:
+            seen.append(self.current_patcher)
+        return apply_model(self, *args, **kwargs)
+    monkeypatch.setattr(type(high.model), "apply_model", spy)
+    invert(node, low, encode(SRC), video(), 3, model_high_noise=high, expert_boundary=BOUNDARY)
+    assert seen and all(p is not None and p.model is high.model for p in seen)
+    assert high.model.current_patcher is None
+
+
 def test_a_model_that_is_neither_expert_is_refused(node, wan_clip, encode, experts):
     high, low = experts["different"]
     store = invert(node, low, encode(SRC), video(), STEPS, model_high_noise=high, expert_boundary=BOUNDARY)[1]

@@ -235,6 +235,41 @@ def test_validation_catches_broken_graphs(object_info):
         assert expected in problems
 
 
+def save_video_graph(api: dict) -> dict:
+    """The API graph's SaveVideo node and a stand-in for the node its video comes from."""
+    save = _only(api, "SaveVideo")
+    source = str(api[save]["inputs"]["video"][0])
+    return {source: {"class_type": "VideoSource", "inputs": {}}, save: copy.deepcopy(api[save])}
+
+
+NEWEST = {"SaveVideo": wf.NEWEST_SAVE_VIDEO, "VideoSource": {"input": {}, "output": ["VIDEO"]}}
+
+
+@pytest.mark.parametrize("name", wf.NAMES)
+def test_save_video_inputs_are_valid_for_comfyui_0_38(name):
+    """0.38's SaveVideo 'format' is a DynamicCombo with a nested codec; the shipped 'format' and
+    'codec' values are options of both versions (0.3.75: test_api_file_is_valid_for_the_server)."""
+    assert wf.validate_api(save_video_graph(wf.load(wf.api_path(name))), NEWEST) == []
+
+
+def test_dynamic_combo_validation_catches_what_comfyui_0_38_would_not_run():
+    graph = save_video_graph(wf.load(wf.api_path("fatezero_style_edit")))
+    save = next(n for n in graph.values() if n["class_type"] == "SaveVideo")["inputs"]
+    for values, expected in (({"format": "gif"}, "'gif' is not one of ['auto', 'mp4', 'mkv', 'webm']"),
+                             ({"format": "webm", "format.codec": "h264"}, "'h264' is not one of ['auto', 'av1']"),
+                             ({"format": "mp4", "format.codec": "h264", "format.codec.encoding": "re-encode"},
+                              "'format.codec.encoding.crf' is missing"),
+                             ({"format.bogus": 1}, "'format.bogus' is not an input"),
+                             ({"format": None}, "is not one of")):
+        broken = copy.deepcopy(graph)
+        next(n for n in broken.values() if n["class_type"] == "SaveVideo")["inputs"].update(values)
+        assert expected in "\n".join(wf.validate_api(broken, NEWEST)), values
+    nested = {**save, "format": "mp4", "format.codec": "h264", "format.codec.encoding": "re-encode",
+              "format.codec.encoding.crf": 20.0}
+    graph[next(k for k, n in graph.items() if n["class_type"] == "SaveVideo")]["inputs"] = nested
+    assert wf.validate_api(graph, NEWEST) == []
+
+
 @pytest.mark.parametrize("name", wf.NAMES)
 def test_ui_file_and_api_file_are_the_same_graph(name, object_info):
     ui = wf.load(wf.ui_path(name))

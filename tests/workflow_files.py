@@ -28,6 +28,7 @@ NAMES = SD_NAMES + WAN_NAMES
 # Frontend-only nodes: in UI files, never sent to the server.
 VIRTUAL_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # ComfyUI 0.38: a combo whose choice adds inputs
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # Inputs that name a user's own file: the shipped value is a placeholder the server may not have.
 USER_FILE_INPUTS = {("CheckpointLoaderSimple", "ckpt_name"): (".safetensors", ".ckpt"),
@@ -72,6 +73,32 @@ def input_specs(info: dict) -> dict:
     return out
 
 
+def prompt_inputs(info: dict, values: dict) -> tuple[dict, set]:
+    """``(name -> (type, options), required names)`` of a node in a prompt with these input values.
+    A DynamicCombo (ComfyUI 0.38) adds the inputs of the option its value picks, named
+    ``combo.input`` (nested ones ``combo.input.inner``), as 0.38's ``get_finalized_class_inputs``
+    does; a nested one the prompt leaves out is left out (the node reads a default), a top-level
+    one is required as declared."""
+    specs, required = {}, set()
+
+    def walk(sections: dict, prefix: str) -> None:
+        for section in ("required", "optional"):
+            for name, spec in sections.get(section, {}).items():
+                full = prefix + name
+                type_, options = spec[0], spec[1] if len(spec) > 1 else {}
+                if section == "required" and (type_ != DYNAMIC_COMBO or not prefix):
+                    required.add(full)
+                if type_ == DYNAMIC_COMBO and full not in values:
+                    continue
+                specs[full] = (type_, options)
+                if type_ == DYNAMIC_COMBO:
+                    chosen = [o for o in options.get("options", []) if o["key"] == values[full]]
+                    if chosen:
+                        walk(chosen[0]["inputs"], full + ".")
+    walk(info["input"], "")
+    return specs, required
+
+
 def input_order(info: dict) -> list[str]:
     order = info.get("input_order", {})
     return list(order.get("required", [])) + list(order.get("optional", []))
@@ -86,6 +113,8 @@ def combo_options(type_, options: dict) -> list | None:
         return type_
     if type_ == "COMBO":
         return options.get("options", [])
+    if type_ == DYNAMIC_COMBO:
+        return [o["key"] for o in options.get("options", [])]
     return None
 
 
@@ -123,9 +152,8 @@ def validate_api(api: dict, object_info: dict) -> list[str]:
             problems.append(f"{where}: no such node type on the server")
             continue
         info = object_info[kind]
-        specs = input_specs(info)
-        required = set(info["input"].get("required", {}))
         inputs = node.get("inputs", {})
+        specs, required = prompt_inputs(info, inputs)
         for name in sorted(required - set(inputs)):
             problems.append(f"{where}: required input '{name}' is missing")
         for name, value in inputs.items():
@@ -158,6 +186,35 @@ def validate_api(api: dict, object_info: dict) -> list[str]:
     if not any(object_info.get(n["class_type"], {}).get("output_node") for n in api.values()):
         problems.append("the graph has no output node: /prompt would refuse it")
     return problems
+
+
+def _dynamic_combo(options: dict, **extra) -> list:
+    """A DynamicCombo input as ComfyUI 0.38's /object_info shows it: option key -> its inputs."""
+    return [DYNAMIC_COMBO, {"options": [{"key": key, "inputs": inputs} for key, inputs in options.items()], **extra}]
+
+
+def _save_video_codec(codecs: tuple, **extra) -> list:
+    def encoding(crf: float, top: float) -> dict:
+        crf_input = ["FLOAT", {"default": crf, "min": 0.0, "max": top, "step": 1.0}]
+        return {"required": {}, "optional": {"encoding": _dynamic_combo(
+            {"auto": {"required": {}}, "re-encode": {"required": {"crf": crf_input}}})}}
+    inputs = {"auto": {"required": {}}, "h264": encoding(23.0, 51.0), "av1": encoding(30.0, 63.0)}
+    return _dynamic_combo({c: inputs[c] for c in codecs}, **extra)
+
+
+# SaveVideo's inputs in ComfyUI 0.38.1 (comfy_extras/nodes_video.py @39b885f, read, not run here):
+# 'format' picks the container and carries its own nested 'codec'; the hidden top-level 'codec'
+# takes prompts that name it beside 'format', as 0.3.75's did.
+NEWEST_SAVE_VIDEO = {
+    "input": {"required": {
+        "video": ["VIDEO", {}],
+        "filename_prefix": ["STRING", {"default": "video/ComfyUI"}],
+        "format": _dynamic_combo({fmt: {"required": {"codec": _save_video_codec(codecs)}} for fmt, codecs in (
+            ("auto", ("auto", "h264", "av1")), ("mp4", ("auto", "h264", "av1")), ("mkv", ("auto", "h264", "av1")),
+            ("webm", ("auto", "av1")))}),
+    }, "optional": {"codec": _save_video_codec(("auto", "h264", "av1"), hidden=True)}},
+    "output": ["VIDEO"], "output_node": True, "display_name": "Save Video",
+}
 
 
 # -- UI format ------------------------------------------------------------------------------

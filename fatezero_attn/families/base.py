@@ -48,6 +48,7 @@ class ModelFamily:
     """One model family; instances are the families, by ``name``."""
     inverter: ClassVar[str] = "ddim"        # "ddim": a discrete schedule; "flow": Euler flow inversion
     text_window: ClassVar[TextWindow] = CLIP_WINDOW
+    text_encoder: ClassVar[str] = "the CLIP output of the Load Checkpoint node that loads this model"
     spatio_temporal: ClassVar[bool] = True  # the SD spatio-temporal modes and video GroupNorm apply
     blocks_by_index: ClassVar[bool] = False  # fused and blend layers chosen by block index (a DiT)
     latent_blend: ClassVar[bool] = True  # the authors' post-step latent blend is available
@@ -69,6 +70,12 @@ class ModelFamily:
 
     def seam(self, diffusion_model, blend_choice: str = "") -> AttentionSeam:
         raise NotImplementedError
+
+    def text_widths(self, diffusion_model) -> frozenset:
+        """The widths of the text embeddings the model takes (its cross-attention keys' input:
+        an SD UNet's context_dim); empty when the family cannot tell."""
+        return frozenset(m.to_k.in_features for name, m in diffusion_model.named_modules()
+                         if name.endswith("attn2") and hasattr(getattr(m, "to_k", None), "in_features"))
 
     def fused_sites(self, diffusion_model, choice: str = "") -> frozenset | None:
         """The fused sites, or None when layers are fused by query count (``fuse_max_query``)."""

@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
+import torch
+
 from .base import ModelFamily
 
 SITE = "fatezero_block"  # transformer_options key of the block being run
@@ -57,16 +59,25 @@ class BlockTag:
         return run_block(args) if hook is None else hook(self.block, args, run_block)
 
 
+def attention_tensor(x):
+    """The tensor in ComfyUI 0.38's ``AttentionTensorContainer`` (its one owner ``take()``s it;
+    Wan's blocks pass q, k and v so), or ``x`` itself. By shape, not class: 0.3.75 has none."""
+    take = getattr(x, "take", None)
+    return take() if callable(take) and not torch.is_tensor(x) else x
+
+
 class BlockAttention:
     """The pack's ``optimized_attention_override``: hands a labelled call to the dispatcher with
     the attention function the block would have used (``previous`` override, or ComfyUI's).
-    ``text_call``: the number of the block's text cross-attention call (1 is self-attention)."""
+    ``text_call``: the number of the block's text cross-attention call (1 is self-attention).
+    q, k and v arrive as tensors (0.38's ``wrap_attn`` unwraps containers for an override without
+    ``container_function``) or, called otherwise, as containers, unwrapped here."""
 
     def __init__(self, dispatcher, previous=None, text_call: int = 2):
         self.dispatcher, self.previous, self.text_call = dispatcher, previous, text_call
 
     def __call__(self, func, *args, **kwargs):
-        q, k, v = args[:3]
+        q, k, v = (attention_tensor(t) for t in args[:3])
         heads = args[3] if len(args) > 3 else kwargs.pop("heads")
         rest = args[4:]
         previous = self.previous

@@ -22,9 +22,16 @@ IMAGE_CHANNELS = 20  # an image-to-video model's extra input: 4 mask channels an
 
 class WanFamily(DiTFamily):
     text_window = UMT5_WINDOW
+    text_encoder: ClassVar[str] = ("Load CLIP with type 'wan' and a umt5_xxl file (e.g. "
+                                   "umt5_xxl_fp8_e4m3fn_scaled.safetensors)")
     default_fused_blocks: ClassVar[str] = WAN_FUSED_BLOCKS
     default_blend_blocks: ClassVar[str] = WAN_BLEND_BLOCKS
     image_to_video: ClassVar[bool] = False  # conditioned on a start image (``c_concat``)
+
+    def text_widths(self, diffusion_model) -> frozenset:
+        """umT5-XXL's 4096 for Wan: the input of ``text_embedding``'s first Linear."""
+        first = next((m for m in getattr(diffusion_model, "text_embedding", ()) if hasattr(m, "in_features")), None)
+        return frozenset() if first is None else frozenset({first.in_features})
 
     @staticmethod
     def text_call(diffusion_model) -> int:
@@ -42,6 +49,15 @@ WAN22_5B = WanFamily("WAN22-5B", 1280, 16, 4)
 WAN21_I2V = WanImageFamily("WAN21-I2V", 832, 8, 4)
 WAN22_I2V = WanImageFamily("WAN22-I2V", 832, 8, 4)
 FAMILIES = (WAN21, WAN22_5B, WAN21_I2V, WAN22_I2V)
+# CONST subclasses of ComfyUI >= 0.38 that start sampling from the input latent, not from noise
+# (WAN21_FlowRVS's IMG_TO_IMG_FLOW; ModelSamplingAuraFlow's img_to_img_velocity): nothing to invert to
+IMAGE_TO_IMAGE_SAMPLINGS = ("IMG_TO_IMG_FLOW", "IMG_TO_IMG_VELOCITY")
+
+
+def image_to_image_sampling(model_sampling) -> str | None:
+    """The name of the image-to-image flow prediction mixed into ``model_sampling``, or None (by
+    name: ComfyUI 0.3.75 has no such class)."""
+    return next((c.__name__ for c in type(model_sampling).__mro__ if c.__name__ in IMAGE_TO_IMAGE_SAMPLINGS), None)
 
 
 def detect(model_patcher) -> WanFamily | None:
@@ -54,6 +70,8 @@ def detect(model_patcher) -> WanFamily | None:
     from comfy.ldm.wan.model import WanModel
     dm = getattr(model_patcher.model, "diffusion_model", None)
     if type(dm) is not WanModel or not isinstance(model_patcher.get_model_object("model_sampling"), sampling.CONST):
+        return None
+    if image_to_image_sampling(model_patcher.get_model_object("model_sampling")):
         return None
     kind, in_dim, out_dim = getattr(dm, "model_type", None), dm.patch_embedding.weight.shape[1], dm.out_dim
     if kind == "t2v" and in_dim == out_dim == 16:

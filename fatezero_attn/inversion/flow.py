@@ -72,12 +72,21 @@ def flow_inversion_sigmas(edit_sigmas: torch.Tensor) -> torch.Tensor:
     return torch.cat([grid.new_zeros(1), grid])
 
 
+def noise_scale(model_sampling) -> float:
+    """What a flow sampler multiplies its NOISE by at sigma 1, asked of ``model_sampling`` itself:
+    1 in ComfyUI 0.3.75 (``sigma * noise + (1 - sigma) * latent``); ComfyUI 0.38's ``CONST``
+    multiplies by its ``noise_scale`` (the ModelNoiseScale node, a model config's setting)."""
+    unit = torch.ones(1, 1)
+    return float(model_sampling.noise_scaling(torch.ones(1), unit, torch.zeros(1, 1)).reshape(-1)[0])
+
+
 class InvertedNoise:
     """A NOISE for ``SamplerCustomAdvanced`` that starts the edit at the inverted latent.
 
     At sigma 1 a flow model's sampler starts from ``noise`` alone (``CONST.noise_scaling``:
-    ``sigma * noise + (1 - sigma) * latent``), so the inverted latent must come in as the noise;
-    for an SD model it comes in as the latent image and the noise is zero."""
+    ``sigma * noise + (1 - sigma) * latent``, the noise times ``noise_scale`` first), so the
+    inverted latent, divided by that scale, must come in as the noise; for an SD model it comes
+    in as the latent image and the noise is zero."""
 
     def __init__(self, inverted: torch.Tensor | None, seed: int = 0):
         self.inverted, self.seed = inverted, seed

@@ -78,7 +78,12 @@ def _stored(t: torch.Tensor) -> list[torch.Tensor]:
 
 def _tensor_digest(h, t: torch.Tensor) -> None:
     h.update(str(tuple(t.shape)).encode())
-    if t.device.type == "meta":  # not resident (a dynamic-VRAM patcher): its shape is all there is
+    if t.device.type == "meta":
+        # a weight the file did not have (ComfyUI 0.38 builds models on "meta"): 0.38 fills it with
+        # zeros when it loads the model (ModelPatcher.load) or first casts it (dynamic VRAM,
+        # ops.materialize_meta_param), so it is sampled as those zeros: the same fingerprint before and after
+        n = t.numel()
+        h.update(torch.zeros(len(range(0, n, max(1, n // _SAMPLES))[:_SAMPLES])).numpy().tobytes())
         return
     for part in _stored(t):
         flat = part.detach().reshape(-1)
