@@ -36,6 +36,8 @@ bench-windows: host
 # about 7 min on 2 idle CPU cores (the run of commit a55ac97)
 bench-wan: host
 	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_wan.py --threads 2'
+	# the few-step case of the Wan 2.2 templates (issue 34): CFG 1, 4 steps, 4 fixed-point iterations
+	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_wan.py --threads 2 --cfg 1 --steps 4 --iterations 4'
 
 # Wan 2.2 TI2V 5B's shape (issue 24): 5.0 B random parameters in bfloat16 (peak RSS 19.4 GB while loading, then
 # about 10.5 GB), 256x256 and 9 frames (192 tokens), 10 steps; about 31 min on 2 idle CPU cores (commit 7c5e91a)
