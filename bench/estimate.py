@@ -134,8 +134,9 @@ def store_bytes(grid: tuple[int, int, int], steps: int, columns: int, channels: 
     """The pack's Wan store (``nodes/inversion_flow.py``): sigmas fp32 [steps+1], the latent
     trajectory fp32 [steps, 1, channels, T, H, W], the source context fp32 [1, 512, 4096], the
     inversion call's conditioning (c_crossattn, one row, as the CLIP gave it: fp32 here), the
-    blend maps fp32 [steps, T, h, w, columns] on the token grid (the prompt's columns only), and the
-    inverted latent and noise fp32 [1, channels, T, H, W] each (Load Attention Store's outputs)."""
+    blend maps fp32 [steps, T, h, w, columns] on the token grid (the prompt's columns only), the
+    inverted latent and noise fp32 [1, channels, T, H, W] each (Load Attention Store's outputs), and
+    the clean latent fp32 [1, channels, T, H, W] (the fusion node's noised-source mode)."""
     t, h, w = grid
     tt, th, tw = token_count(grid)
     parts = {
@@ -145,6 +146,7 @@ def store_bytes(grid: tuple[int, int, int], steps: int, columns: int, channels: 
         "source_conds": TEXT_LEN * TEXT_DIM * 4,
         "blend_maps": steps * tt * th * tw * columns * 4,
         "inverted_latent_and_noise": 2 * channels * t * h * w * 4,
+        "clean_latent": channels * t * h * w * 4,
     }
     return {"parts": parts, "bytes": sum(parts.values()),
             "trajectory_shape": [steps, 1, channels, t, h, w], "blend_maps_shape": [steps, tt, th, tw, columns]}
