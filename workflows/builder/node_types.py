@@ -73,14 +73,15 @@ TYPES = {
         "FateZero Blend Mask",
         (("attention_store", "FATEZERO_STORE", R), ("clip", "CLIP", R), ("source_prompt", "STRING", R),
          ("blend_words", "STRING", R), ("tau", "FLOAT", R), ("latent_blend", "BOOLEAN", R),
-         ("target_blend_words", "STRING", R)),
+         ("target_blend_words", "STRING", R), ("mask", "MASK", O)),
         (("blend_mask", "FATEZERO_BLEND"), ("mask_preview", "MASK"))),
     "FateZeroAttentionFusion": NodeType(
         "FateZero Attention Fusion",
         (("model", "MODEL", R), ("attention_store", "FATEZERO_STORE", R), ("clip", "CLIP", R),
          ("source_prompt", "STRING", R), ("target_prompt", "STRING", R), ("cross_replace_steps", "FLOAT", R),
          ("self_replace_steps", "FLOAT", R), ("mapping", "COMBO", R), ("reweight", "STRING", R),
-         ("cross_replace_words", "STRING", R), ("blend_mask", "FATEZERO_BLEND", O), ("fused_blocks", "STRING", O)),
+         ("cross_replace_words", "STRING", R), ("blend_mask", "FATEZERO_BLEND", O), ("fused_blocks", "STRING", O),
+         ("source_latents", "COMBO", O), ("noise", "NOISE", O)),
         (("model", "MODEL"),)),
 }
 # Wan (issue 24): core loaders and custom sampling

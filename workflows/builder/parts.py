@@ -39,7 +39,7 @@ def fusion_node(node_id: int, pos: tuple, size: tuple, model: tuple, clip: tuple
     return Node(node_id, "FateZeroAttentionFusion", pos, size,
                 {"source_prompt": source, "target_prompt": target, "cross_replace_steps": cross,
                  "self_replace_steps": self_, "mapping": mapping, "reweight": reweight,
-                 "cross_replace_words": cross_words, "fused_blocks": "auto"},
+                 "cross_replace_words": cross_words, "fused_blocks": "auto", "source_latents": "inverted"},
                 {"model": model, "attention_store": (9, 1), "clip": clip, "source_prompt": (4, 0),
                  "target_prompt": (5, 0)}, title=title)
 
