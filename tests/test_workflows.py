@@ -341,7 +341,7 @@ def template_models() -> dict[str, set]:
 def _loader_files(name: str) -> list[tuple[dict, str]]:
     """(UI node, the file its widget names) for every loader node of a workflow's UI file (a
     loader's widgets have no control_after_generate value, so widgets_values follows its widgets)."""
-    inputs = {kind: input_name for kind, input_name in wf.USER_FILE_INPUTS}
+    inputs = {kind: input_name for kind, input_name in wf.MODEL_FILE_INPUTS}
     out = []
     for node in wf.load(wf.ui_path(name))["nodes"]:
         if node["type"] in inputs:

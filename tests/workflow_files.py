@@ -38,6 +38,8 @@ USER_FILE_INPUTS = {("CheckpointLoaderSimple", "ckpt_name"): (".safetensors", ".
                     ("VAELoader", "vae_name"): (".safetensors", ".pth"),
                     ("LoraLoaderModelOnly", "lora_name"): (".safetensors",),
                     ("LoadImage", "image"): (".png", ".jpg", ".jpeg", ".webp")}  # the user's edited frame
+# ... of them, the model files (a loader's download goes in its properties.models; the edited frame has none)
+MODEL_FILE_INPUTS = {key: ends for key, ends in USER_FILE_INPUTS.items() if key[0] != "LoadImage"}
 
 
 def build_module():
