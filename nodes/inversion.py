@@ -80,13 +80,14 @@ class FateZeroDDIMInversion:
             "blend_blocks": ("STRING", {"default": "auto", "tooltip": "Wan only: transformer blocks whose cross-attention makes the blend mask, e.g. '10-19' or '33%-67%'; 'auto' = " + defaults.WAN_BLEND_BLOCKS + " of the depth."}),
             "model_high_noise": ("MODEL", {"tooltip": "Wan only (Wan 2.2 A14B; SD: leave unconnected): the high-noise expert (model is then the low-noise one). The inversion runs it at sigmas >= expert_boundary; connect it, with the same patches, to the high-noise sampler's fusion node."}),
             "expert_boundary": ("FLOAT", {"default": 0.875, "min": 0.0, "max": 1.0, "step": 0.005, "tooltip": "Wan only (Wan 2.2 A14B): the sigma where the high-noise expert hands over to the low-noise one (0.875 text-to-video, 0.9 image-to-video in the released configs)."}),
+            "start_image_latent": ("LATENT", {"tooltip": "Wan only (Wan 2.2 TI2V 5B; otherwise leave unconnected), for a first-frame edit: Wan22ImageToVideoLatent given the clip's first frame (the clip's width, height and length). The inversion keeps that frame clean as the sampler will keep the edited one; give the edit's sampler a Wan22ImageToVideoLatent with the edited first frame as latent_image."}),
         }}
 
     def invert(self, model, source_conditioning, latent, steps, temporal_mode, temporal_min_channels,
                video_groupnorm, clean_sigma, store_mode="auto", cache_replace_steps=defaults.CACHE_REPLACE_STEPS,
                window=0, flow_inversion=defaults.WAN_INVERSION,
                fixed_point_iterations=defaults.WAN_FIXED_POINT_ITERATIONS, blend_blocks="auto", model_high_noise=None,
-               expert_boundary=0.875):
+               expert_boundary=0.875, start_image_latent=None):
         samples = latent["samples"]
         family = family_of(model)
         if family is None:
@@ -114,7 +115,10 @@ class FateZeroDDIMInversion:
         if family.inverter == "flow":
             return invert_flow(NODE, family, model, source_conditioning, latent, steps, temporal_mode,
                                video_groupnorm, store_mode, window, flow_inversion, fixed_point_iterations,
-                               blend_blocks, model_high_noise, expert_boundary)
+                               blend_blocks, model_high_noise, expert_boundary, start_image_latent)
+        if start_image_latent is not None:
+            raise FateZeroError(f"{NODE}: 'start_image_latent' is for Wan 2.2 TI2V 5B's first-frame edits; an "
+                                f"{family.name} checkpoint takes none. Leave it unconnected.")
         if model_high_noise is not None:
             raise FateZeroError(f"{NODE}: 'model_high_noise' is for Wan 2.2 A14B's two experts; an {family.name} "
                                 "checkpoint is one model. Leave it unconnected.")

@@ -16,7 +16,7 @@ from ..fatezero_attn.inversion.flow import (InvertedNoise, flow_inversion_sigmas
                                               sample_flow_inversion)
 from ..fatezero_attn.run.capture import Recorder
 from ..fatezero_attn.run.patch import FateZeroPatch
-from ..fatezero_attn.run.start_image import check_source
+from ..fatezero_attn.run.start_image import check_source, latent_start_image
 from ..fatezero_attn.store import model_state
 from ..fatezero_attn.store.attention_store import AttentionStore, StoreInfo
 from .common import context_sha1
@@ -33,10 +33,11 @@ def prompt_columns(context: torch.Tensor) -> int:
 
 def invert_flow(node: str, family, model, source_conditioning, latent: dict, steps: int, temporal_mode: str,
                 video_groupnorm: bool, store_mode: str, window: int, method: str, iterations: int,
-                blend_blocks: str, high_noise_model=None, boundary: float = 0.0):
+                blend_blocks: str, high_noise_model=None, boundary: float = 0.0, start_image_latent: dict | None = None):
     """The inversion node's work for a Wan MODEL: ``(inverted_latent, store, edit_sigmas, noise,
     expert_split_step)``. With ``high_noise_model`` (Wan 2.2 A14B) the calls at sigma >= ``boundary``
-    run that expert, the others ``model`` (the low-noise expert)."""
+    run that expert, the others ``model`` (the low-noise expert). With ``start_image_latent``
+    (TI2V 5B) the frames its noise mask keeps stay clean, as the sampler keeps them."""
     samples = latent["samples"]
     channels = model.model.latent_format.latent_channels
     if samples.dim() != 5 or samples.shape[0] != 1 or samples.shape[1] != channels:
@@ -46,8 +47,10 @@ def invert_flow(node: str, family, model, source_conditioning, latent: dict, ste
     check_source(node, family, source_conditioning, samples.shape)
     if "noise_mask" in latent:
         raise FateZeroError(f"{node}: 'latent' carries a noise mask (Wan22ImageToVideoLatent's start image, or Set "
-                            "Latent Noise Mask), which the inversion does not replay. Connect VAEEncode of the clip's "
-                            "frames; for a first-frame edit use a Wan image-to-video model with WanImageToVideo.")
+                            "Latent Noise Mask). Connect VAEEncode of the clip's frames; for a first-frame edit on Wan "
+                            "2.2 TI2V 5B connect Wan22ImageToVideoLatent (the clip's first frame) to "
+                            "start_image_latent, and on an image-to-video model use WanImageToVideo.")
+    samples, start_mask, start_frames = latent_start_image(node, family, start_image_latent, samples)
     if window:
         raise FateZeroError(f"{node}: 'window' is {window}; Wan attends over all latent frames at once and the "
                             "pack does not cut a Wan video into windows. Set window to 0 and load fewer frames "
@@ -102,7 +105,7 @@ def invert_flow(node: str, family, model, source_conditioning, latent: dict, ste
         "keep": lambda x: kept.update(x=x.detach().clone())})
     callback = latent_preview.prepare_callback(patched, n)
     try:
-        guider.sample(torch.zeros_like(samples), samples, sampler, sigmas, callback=callback,
+        guider.sample(torch.zeros_like(samples), samples, sampler, sigmas, denoise_mask=start_mask, callback=callback,
                       disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0)
     except (torch.OutOfMemoryError, MemoryError) as e:
         _, _, t, h, w = samples.shape
@@ -117,7 +120,7 @@ def invert_flow(node: str, family, model, source_conditioning, latent: dict, ste
                      latent_frames=samples.shape[2], inversion=method,
                      expert_boundary=boundary if high_noise_model is not None else 0.0,
                      high_noise_model_id=model_state.digest(high_parts) if high_parts else "",
-                     high_noise_model_parts=high_parts)
+                     high_noise_model_parts=high_parts, start_frames=start_frames)
     if rec.cross_sum:
         cross = torch.stack([rec.cross_sum[j] / rec.cross_count[j] for j in range(n)])
     else:  # no blend blocks chosen; blending is refused downstream

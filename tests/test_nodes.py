@@ -88,7 +88,7 @@ def test_wan_only_inputs_come_last_are_optional_and_leave_an_sd_inversion_alone(
 
     changed = {name: _changed(specs[name]) for name in wan_only}
     sockets = [name for name, value in changed.items() if value is None]
-    assert sockets == ["model_high_noise"], sockets
+    assert sockets == ["model_high_noise", "start_image_latent"], sockets
     widgets = {name: value for name, value in changed.items() if value is not None}
     inv, _, sigmas = inverted
     out = node("FateZeroDDIMInversion").invert(tiny_model, encode(SRC), latent, STEPS, "middle", 0, True,
@@ -97,6 +97,9 @@ def test_wan_only_inputs_come_last_are_optional_and_leave_an_sd_inversion_alone(
     expect_error(lambda: node("FateZeroDDIMInversion").invert(tiny_model, encode(SRC), latent, STEPS, "middle", 0, True,
                                                               "alphas_cumprod[0] (authors)", model_high_noise=tiny_model),
                  "'model_high_noise'", "Leave it unconnected")
+    expect_error(lambda: node("FateZeroDDIMInversion").invert(tiny_model, encode(SRC), latent, STEPS, "middle", 0, True,
+                                                              "alphas_cumprod[0] (authors)", start_image_latent=latent),
+                 "'start_image_latent'", "Leave it unconnected")
 
 
 def test_word_swap_with_per_word_windows(node, tiny_model, clip, encode, inverted):

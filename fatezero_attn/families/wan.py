@@ -8,7 +8,8 @@ applied) and one cross-attention to the umT5 context (``attn2``, 512 positions);
 shared DiT one (``dit.py``). Image-to-video models take the start image as 20 extra input
 channels (``c_concat``: a mask and the image latent), which the source row replays with the
 rest of the inversion's conditioning; Wan 2.1's blocks also attend to the CLIP vision tokens, in
-a call before the text cross-attention, that stays plain (each row sees its own image)."""
+a call before the text cross-attention, that stays plain (each row sees its own image). The 5B
+model takes its start image in the latent (``run/start_image.py``)."""
 from __future__ import annotations
 
 from typing import ClassVar
@@ -27,6 +28,7 @@ class WanFamily(DiTFamily):
     default_fused_blocks: ClassVar[str] = WAN_FUSED_BLOCKS
     default_blend_blocks: ClassVar[str] = WAN_BLEND_BLOCKS
     image_to_video: ClassVar[bool] = False  # conditioned on a start image (``c_concat``)
+    latent_start_image: ClassVar[bool] = False  # a start image in the latent, kept by a noise mask
 
     def text_widths(self, diffusion_model) -> frozenset:
         """umT5-XXL's 4096 for Wan: the input of ``text_embedding``'s first Linear."""
@@ -44,8 +46,14 @@ class WanImageFamily(WanFamily):
     image_to_video: ClassVar[bool] = True
 
 
+class WanTextImageFamily(WanFamily):
+    """Wan 2.2 TI2V 5B: text-to-video, or image-to-video with the start image in the latent
+    (``Wan22ImageToVideoLatent``; ComfyUI's ``WAN22`` gives the kept frames timestep 0)."""
+    latent_start_image: ClassVar[bool] = True
+
+
 WAN21 = WanFamily("WAN21", 832, 8, 4)
-WAN22_5B = WanFamily("WAN22-5B", 1280, 16, 4)
+WAN22_5B = WanTextImageFamily("WAN22-5B", 1280, 16, 4)
 WAN21_I2V = WanImageFamily("WAN21-I2V", 832, 8, 4)
 WAN22_I2V = WanImageFamily("WAN22-I2V", 832, 8, 4)
 FAMILIES = (WAN21, WAN22_5B, WAN21_I2V, WAN22_I2V)

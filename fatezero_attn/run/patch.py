@@ -113,7 +113,9 @@ class FateZeroPatch:
     def sample_run(self, executor, noise, latent_image, *args, **kwargs):
         """``OUTER_SAMPLE``: one run (or one per window), its state made here and dropped at the end."""
         if self.plan is not None:  # an image-to-video edit's start image, as connected to the sampler
-            check_edit(self.node, self.plan.store.info, getattr(executor, "class_obj", None))
+            # OUTER_SAMPLE's arguments after the latent: sampler, sigmas, denoise_mask, ...
+            mask = args[2] if len(args) > 2 else kwargs.get("denoise_mask")
+            check_edit(self.node, self.plan.store.info, getattr(executor, "class_obj", None), mask)
         if self.window:
             frames = self.plan.store.info.frames if self.plan is not None else latent_image.shape[0]
             subs = window_sampling.windows.sub_videos(frames, self.window, self.temporal_mode)

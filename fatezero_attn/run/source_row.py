@@ -108,6 +108,9 @@ class SourceRow:
         if plan.source_noise is not None:  # noised source: the clean source at this call's sigma
             ms = apply_model.__self__.model_sampling
             src_x = ms.noise_scaling(torch.tensor([sigma]), plan.source_noise, store.clean_latent).to(x)
+            kept = store.source_conds.get("denoise_mask")
+            if kept is not None:  # a start image's frames stay clean, as the sampler keeps them
+                src_x = src_x * kept.to(x) + store.clean_latent.to(x) * (1 - kept.to(x))
         else:
             src_x, sigma = store.unet_inputs[j].to(x), float(store.sigmas[j + 1])  # the inversion's call
         t = torch.full((store.info.frames,), sigma, device=x.device)

@@ -66,6 +66,9 @@ class StoreInfo:
     expert_boundary: float = 0.0
     high_noise_model_id: str = ""
     high_noise_model_parts: dict = field(default_factory=dict)
+    # latent frames a start image in the latent kept clean (Wan 2.2 TI2V 5B, run/start_image.py); the
+    # inversion's noise mask is replayed with the conditioning (source_conds["denoise_mask"])
+    start_frames: int = 0
     format_version: int = FORMAT_VERSION
 
     @property

@@ -66,7 +66,7 @@ TYPES = {
          ("video_groupnorm", "BOOLEAN", R), ("clean_sigma", "COMBO", R), ("store_mode", "COMBO", O),
          ("cache_replace_steps", "FLOAT", O), ("window", "INT", O), ("flow_inversion", "COMBO", O),
          ("fixed_point_iterations", "INT", O), ("blend_blocks", "STRING", O), ("model_high_noise", "MODEL", O),
-         ("expert_boundary", "FLOAT", O)),
+         ("expert_boundary", "FLOAT", O), ("start_image_latent", "LATENT", O)),
         (("inverted_latent", "LATENT"), ("attention_store", "FATEZERO_STORE"), ("edit_sigmas", "SIGMAS"),
          ("inverted_noise", "NOISE"), ("expert_split_step", "INT"))),
     "FateZeroBlendMask": NodeType(
