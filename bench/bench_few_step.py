@@ -11,9 +11,7 @@ calls per inversion are ``steps`` for Euler and ``steps * iterations + 1`` for f
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import time
 
 import harness
 from harness import call_node, log
@@ -54,15 +52,11 @@ def main(argv=None) -> int:
         data[steps].update({f"fixed-point x{i}": error(steps, "fixed-point", i) for i in iters})
         rows.append([str(steps), *(f"{v:.2e}" for v in data[steps].values())])
     head = ["steps", "euler", *(f"fixed-point x{i}" for i in iters)]
-    commit = subprocess.run(["git", "-C", str(harness.PACK_DIR), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    print(f"\nreconstruction error |x_back - x| / |x|, WanModel dim {args.dim}, {args.layers} blocks (random weights, "
-          f"seed {args.seed}), shift {args.shift:g}, CFG 1, euler back; calls per inversion: euler = steps, "
-          f"fixed-point xI = steps * I + 1")
-    print(table(rows, head))
-    out = results.result_path(args.out, time.strftime("%Y%m%d-%H%M%S"), "few-step-")
-    results.write_results(out, {"command": " ".join(sys.argv), "commit": commit, "args": vars(args), "errors": data})
-    print(f"JSON: {out}")
+    results.report_table(
+        f"reconstruction error |x_back - x| / |x|, WanModel dim {args.dim}, {args.layers} blocks (random weights, "
+        f"seed {args.seed}), shift {args.shift:g}, CFG 1, euler back; calls per inversion: euler = steps, "
+        f"fixed-point xI = steps * I + 1; commit {results.commit()}", table(rows, head), args.out, "few-step-",
+        {"args": vars(args), "errors": data})
     return 0
 
 

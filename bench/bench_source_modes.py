@@ -17,9 +17,7 @@ Random weights: this compares the modes' hold on the source, not edit quality.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import time
 
 import harness
 from harness import call_node, log
@@ -75,14 +73,10 @@ def main(argv=None) -> int:
                        for which, target in (("same prompt", SOURCE), ("word swapped", SWAP)) for mode in MODES}
         rows.append([str(steps), str(iterations), *(f"{v:.3f}" for v in data[steps].values())])
     head = ["steps", "iterations", *data[next(iter(data))]]
-    commit = subprocess.run(["git", "-C", str(harness.PACK_DIR), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    print(f"\n|x_edit - x| / |x| on the latent, WanModel dim {args.dim}, {args.layers} blocks (random weights, seed "
-          f"{args.seed}), shift {args.shift:g}, CFG 1, euler, fractions 0.8, fused blocks auto; commit {commit}")
-    print(table(rows, head))
-    out = results.result_path(args.out, time.strftime("%Y%m%d-%H%M%S"), "source-modes-")
-    results.write_results(out, {"command": " ".join(sys.argv), "commit": commit, "args": vars(args), "errors": data})
-    print(f"JSON: {out}")
+    results.report_table(
+        f"|x_edit - x| / |x| on the latent, WanModel dim {args.dim}, {args.layers} blocks (random weights, seed "
+        f"{args.seed}), shift {args.shift:g}, CFG 1, euler, fractions 0.8, fused blocks auto; commit "
+        f"{results.commit()}", table(rows, head), args.out, "source-modes-", {"args": vars(args), "errors": data})
     return 0
 
 

@@ -68,3 +68,25 @@ def result_path(out: str | None, stamp: str, prefix: str = "") -> Path:
 def write_results(path: Path, report: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1, default=str))
+
+
+def commit() -> str:
+    """The pack's short commit ("" outside git)."""
+    try:
+        return subprocess.run(["git", "-C", str(PACK_DIR), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def report_table(title: str, table_text: str, out: str | None, prefix: str, record: dict) -> Path:
+    """Print a small bench's title and table, and write ``record`` with its command and commit to
+    ``--out`` or ``bench/results/<prefix><timestamp>.json``."""
+    import sys
+    import time
+    print(f"\n{title}")
+    print(table_text)
+    path = result_path(out, time.strftime("%Y%m%d-%H%M%S"), prefix)
+    write_results(path, {"command": " ".join(sys.argv), "commit": commit(), **record})
+    print(f"JSON: {path}")
+    return path
