@@ -38,6 +38,9 @@ bench-wan: host
 	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_wan.py --threads 2'
 	# the few-step case of the Wan 2.2 templates (issue 34): CFG 1, 4 steps, 4 fixed-point iterations
 	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_wan.py --threads 2 --cfg 1 --steps 4 --iterations 4'
+	# memory at CFG 1 with more image tokens than umT5's 512 text positions (issue 33): the 1.3B widths, 4 blocks
+	# (one block's source row is held whatever the depth), 256x256 x 25 frames = 1792 tokens
+	bash -c '. .host/env.sh && "$$FATEZERO_PYTHON" bench/bench_wan.py --threads 2 --cfg 1 --steps 4 --iterations 1 --layers 4 --width 256 --height 256 --frames 25'
 
 # Wan 2.2 TI2V 5B's shape (issue 24): 5.0 B random parameters in bfloat16 (peak RSS 19.4 GB while loading, then
 # about 10.5 GB), 256x256 and 9 frames (192 tokens), 10 steps; about 31 min on 2 idle CPU cores (commit 7c5e91a)
