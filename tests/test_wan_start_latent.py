@@ -154,3 +154,16 @@ def test_start_images_that_do_not_match_the_store_are_refused_by_name(node, ti2v
         invert(node, ti2v, encode(SRC), video48(), STEPS, start_image_latent=small)
     with pytest.raises(ValueError, match="'start_image_latent' has no noise mask"):
         invert(node, ti2v, encode(SRC), video48(), STEPS, start_image_latent=video48())
+
+
+def test_a_saved_store_keeps_the_start_image_and_edits_the_same(node, pack, tmp_path, ti2v, vae, wan_clip, encode,
+                                                                 inverted):
+    _, store, sigmas, noise, _ = inverted
+    files = pack.fatezero_attn.store.store_file
+    files.save_store(store, tmp_path / "ti2v.safetensors")
+    loaded = files.load_store(tmp_path / "ti2v.safetensors")
+    assert loaded.info.start_frames == 1
+    assert torch.equal(loaded.source_conds["denoise_mask"], store.source_conds["denoise_mask"])
+    edited = start_latent(node, vae, 2)
+    edit = lambda s: sample(node, fuse(node, ti2v, s, wan_clip, SWAP), encode(SWAP), encode(""), noise, sigmas, edited)
+    assert torch.equal(edit(loaded), edit(store))
