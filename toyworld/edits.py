@@ -27,6 +27,9 @@ class Setting:
     fused_blocks: str = "auto"
     blend_blocks: str = "auto"
     renoise: float = 0.7
+    iterations: int = 1  # the inversion's fixed-point iterations
+    source: str = "inverted"  # the fusion node's source_latents: "inverted" or "noised source"
+    seed: int = 0  # the noised source's (and its sampler's) RandomNoise seed
 
 
 def swap_colour(clip: world.Clip, colour: str) -> str:
@@ -49,7 +52,7 @@ class Editor:
         return self.node("FateZeroDDIMInversion").invert(
             self.model, self.encode(source), {"samples": latent[None]}, s.steps, temporal_mode="per-frame",
             temporal_min_channels=0, video_groupnorm=False, clean_sigma="0 (ComfyUI)", store_mode="auto",
-            cache_replace_steps=0.8, window=0, flow_inversion="fixed-point", fixed_point_iterations=1,
+            cache_replace_steps=0.8, window=0, flow_inversion="fixed-point", fixed_point_iterations=s.iterations,
             blend_blocks=s.blend_blocks)
 
     def edit(self, inverted, source: str, target: str, s: Setting, fractions: bool = True, blend_words: str = ""):
@@ -59,8 +62,12 @@ class Editor:
         if blend_words:
             blend = self.node("FateZeroBlendMask").make(store, self.clip, source, blend_words, 0.3)[0]
         cross, self_ = (s.cross, s.self_) if fractions else (0.0, 0.0)
+        fresh = None
+        if s.source == "noised source":  # the sampler starts from fresh noise on the source latent
+            fresh = self.node("RandomNoise").get_noise(s.seed)[0]
+            noise, latent = fresh, {"samples": self.model.model.process_latent_out(store.clean_latent)}
         fused = self.node("FateZeroAttentionFusion").patch(self.model, store, self.clip, source, target, cross, self_,
-                                                          "auto", "", "", blend, s.fused_blocks)[0]
+                                                          "auto", "", "", blend, s.fused_blocks, s.source, fresh)[0]
         guider = self.node("CFGGuider").get_guider(fused, self.encode(target), self.encode(""), s.cfg)[0]
         sampler = self.node("KSamplerSelect").get_sampler("euler")[0]
         return self.node("SamplerCustomAdvanced").sample(noise, guider, sampler, sigmas, latent)[0]["samples"][0]
@@ -116,6 +123,24 @@ def colour_swaps(editor: Editor, seeds: list[int], s: Setting, blend: bool = Fal
     return {k: summary(v) for k, v in rows.items()}
 
 
+def reconstruction_table(editor: Editor, seeds: list[int], s: Setting, steps: list[int],
+                         iterations: list[int]) -> dict[int, dict[int, float]]:
+    """``{steps: {iterations: mean relative error}}`` of inverting each clip with its caption and
+    sampling it back at CFG 1 without fusion: how exact the inversion is on a trained model."""
+    out: dict[int, dict[int, float]] = {}
+    for n in steps:
+        out[n] = {}
+        for i in iterations:
+            si = Setting(**{**s.__dict__, "steps": n, "iterations": i, "cfg": 1.0})
+            errors = []
+            for seed in seeds:
+                clip, latent = world.sample(seed)
+                back = editor.edit(editor.invert(latent, clip.caption, si), clip.caption, clip.caption, si, False)
+                errors.append(float((back - latent).norm() / latent.norm()))
+            out[n][i] = sum(errors) / len(errors)
+    return out
+
+
 def reconstruction_error(editor: Editor, seed: int, s: Setting) -> float:
     """The source edited to itself with every fraction 1: relative error to the source latent."""
     clip, latent = world.sample(seed)
@@ -129,4 +154,12 @@ def fmt(table: dict[str, dict]) -> str:
     for name, r in table.items():
         psnr = "inf" if math.isinf(r["background_psnr"]) else f"{r['background_psnr']:.1f}"
         lines.append(f"| {name} | {100 * r['applied']:.0f}% | {r['trajectory_error']:.2f} | {psnr} |")
+    return "\n".join(lines)
+
+
+def fmt_reconstruction(table: dict[int, dict[int, float]]) -> str:
+    iterations = list(next(iter(table.values())))
+    lines = ["| steps | " + " | ".join(f"{i} iteration(s)" for i in iterations) + " |",
+             "|---|" + "---|" * len(iterations)]
+    lines += [f"| {n} | " + " | ".join(f"{row[i]:.3f}" for i in iterations) + " |" for n, row in table.items()]
     return "\n".join(lines)

@@ -5,6 +5,8 @@ error and the background PSNR.
 
     .host/venv/bin/python -m toyworld.measure_edits                  # the committed weights
     .host/venv/bin/python -m toyworld.measure_edits --checkpoint toyworld/runs/toy_wan.pt
+    .host/venv/bin/python -m toyworld.measure_edits --steps 4 --source "noised source"
+    .host/venv/bin/python -m toyworld.measure_edits --reconstruction 4,8,30 --iterations-list 1,4,10
 
 The model goes through ComfyUI's own UNETLoader from an fp16 file (a checkpoint's EMA weights are
 written to a temporary folder first), as a user's Wan file would.
@@ -40,6 +42,12 @@ def main() -> None:
     p.add_argument("--cfg", type=float, default=edits.Setting.cfg)
     p.add_argument("--fraction", type=float, default=edits.Setting.cross, help="cross and self replace fractions")
     p.add_argument("--fused-blocks", default="auto")
+    p.add_argument("--iterations", type=int, default=1, help="the inversion's fixed-point iterations")
+    p.add_argument("--source", default="inverted", choices=("inverted", "noised source"),
+                   help="the fusion node's source_latents")
+    p.add_argument("--shift", type=float, help="ModelSamplingSD3's shift (default: the model's own, 8)")
+    p.add_argument("--reconstruction", help="steps, e.g. '4,8,30': print the inversion's reconstruction table instead")
+    p.add_argument("--iterations-list", default="1,4,10", help="the reconstruction table's fixed-point iterations")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", help="JSON file for the table")
     args = p.parse_args()
@@ -51,18 +59,30 @@ def main() -> None:
     _, nodes = host.load_pack_in_process()
     node = lambda name: nodes.NODE_CLASS_MAPPINGS[name]()
     setting = edits.Setting(steps=args.steps, cfg=args.cfg, cross=args.fraction, self_=args.fraction,
-                            fused_blocks=args.fused_blocks)
+                            fused_blocks=args.fused_blocks, iterations=args.iterations, source=args.source)
+    ints = lambda text: [int(v) for v in text.split(",")]
     with tempfile.TemporaryDirectory() as folder:
         name = "toy_wan_t2v.safetensors"
         save_file({k: v.to(torch.float16).contiguous() for k, v in ema_weights(args.checkpoint).items()},
                   str(Path(folder) / name))
         folder_paths.add_model_folder_path("diffusion_models", folder)
         model = node("UNETLoader").load_unet(name, "default")[0]
+        if args.shift is not None:
+            model = node("ModelSamplingSD3").patch(model, args.shift)[0]
         editor = edits.Editor(node, model, tw.text_encoder(tw.tokenizer_model()))
-        table = edits.colour_swaps(editor, list(range(EDIT_SEEDS, EDIT_SEEDS + args.clips)), setting, blend=True)
-    print(f"colour swaps on {args.clips} clips, {args.steps} steps, CFG {args.cfg:g}, fractions {args.fraction:g}, "
-          f"fused blocks {args.fused_blocks} ({args.checkpoint or 'committed weights'})")
-    print(edits.fmt(table))
+        seeds = list(range(EDIT_SEEDS, EDIT_SEEDS + args.clips))
+        shift = "the model's" if args.shift is None else f"{args.shift:g}"
+        weights = f"{args.checkpoint or 'committed weights'}, shift {shift}"
+        if args.reconstruction:
+            table = edits.reconstruction_table(editor, seeds, setting, ints(args.reconstruction),
+                                               ints(args.iterations_list))
+            print(f"|x_back - x| / |x|, inverted and sampled back at CFG 1 without fusion, {args.clips} clips ({weights})")
+            print(edits.fmt_reconstruction(table))
+        else:
+            table = edits.colour_swaps(editor, seeds, setting, blend=True)
+            print(f"colour swaps on {args.clips} clips, {args.steps} steps, CFG {args.cfg:g}, fractions {args.fraction:g}, "
+                  f"fused blocks {args.fused_blocks}, source {args.source}, {args.iterations} iteration(s) ({weights})")
+            print(edits.fmt(table))
     if args.out:
         Path(args.out).write_text(json.dumps({"args": vars(args), "table": table}, indent=1) + "\n")
 
