@@ -19,34 +19,52 @@ I2V_FRAMES, I2V_SIZE = 81, 640  # ComfyUI's A14B I2V template's video: 81 frames
 SIZE_VALUES = {"width": I2V_SIZE, "height": I2V_SIZE, "length": I2V_FRAMES, "batch_size": 1}
 
 
-def add_start_images(nodes: list[Node], groups: list[Group]) -> None:
-    """Two WanImageToVideo below the prompts (nodes 34-38, group 2b): the source prompt with the
-    clip's first frame (ImageFromBatch of the loaded frames) into the inversion's
-    source_conditioning; the target prompt with the edited first frame (Load Image) into both
-    experts' CFGGuiders. Both take width, height and length from the loaded frames (Get Image
-    Size), so their start images always fit the inversion's latent."""
+def first_frames(nodes: list[Node], groups: list[Group], kind: str, height: int, values: dict,
+                 source_links: dict, edit_links: dict) -> None:
+    """The first frames below the prompts (nodes 34-38, group 2b): the clip's first frame
+    (ImageFromBatch of the loaded frames) into a ``kind`` node (37, the source's start image) and
+    the edited first frame (Load Image) into another (38, the edit's), each ``height`` tall. Both
+    take width, height and length from the loaded frames (Get Image Size), so their start images
+    always fit the inversion's latent."""
     x = X1 + 20
     size = {"width": (36, 0), "height": (36, 1), "length": (36, 2)}
+    load_y = 1090 + height + 40
+    edit_y = load_y + 420
     nodes += [
         Node(34, "ImageFromBatch", (x, 860), (400, 82), {"batch_index": 0, "length": 1}, {"image": (2, 0)},
              title="ImageFromBatch (the clip's first frame)", color=SOURCE_COLOR),
         Node(36, "GetImageSize", (x, 980), (400, 66), links={"image": (2, 0)},
              title="Get Image Size (the clip's width, height, length)"),
-        Node(37, "WanImageToVideo", (x, 1090), (400, 210), dict(SIZE_VALUES),
-             {"positive": (6, 0), "negative": (8, 0), "vae": (22, 0), **size, "start_image": (34, 0)},
-             title="WanImageToVideo (source: the clip's first frame)", color=SOURCE_COLOR),
-        Node(35, "LoadImage", (x, 1340), (400, 380), {"image": EDITED_FIRST_FRAME},
+        Node(37, kind, (x, 1090), (400, height), dict(values),
+             {**source_links, "vae": (22, 0), **size, "start_image": (34, 0)},
+             title=f"{kind} (source: the clip's first frame)", color=SOURCE_COLOR),
+        Node(35, "LoadImage", (x, load_y), (400, 380), {"image": EDITED_FIRST_FRAME},
              title="Load Image (your edited first frame)", color=PROMPT_COLOR),
-        Node(38, "WanImageToVideo", (x, 1760), (400, 210), dict(SIZE_VALUES),
-             {"positive": (7, 0), "negative": (8, 0), "vae": (22, 0), **size, "start_image": (35, 0)},
-             title="WanImageToVideo (edit: the edited first frame)", color=PROMPT_COLOR),
+        Node(38, kind, (x, edit_y), (400, height), dict(values),
+             {**edit_links, "vae": (22, 0), **size, "start_image": (35, 0)},
+             title=f"{kind} (edit: the edited first frame)", color=PROMPT_COLOR),
     ]
+    groups.append(Group("2b. First frames: the clip's and your edited one", (X1, 790, 440, edit_y + height + 40 - 790),
+                        GROUP_COLORS["prompts"]))
+
+
+def add_start_images(nodes: list[Node], groups: list[Group]) -> None:
+    """Two WanImageToVideo (``first_frames``): the source prompt with the clip's first frame into
+    the inversion's source_conditioning; the target prompt with the edited first frame into both
+    experts' CFGGuiders."""
+    first_frames(nodes, groups, "WanImageToVideo", 210, SIZE_VALUES, {"positive": (6, 0), "negative": (8, 0)},
+                 {"positive": (7, 0), "negative": (8, 0)})
     by_id = {n.id: n for n in nodes}
     by_id[9].links["source_conditioning"] = (37, 0)
     for guider in (23, 28):
         by_id[guider].links.update({"positive": (38, 0), "negative": (38, 1)})
-    groups.append(Group("2b. First frames: the clip's and your edited one", (X1, 790, 440, 1220),
-                        GROUP_COLORS["prompts"]))
+
+
+def edited_frame_line() -> str:
+    """The Note's line on the edited first frame: where it is made and where it goes."""
+    return ("- Edited first frame: edit the clip's first frame (Load Video's start_frame) in any image editor "
+            "(ComfyUI's image-edit templates: Qwen-Image-Edit 2511, Flux 2 Klein edit) as the target prompt says; "
+            f"save it in ComfyUI/input and pick it in Load Image ({EDITED_FIRST_FRAME} is a placeholder).")
 
 
 def wan22_a14b_i2v_first_frame_edit() -> Workflow:
@@ -68,9 +86,7 @@ def wan22_a14b_i2v_first_frame_edit() -> Workflow:
         *wan_run(f"{WAN22_I2V_HIGH} and {WAN22_I2V_LOW}", WAN21_VAE),
         f"- LoRAs (loras): {WAN22_I2V_LIGHTX2V_HIGH} and the low_noise one, strength 1, each right after its "
         "expert's loader, so the inversion and the edit run the same LoRA'd model.",
-        "- Edited first frame: edit the clip's first frame (Load Video's start_frame) in any image editor (ComfyUI's "
-        "image-edit templates: Qwen-Image-Edit 2511, Flux 2 Klein edit) as the target prompt says; save it in "
-        f"ComfyUI/input and pick it in Load Image ({EDITED_FIRST_FRAME} is a placeholder).",
+        edited_frame_line(),
         "- Both WanImageToVideo take width, height and length from the loaded clip (Get Image Size), as the inverted "
         "latent needs; your frame is scaled and center-cropped to it. Source: source prompt + the clip's first frame; "
         "edit: target prompt + your frame.",
