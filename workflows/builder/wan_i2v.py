@@ -1,13 +1,18 @@
-"""The Wan image-to-video workflow (issue 35): edit the clip's first frame in an image editor, and
-Wan 2.2 I2V A14B carries the edit through the clip along the source's motion. The graph is
-ComfyUI's A14B I2V template (fp8 experts, lightx2v 4-step LoRAs, shift 5, CFG 1, euler, 4 steps
-split 2 + 2) with the FateZero nodes, as the 4-step T2V workflow is its T2V template's."""
+"""The Wan first-frame workflows (issue 35): edit the clip's first frame in an image editor, and a
+Wan image-to-video model carries the edit through the clip along the source's motion.
+
+- Wan 2.2 I2V A14B: ComfyUI's A14B I2V template (fp8 experts, lightx2v 4-step LoRAs, shift 5,
+  CFG 1, euler, 4 steps split 2 + 2) with the FateZero nodes, as the 4-step T2V workflow is its
+  T2V template's; the start images ride on the conditioning (WanImageToVideo).
+- Wan 2.2 TI2V 5B: ComfyUI's 5B TI2V template (shift 8, 20 steps, CFG 5, 1280x704); the start
+  images ride in the latent (Wan22ImageToVideoLatent): the source's into the inversion's
+  start_image_latent, the edited one as the sampler's latent_image."""
 from __future__ import annotations
 
 from .clips import LOCAL_TARGET, RABBIT
 from .graph import GROUP_COLORS, PROMPT_COLOR, SOURCE_COLOR, X1, Group, Node, Workflow
 from .model_files import (WAN21_VAE, WAN22_I2V_HIGH, WAN22_I2V_LIGHTX2V_HIGH, WAN22_I2V_LIGHTX2V_LOW,
-                          WAN22_I2V_LOW)
+                          WAN22_I2V_LOW, WAN22_TI2V_5B, WAN22_VAE)
 from .notes import MORE, clip_line, note, wan_run
 from .wan import (FEW_STEP_CFG, FEW_STEP_ITERATIONS, FEW_STEP_SHIFT, FEW_STEPS, add_expert_loras, few_step_layout,
                   left_of_the_experts, wan_graph)
@@ -99,4 +104,49 @@ def wan22_a14b_i2v_first_frame_edit() -> Workflow:
                     nodes, groups)
 
 
-WAN_I2V_WORKFLOWS = (wan22_a14b_i2v_first_frame_edit,)
+# ComfyUI's Wan 2.2 TI2V 5B template (video_wan2_2_5B_ti2v.json): shift 8, 20 steps, CFG 5 (its KSampler's
+# uni_pc becomes euler on the inversion's edit_sigmas, the scheduler is its 'simple'), 1280x704 at 24 fps. Its
+# 121 frames do not fit the rabbit's shot (frames 40-131): 89, the longest 4n+1 run in it.
+TI2V_STEPS, TI2V_CFG, TI2V_SHIFT = 20, 5.0, 8.0
+TI2V_WIDTH, TI2V_HEIGHT, TI2V_FRAMES = 1280, 704, 89
+TI2V_SIZE_VALUES = {"width": TI2V_WIDTH, "height": TI2V_HEIGHT, "length": TI2V_FRAMES, "batch_size": 1}
+
+
+def add_start_latents(nodes: list[Node], groups: list[Group]) -> None:
+    """Two Wan22ImageToVideoLatent (``first_frames``): the clip's first frame into the inversion's
+    start_image_latent (its latent stays VAE Encode of the clip), the edited first frame as the
+    sampler's latent_image."""
+    first_frames(nodes, groups, "Wan22ImageToVideoLatent", 150, TI2V_SIZE_VALUES, {}, {})
+    by_id = {n.id: n for n in nodes}
+    by_id[9].links["start_image_latent"] = (37, 0)
+    by_id[11].links["latent_image"] = (38, 0)
+    by_id[11].title = "SamplerCustomAdvanced (edit from the inverted noise, your first frame kept)"
+
+
+def wan22_5b_ti2v_first_frame_edit() -> Workflow:
+    """The rabbit's first frame edited to a pink rabbit (by the user), carried through the clip by
+    Wan 2.2 TI2V 5B with the start image in the latent and the source's attention fused."""
+    nodes, groups = wan_graph(unet=WAN22_TI2V_5B, vae=WAN22_VAE, clip=RABBIT, start=40, nth=1, target=LOCAL_TARGET,
+                              cross=0.8, self_=0.8, mapping="replace", reweight="",
+                              prefix="fatezero/wan22_5b_ti2v_first_frame_pink_rabbit", frames=TI2V_FRAMES,
+                              width=TI2V_WIDTH, height=TI2V_HEIGHT, steps=TI2V_STEPS, cfg=TI2V_CFG, shift=TI2V_SHIFT,
+                              fps=24.0)
+    add_start_latents(nodes, groups)
+    nodes.append(note(
+        "FateZero on Wan 2.2 TI2V 5B, first-frame edit, as ComfyUI's 5B TI2V template (20 steps, CFG 5, shift 8): you "
+        "edit the clip's first frame, the model carries the edit through the clip along its own motion; "
+        f"{TI2V_FRAMES} frames at {TI2V_WIDTH}x{TI2V_HEIGHT} (the template's 121 would run past the rabbit's shot).",
+        clip_line(nodes),
+        *wan_run(WAN22_TI2V_5B, WAN22_VAE, "inverted_noise and edit_sigmas (its latent_image: see below)"),
+        edited_frame_line(),
+        "- The 5B model takes the start image in the latent: Wan22ImageToVideoLatent of the clip's first frame -> the "
+        "inversion's start_image_latent (its latent stays VAE Encode of the clip); Wan22ImageToVideoLatent of your "
+        "frame -> the sampler's latent_image (not inverted_latent). Both take width, height and length from the "
+        "loaded clip (Get Image Size); your frame is scaled and center-cropped to it. Only random tiny models ran "
+        "this graph: quality unmeasured.",
+        MORE))
+    return Workflow("fatezero_wan22_5b_ti2v_first_frame_edit",
+                    "Wan 2.2 TI2V 5B first-frame edit: your edited frame through the clip", nodes, groups)
+
+
+WAN_I2V_WORKFLOWS = (wan22_a14b_i2v_first_frame_edit, wan22_5b_ti2v_first_frame_edit)
