@@ -9,9 +9,15 @@ sigmas at the inversion's expert_split_step between its two experts' samplers. T
 graph (issue 34) is ComfyUI's A14B T2V template with the lightx2v LoRAs, the FateZero nodes put in:
 it runs at its own 4 steps, its LoRA nodes loading the tests' random Wan LoRA. The first-frame
 graph (issue 35) is ComfyUI's A14B I2V template so: it runs on the tiny Wan 2.2 I2V expert, and
-its Load Image gets an edited first frame the test writes into the server's input folder.
+its Load Image gets an edited first frame the test writes into the server's input folder. The 5B
+first-frame graph is ComfyUI's 5B TI2V template so, its start images in the latent
+(Wan22ImageToVideoLatent): it runs on the tiny 5B model with the tiny Wan 2.2 VAE, and the same
+graph with the inverted latent as the sampler's latent_image is refused by name.
 """
 from __future__ import annotations
+
+import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +30,8 @@ WAN_SIZE = dict(width=64, height=64, frames=5, steps=3)
 FEW_STEP = "fatezero_wan22_a14b_lightx2v_4step_edit"
 FIRST_FRAME = "fatezero_wan22_a14b_i2v_first_frame_edit"
 FOUR_STEP = (FEW_STEP, FIRST_FRAME)  # ComfyUI's A14B templates with the lightx2v LoRAs: 4 steps, 2 + 2
-UNET = {"fatezero_wan22_5b_local_edit": "wan22_5b", FIRST_FRAME: "wan22_i2v"}  # else "wan21"
+TI2V_FIRST_FRAME = "fatezero_wan22_5b_ti2v_first_frame_edit"
+UNET = {"fatezero_wan22_5b_local_edit": "wan22_5b", FIRST_FRAME: "wan22_i2v", TI2V_FIRST_FRAME: "wan22_5b"}  # else "wan21"
 # ComfyUI's Wan 2.2 A14B templates (comfyui-workflow-templates-json 0.1.123, video_wan2_2_14B_t2v.json;
 # comfyui-workflow-templates-media-video 0.3.12, video_wan2_2_14B_i2v.json): each loader's file, folder and
 # download, as its loader nodes' properties.models list them, and the experts' switch point
@@ -116,7 +123,11 @@ def test_wan_workflow_edits_from_the_inverted_noise(name):
     samplers = [k for k, n in api.items() if n["class_type"] == "SamplerCustomAdvanced"]
     first = samplers[0] if len(samplers) == 1 else next(
         k for k in samplers if api[k]["inputs"]["noise"] == [inv, 3])
-    assert api[first]["inputs"]["noise"] == [inv, 3] and api[first]["inputs"]["latent_image"] == [inv, 0]
+    assert api[first]["inputs"]["noise"] == [inv, 3]
+    if "start_image_latent" in settings:  # TI2V 5B's first-frame edit: the edited frame's start-image latent
+        assert api[api[first]["inputs"]["latent_image"][0]]["class_type"] == "Wan22ImageToVideoLatent"
+    else:
+        assert api[first]["inputs"]["latent_image"] == [inv, 0]
     for k in samplers:
         select = api[api[k]["inputs"]["sampler"][0]]
         assert select["inputs"] == {"sampler_name": "euler"}
@@ -208,3 +219,93 @@ def test_first_frame_workflow_conditions_the_source_on_the_clip_and_the_edit_on_
     for named in ("Qwen-Image-Edit 2511", "Flux 2 Klein", "fatezero_edited_first_frame.png", "DisableNoise",
                   "random"):
         assert named in note
+
+
+def ti2v_template() -> dict:
+    """ComfyUI's own Wan 2.2 TI2V 5B template (video_wan2_2_5B_ti2v.json of the
+    comfyui-workflow-templates-media-video package ComfyUI pins; 0.3.12 here): node type -> its nodes."""
+    import importlib.util
+    spec = importlib.util.find_spec("comfyui_workflow_templates_media_video")
+    assert spec is not None, "comfyui-workflow-templates-media-video is not installed (ComfyUI's requirements)"
+    path = Path(list(spec.submodule_search_locations)[0]) / "templates" / "video_wan2_2_5B_ti2v.json"
+    out: dict = {}
+    for node in wf.load(path)["nodes"]:
+        out.setdefault(node["type"], []).append(node)
+    return out
+
+
+def test_5b_first_frame_workflow_is_the_ti2v_template_with_fatezero():
+    """The template's files (each loader's name, folder and download), shift, steps, CFG,
+    scheduler, width, height and batch; the template's KSampler becomes the inversion's steps, a
+    CFGGuider of its CFG and euler on the inversion's edit_sigmas (its 'simple' schedule)."""
+    template = ti2v_template()
+    api = wf.load(wf.api_path(TI2V_FIRST_FRAME))
+    (sampler,), (shift,), (latent,) = template["KSampler"], template["ModelSamplingSD3"], template["Wan22ImageToVideoLatent"]
+    _seed, _control, steps, cfg, _sampler_name, scheduler, denoise = sampler["widgets_values"]
+    assert (scheduler, denoise) == ("simple", 1)  # what the inversion's edit_sigmas are (FLOW_SCHEDULER)
+    inv = api[_only(api, "FateZeroDDIMInversion")]["inputs"]
+    assert inv["steps"] == steps and api[inv["model"][0]]["inputs"]["shift"] == shift["widgets_values"][0]
+    assert api[inv["model"][0]]["class_type"] == "ModelSamplingSD3"
+    assert api[_only(api, "CFGGuider")]["inputs"]["cfg"] == cfg
+    width, height, _length, batch = latent["widgets_values"]
+    video = api[_only(api, "FateZeroLoadVideo")]["inputs"]
+    assert (video["width"], video["height"]) == (width, height)
+    ui = wf.load(wf.ui_path(TI2V_FIRST_FRAME))["nodes"]
+    starts = [n["widgets_values"] for n in ui if n["type"] == "Wan22ImageToVideoLatent"]  # linked: width, height, length
+    assert starts == [[width, height, video["frame_count"], batch]] * 2
+    offered, shipped = {}, {}
+    for kind in ("UNETLoader", "CLIPLoader", "VAELoader"):
+        (node,) = template[kind]
+        shipped[node["widgets_values"][0]] = node["properties"]["models"]
+    for node in ui:
+        if node["properties"].get("models"):
+            offered[node["widgets_values"][0]] = node["properties"]["models"]
+    assert offered == shipped
+
+
+def test_5b_first_frame_workflow_puts_the_clips_frame_in_the_inversion_and_yours_in_the_sampler():
+    """The inversion's latent is VAE Encode of the clip and its start_image_latent a
+    Wan22ImageToVideoLatent of the clip's first frame (ImageFromBatch 0, 1); the sampler's
+    latent_image is a second one, of the frame Load Image loads; both of the encoder's VAE, sized
+    by Get Image Size of the loaded frames; the source prompt conditions the inversion plainly (no
+    start image on the conditioning), the target prompt the guider. The Note says which goes where."""
+    api = wf.load(wf.api_path(TI2V_FIRST_FRAME))
+    video, encode = _only(api, "FateZeroLoadVideo"), _only(api, "VAEEncode")
+    inv_id = _only(api, "FateZeroDDIMInversion")
+    inv = api[inv_id]["inputs"]
+    assert inv["latent"] == [encode, 0] and api[encode]["inputs"]["pixels"] == [video, 0]
+    kind, source = _source(api, inv["start_image_latent"])
+    assert kind == "Wan22ImageToVideoLatent" and inv["start_image_latent"][1] == 0
+    sampler = api[_only(api, "SamplerCustomAdvanced")]["inputs"]
+    kind, edit = _source(api, sampler["latent_image"])
+    assert kind == "Wan22ImageToVideoLatent" and sampler["latent_image"][0] != inv["start_image_latent"][0]
+    assert (sampler["noise"], sampler["sigmas"]) == ([inv_id, 3], [inv_id, 2])
+    for inputs in (source, edit):
+        assert inputs["vae"] == api[encode]["inputs"]["vae"]
+        assert _source(api, inputs["width"]) == ("GetImageSize", {"image": [video, 0]})
+        assert [inputs[k] for k in ("width", "height", "length")] == [[inputs["width"][0], i] for i in range(3)]
+    assert _source(api, source["start_image"]) == ("ImageFromBatch", {"image": [video, 0], "batch_index": 0, "length": 1})
+    kind, load = _source(api, edit["start_image"])
+    assert kind == "LoadImage" and load["image"] == "fatezero_edited_first_frame.png" and edit["start_image"][1] == 0
+    for link, prompt in ((inv["source_conditioning"], "Source prompt"),
+                         (api[_only(api, "CFGGuider")]["inputs"]["positive"], "Target prompt")):
+        kind, encoder = _source(api, link)
+        assert kind == "CLIPTextEncode" and api[encoder["text"][0]]["_meta"]["title"].startswith(prompt)
+    assert "WanImageToVideo" not in {n["class_type"] for n in api.values()}
+    note, = [n["widgets_values"][0] for n in wf.load(wf.ui_path(TI2V_FIRST_FRAME))["nodes"] if n["type"] == "Note"]
+    for named in ("start_image_latent", "latent_image", "VAE Encode", "Qwen-Image-Edit 2511", "Flux 2 Klein",
+                  "fatezero_edited_first_frame.png", "random"):
+        assert named in note
+
+
+def test_5b_first_frame_workflow_refuses_the_inverted_latent_as_latent_image(server, run_wan):
+    """The shipped graph ran (its start images kept); the same graph with inverted_latent as the
+    sampler's latent_image (no start image kept) stops at the sampler, naming the fix."""
+    api, _ = run_wan(TI2V_FIRST_FRAME)
+    broken = copy.deepcopy(api)
+    sampler = _only(broken, "SamplerCustomAdvanced")
+    broken[sampler]["inputs"]["latent_image"] = [_only(broken, "FateZeroDDIMInversion"), 0]
+    error = server.error_of(broken)
+    assert error["node_id"] == sampler
+    assert "keeping 1 latent frame" in error["exception_message"]
+    assert "Wan22ImageToVideoLatent given the edited first frame" in error["exception_message"]

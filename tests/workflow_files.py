@@ -22,7 +22,8 @@ API_DIR = WORKFLOW_DIR / "api"
 SD_NAMES = ("fatezero_style_edit", "fatezero_attribute_edit", "fatezero_local_edit",
             "fatezero_controlnet_local_edit", "fatezero_long_clip_edit", "fatezero_sdxl_style_edit")
 WAN_NAMES = ("fatezero_wan21_style_edit", "fatezero_wan22_5b_local_edit", "fatezero_wan22_a14b_two_expert_edit",
-             "fatezero_wan22_a14b_lightx2v_4step_edit", "fatezero_wan22_a14b_i2v_first_frame_edit")
+             "fatezero_wan22_a14b_lightx2v_4step_edit", "fatezero_wan22_a14b_i2v_first_frame_edit",
+             "fatezero_wan22_5b_ti2v_first_frame_edit")
 NAMES = SD_NAMES + WAN_NAMES
 
 # Frontend-only nodes: in UI files, never sent to the server.

@@ -125,6 +125,12 @@ TYPES.update({
          ("height", "INT", R), ("length", "INT", R), ("batch_size", "INT", R),
          ("clip_vision_output", "CLIP_VISION_OUTPUT", O), ("start_image", "IMAGE", O)),
         (("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent", "LATENT"))),
+    # Wan 2.2 TI2V 5B: the start image in the latent, with the noise mask that keeps it
+    "Wan22ImageToVideoLatent": NodeType(
+        "Wan22ImageToVideoLatent",
+        (("vae", "VAE", R), ("width", "INT", R), ("height", "INT", R), ("length", "INT", R), ("batch_size", "INT", R),
+         ("start_image", "IMAGE", O)),
+        (("LATENT", "LATENT"),)),
 })
 
 UI_ONLY_TYPES = {"Note"}  # frontend-only nodes: in the UI file, never in the API file

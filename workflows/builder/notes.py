@@ -57,15 +57,16 @@ LOCAL_LINE = "- Word swap 'grey' -> 'pink': mapping replace, cross/self_replace_
 
 
 # -- Wan ------------------------------------------------------------------------------------
-def wan_run(unet: str, vae: str) -> tuple[str, ...]:
+def wan_run(unet: str, vae: str, sampler_takes: str = "inverted_noise, edit_sigmas and inverted_latent"
+            ) -> tuple[str, ...]:
     """How to run a Wan graph: the model files it loads (``unet`` may name both experts), then
-    what differs from SD."""
+    what differs from SD; ``sampler_takes``: what the sampler takes from the inversion."""
     return (
         f"- Models: {unet} (diffusion_models), {UMT5} (text_encoders, type wan), {vae} (vae): the names of "
         "ComfyUI's Wan templates; missing, the dialog on opening offers them; or pick yours.",
         PROMPTS_LINE + " frame_count is 4n+1 (Wan's VAE).",
-        "- Steps are set in the inversion only. The sampler takes its inverted_noise, edit_sigmas and "
-        "inverted_latent, with euler and a CFGGuider on the fusion node's MODEL.",
+        f"- Steps are set in the inversion only. The sampler takes its {sampler_takes}, with euler and a CFGGuider "
+        "on the fusion node's MODEL.",
         "- fused_blocks auto = the first half of the blocks ('all' keeps more structure, costs more time). The "
         "spatio-temporal settings of SD do not apply: Wan's attention spans the frames.",
     )
